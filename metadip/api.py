@@ -1,0 +1,200 @@
+"""Python API: ``metadip.reconstruct(y, operator, init=...)``. The CLI is a thin layer over this."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from metadip import dip, metrics
+from metadip.errors import MetadipError
+from metadip.runtime import configure_threads, resolve_device
+
+
+@dataclass
+class ReconstructionResult:
+    """The reconstruction, its per-iteration history, and how the run ended."""
+
+    image: torch.Tensor
+    history: dict[str, list[float]]
+    stop_iteration: int
+    stop_reason: str
+    seconds: float
+    init: str
+    arch: str
+    operator: str
+    psnr: float | None = None
+    ssim: float | None = None
+    extras: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        parts = [f"iterations={self.stop_iteration}", f"stop={self.stop_reason}"]
+        if self.psnr is not None:
+            parts.append(f"psnr={self.psnr:.2f}dB")
+        if self.ssim is not None:
+            parts.append(f"ssim={self.ssim:.4f}")
+        parts.append(f"seconds={self.seconds:.1f}")
+        parts.append(f"init={self.init}")
+        return " ".join(parts)
+
+    def to_json(self) -> dict:
+        data: dict = {
+            "loss": self.history.get("loss", []),
+            "stop_iteration": self.stop_iteration,
+            "stop_reason": self.stop_reason,
+            "seconds": self.seconds,
+            "init": self.init,
+            "arch": self.arch,
+            "operator": self.operator,
+        }
+        for key in ("psnr", "ssim", "holdout_loss"):
+            if key in self.history:
+                data[key] = self.history[key]
+        if self.psnr is not None:
+            data["final_psnr"] = self.psnr
+            data["final_ssim"] = self.ssim
+        data.update(self.extras)
+        return data
+
+
+def load_init(init: str | Path, *, arch: str | None, out_channels: int, seed: int):
+    """Resolve ``init`` (``random``, a shipped checkpoint name, or a path) to an ``Init``."""
+    from metadip import checkpoint
+    from metadip.generators import DEFAULT_ARCH
+
+    if str(init) == "random":
+        return checkpoint.random_init(arch or DEFAULT_ARCH, out_channels=out_channels, seed=seed)
+    loaded = checkpoint.load_checkpoint(init)
+    if arch is not None and arch != loaded.arch_config.get("name"):
+        raise MetadipError(
+            f"--arch {arch} does not match the checkpoint's architecture {loaded.arch_config.get('name')!r}; "
+            "drop --arch or use --init random"
+        )
+    return loaded
+
+
+def prepare(init_state, op, device: torch.device) -> tuple[torch.nn.Module, torch.Tensor]:
+    """Build the generator holding the init's weights and its input z for ``op``'s image size."""
+    from metadip.generators import build_generator, make_input
+
+    channels, height, width = op.image_shape
+    net = build_generator(init_state.arch_config, out_channels=channels)
+    try:
+        net.load_state_dict(init_state.state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise MetadipError(f"initialisation {init_state.name!r} does not fit this architecture: {first}") from None
+    net = net.to(device)
+    if init_state.z is not None:
+        z = init_state.z
+        expected = net.input_shape(height, width)
+        if tuple(z.shape[-3:]) != tuple(expected):
+            raise MetadipError(
+                f"initialisation {init_state.name!r} stores a fixed input of shape {tuple(z.shape[-3:])} but this "
+                f"image needs {tuple(expected)}"
+            )
+        z = z.to(device)
+    else:
+        z = make_input(init_state.input_recipe, net.input_shape(height, width), device=device)
+    return net, z
+
+
+def reconstruct(
+    y: torch.Tensor,
+    operator,
+    *,
+    init: str | Path = "random",
+    arch: str | None = None,
+    iterations: int | None = None,
+    stop: str | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    reference: torch.Tensor | None = None,
+    lr: float | None = None,
+    progress: bool = False,
+    tensorboard: str | Path | None = None,
+    callback=None,
+) -> ReconstructionResult:
+    """Reconstruct an image from measurement ``y`` of ``operator`` with DIP from ``init``.
+
+    ``init`` is ``"random"`` (the DIP paper's recipe), a shipped checkpoint name, or a checkpoint path; the init's
+    own recipe (z, optimiser, lr, jitter, EMA, iteration budget, stopping rule) is used unless overridden.
+    """
+    device = resolve_device(device)
+    if device.type == "cpu":
+        configure_threads()
+    if y.dim() == 3:
+        y = y.unsqueeze(0)
+    if not torch.isfinite(torch.view_as_real(y) if y.is_complex() else y).all():
+        raise MetadipError("the measurement contains NaN or Inf values")
+    if reference is not None and reference.dim() == 3:
+        reference = reference.unsqueeze(0)
+    if reference is not None and tuple(reference.shape[-3:]) != tuple(operator.image_shape):
+        raise MetadipError(
+            f"reference image has shape {tuple(reference.shape[-3:])}, expected {tuple(operator.image_shape)}"
+        )
+    channels = operator.image_shape[0]
+    init_state = load_init(init, arch=arch, out_channels=channels, seed=seed)
+    recipe = init_state.inner
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net, z = prepare(init_state, operator, device)
+    op = operator.to(device)
+    y = y.to(device)
+    if reference is not None:
+        reference = reference.to(device=device, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    stop_name = stop or recipe.get("stop", "wmv")
+    stop_rule = stop_name
+    if isinstance(stop_name, str) and stop_name == "wmv" and recipe.get("wmv"):
+        from metadip.stopping import make_stopping_rule
+
+        stop_rule = make_stopping_rule("wmv", **recipe["wmv"])
+    budget = iterations if iterations is not None else int(recipe.get("iterations", dip.DEFAULT_ITERATIONS))
+    sigma = getattr(op, "sigma", 0.0) / 255.0 or None
+    logger = None
+    if tensorboard is not None:
+        from metadip.tracking import TensorBoardLogger
+
+        logger = TensorBoardLogger(tensorboard)
+    try:
+        result = dip.fit(
+            net,
+            z,
+            y,
+            op,
+            iterations=budget,
+            lr=lr if lr is not None else float(recipe.get("lr", dip.DEFAULT_LR)),
+            optimizer=recipe.get("optimizer", "adam"),
+            reg_noise_std=float(recipe.get("reg_noise_std", dip.DEFAULT_REG_NOISE_STD)),
+            ema=float(recipe.get("ema", dip.DEFAULT_EMA)),
+            stop=stop_rule,
+            sigma=sigma,
+            reference=reference,
+            generator=generator,
+            progress=progress,
+            logger=logger,
+            callback=callback,
+        )
+    finally:
+        if logger is not None:
+            logger.close()
+    image = result.image.cpu()
+    psnr = ssim = None
+    if reference is not None:
+        psnr = metrics.psnr(image, reference.cpu())
+        ssim = metrics.ssim(image, reference.cpu())
+    return ReconstructionResult(
+        image=image,
+        history=result.history,
+        stop_iteration=result.stop_iteration,
+        stop_reason=result.stop_reason,
+        seconds=result.seconds,
+        init=init_state.name,
+        arch=str(init_state.arch_config.get("name", "custom")),
+        operator=operator.spec(),
+        psnr=psnr,
+        ssim=ssim,
+        extras={"output_iteration": result.extras.get("output_iteration"), "rollbacks": result.rollbacks},
+    )

@@ -1,0 +1,263 @@
+"""The one Deep Image Prior loop.
+
+``fit`` minimises ‖A f_θ(z) − y‖² over θ from a given starting state (random or meta-learned weights + the z
+they belong to), with Adam, optional input jitter, an EMA of outputs, rollback on loss spikes, NaN safety and a
+pluggable early-stopping rule. ``measurement_loss`` is shared with the meta-learner's functional inner loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from metadip import metrics
+from metadip.errors import MetadipError
+from metadip.stopping import StoppingRule, make_stopping_rule
+
+DEFAULT_LR = 0.01
+DEFAULT_REG_NOISE_STD = 1.0 / 30.0
+DEFAULT_EMA = 0.99
+DEFAULT_ITERATIONS = 3000
+
+
+def measurement_loss(op, output: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared data-fidelity |A f − y|² over the measured entries (complex-aware).
+
+    ``weight`` (broadcastable to y) selects the entries that count; by default the operator's measurement mask.
+    """
+    residual = op.A(output) - y
+    squared = residual.real**2 + residual.imag**2 if residual.is_complex() else residual**2
+    if weight is None:
+        weight = op.measurement_mask()
+    if weight is None:
+        return squared.mean()
+    weight = weight.to(squared.dtype).expand_as(squared)
+    return (squared * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def holdout_split(
+    op, y: torch.Tensor, fraction: float, generator: torch.Generator | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Split the measured entries of ``y`` into a training weight and a held-out weight (``fraction`` held out).
+
+    The split is per spatial position and shared across channels so a held-out pixel is hidden entirely.
+    """
+    if fraction <= 0:
+        return None, None
+    if not 0 < fraction < 0.5:
+        raise MetadipError(f"holdout fraction must be in (0, 0.5), got {fraction}")
+    base = op.measurement_mask()
+    shape = (1, 1, *y.shape[-2:])
+    draw = torch.rand(shape, generator=generator, device="cpu").to(y.device)
+    held = (draw < fraction).to(torch.float32)
+    if base is not None:
+        base = base.to(device=y.device, dtype=torch.float32).expand(shape) if base.shape[1] == 1 else base.float()
+        held = held * base
+        train = base - held
+    else:
+        train = 1.0 - held
+    return train, held
+
+
+@dataclass
+class FitResult:
+    """What a DIP run returns: the reconstruction, its per-iteration history and how it ended."""
+
+    image: torch.Tensor
+    history: dict[str, list[float]]
+    stop_iteration: int
+    stop_reason: str
+    seconds: float
+    rollbacks: int = 0
+    extras: dict = field(default_factory=dict)
+
+
+class _Snapshot:
+    """Parameters and optimiser state at a known-good iteration, for rollback."""
+
+    def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, loss: float) -> None:
+        self.params = [p.detach().clone() for p in net.parameters()]
+        self.optimizer = copy.deepcopy(optimizer.state_dict())
+        self.loss = loss
+
+    def restore(self, net: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        with torch.no_grad():
+            for param, saved in zip(net.parameters(), self.params, strict=True):
+                param.copy_(saved)
+        optimizer.load_state_dict(copy.deepcopy(self.optimizer))
+
+
+def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+    name = name.lower()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    raise MetadipError(f"unknown optimizer {name!r}; valid: adam, sgd")
+
+
+def fit(
+    net: nn.Module,
+    z: torch.Tensor,
+    y: torch.Tensor,
+    op,
+    *,
+    iterations: int = DEFAULT_ITERATIONS,
+    lr: float = DEFAULT_LR,
+    optimizer: str = "adam",
+    reg_noise_std: float = DEFAULT_REG_NOISE_STD,
+    ema: float = DEFAULT_EMA,
+    stop: str | StoppingRule = "budget",
+    sigma: float | None = None,
+    reference: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    rollback: bool = True,
+    rollback_factor: float = 4.0,
+    snapshot_every: int = 10,
+    holdout_fraction: float | None = None,
+    track_ssim: bool = True,
+    progress: bool = False,
+    logger=None,
+    callback: Callable[[int, torch.Tensor, dict], None] | None = None,
+) -> FitResult:
+    """Fit ``net`` so that ``A net(z) ≈ y`` and return the early-stopped reconstruction.
+
+    Args:
+        net: generator, already holding its starting weights (random or θ0), on the target device.
+        z: its fixed input, 1×C×h×w.
+        y: measurement (B=1), real or complex.
+        op: forward operator (``A``, ``measurement_mask``, ``image_shape``).
+        iterations: the budget (maximum number of iterations).
+        stop: stopping rule or its name; ``budget`` runs exactly ``iterations``.
+        sigma: noise std in [0, 1] units, for the discrepancy rule.
+        reference: clean image, only for history PSNR/SSIM and the evaluation-only oracle rule.
+        generator: the run's torch.Generator (jitter, hold-out split); seeded by the caller.
+        holdout_fraction: share of measurements kept out of the loss; defaults to 0.1 for the holdout rule.
+    """
+    if iterations < 1:
+        raise MetadipError(f"iterations must be a positive integer, got {iterations}")
+    if not 0 <= ema < 1:
+        raise MetadipError(f"ema must be in [0, 1), got {ema}")
+    rule = make_stopping_rule(stop)
+    if holdout_fraction is None:
+        holdout_fraction = 0.1 if rule.needs_holdout else 0.0
+    if rule.needs_holdout and holdout_fraction <= 0:
+        raise MetadipError("the holdout rule needs holdout_fraction > 0")
+    rule.reset(sigma=sigma, reference=reference)
+
+    device = z.device
+    height, width = op.image_shape[-2:]
+    size = (height, width)
+    train_weight, held_weight = holdout_split(op, y, holdout_fraction, generator)
+    net.train()
+    opt = make_optimizer(optimizer, net.parameters(), lr)
+
+    history: dict[str, list[float]] = {"loss": []}
+    if held_weight is not None:
+        history["holdout_loss"] = []
+    if reference is not None:
+        history["psnr"] = []
+        if track_ssim:
+            history["ssim"] = []
+
+    average: torch.Tensor | None = None
+    snapshot: _Snapshot | None = None
+    rollbacks = 0
+    stop_reason = "budget"
+    stop_iteration = iterations
+    best_loss = math.inf
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=iterations, desc="DIP", unit="it", dynamic_ncols=True, leave=False)
+    started = time.perf_counter()
+    iteration = 0
+    try:
+        while iteration < iterations:
+            net_input = z
+            if reg_noise_std > 0:
+                noise = torch.randn(z.shape, generator=generator, device="cpu").to(device)
+                net_input = z + reg_noise_std * noise
+            opt.zero_grad(set_to_none=True)
+            output = net(net_input, size=size)
+            loss = measurement_loss(op, output, y, train_weight)
+            loss_value = float(loss.detach())
+
+            spiked = not math.isfinite(loss_value) or (
+                rollback and snapshot is not None and loss_value > rollback_factor * max(snapshot.loss, 1e-12)
+            )
+            if spiked:
+                if snapshot is None or rollbacks >= 20:
+                    stop_reason = "diverged"
+                    stop_iteration = iteration
+                    break
+                snapshot.restore(net, opt)
+                rollbacks += 1
+                continue  # redo this iteration from the restored state (the jitter draw differs)
+
+            loss.backward()
+            opt.step()
+            iteration += 1
+            best_loss = min(best_loss, loss_value)
+            if snapshot is None or iteration % snapshot_every == 0:
+                snapshot = _Snapshot(net, opt, loss_value)
+
+            current = output.detach()
+            if ema > 0:
+                average = current.clone() if average is None else average.mul_(ema).add_(current, alpha=1 - ema)
+                estimate = average
+            else:
+                estimate = current
+            history["loss"].append(loss_value)
+            holdout_value = None
+            if held_weight is not None:
+                with torch.no_grad():
+                    holdout_value = float(measurement_loss(op, estimate, y, held_weight))
+                history["holdout_loss"].append(holdout_value)
+            row = {"loss": loss_value}
+            if reference is not None:
+                row["psnr"] = metrics.psnr(estimate, reference)
+                history["psnr"].append(row["psnr"])
+                if track_ssim:
+                    row["ssim"] = metrics.ssim(estimate, reference)
+                    history["ssim"].append(row["ssim"])
+            if logger is not None:
+                logger.log(row, step=iteration)
+            if callback is not None:
+                callback(iteration, estimate, row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()}, refresh=False)
+            if rule.update(iteration, estimate, loss_value, holdout_value):
+                stop_reason = rule.reason
+                stop_iteration = iteration
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - started
+
+    if rule.best_output is not None:
+        image = rule.best_output
+        chosen = rule.best_iteration
+    elif average is not None or iteration > 0:
+        image = average if ema > 0 else current
+        chosen = iteration
+    else:
+        raise MetadipError("DIP diverged before the first iteration (loss is not finite); check the measurement")
+    return FitResult(
+        image=image.detach().clamp(0, 1),
+        history=history,
+        stop_iteration=stop_iteration,
+        stop_reason=stop_reason,
+        seconds=seconds,
+        rollbacks=rollbacks,
+        extras={"output_iteration": chosen, "best_loss": best_loss},
+    )
