@@ -18,7 +18,7 @@ from torch import nn
 
 from metadip import metrics
 from metadip.errors import MetadipError
-from metadip.stopping import StoppingRule, make_stopping_rule
+from metadip.stopping import StoppingRule, make_stopping_rule  # noqa: F401  (re-exported)
 
 DEFAULT_LR = 0.01
 DEFAULT_REG_NOISE_STD = 1.0 / 30.0

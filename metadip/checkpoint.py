@@ -1,0 +1,309 @@
+"""Initialisation checkpoints: ``NAME.safetensors`` (θ0 tensors, plus the fixed input z under ``__z__`` when the
+init uses one) and ``NAME.json`` (everything that rebuilds and describes it).
+
+Sidecar keys: ``format_version``, ``name``, ``metadip_version``, ``created``, ``weights`` (file name),
+``sha256`` (of the weights file), ``num_parameters``, ``arch`` (generator config: ``build_generator(arch)``
+rebuilds the net), ``input`` (the :class:`InputRecipe`), ``z_mode`` (``fixed`` | ``resample`` |
+``conditioned``, see :mod:`metadip.meta.inner`), ``inner`` (the online recipe the init expects: optimizer, lr,
+optional per-tensor ``lr_per_tensor``, reg_noise_std, ema, iterations, stop), ``training`` (algorithm, task
+distribution, train and held-out images, steps, wall seconds, seed, the resolved config) and ``card`` (a
+one-line model card).
+
+Loading never unpickles: the weights are read with ``safetensors`` from bytes whose SHA-256 was checked first,
+and the sidecar is JSON. Every problem (missing or truncated file, hash mismatch, unknown format version,
+missing keys, weights that do not fit the architecture) is a :class:`MetadipError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+import metadip
+from metadip.errors import MetadipError
+from metadip.fileio import atomic_write_bytes, atomic_write_json
+from metadip.generators import InputRecipe, build_generator, default_input_recipe
+
+FORMAT_VERSION = 1
+Z_KEY = "__z__"
+WEIGHTS_SUFFIX = ".safetensors"
+SIDECAR_SUFFIX = ".json"
+ENV_VAR = "METADIP_CHECKPOINTS"
+REQUIRED_KEYS = ("format_version", "name", "sha256", "arch", "input", "inner", "training")
+
+
+@dataclass
+class Init:
+    """A starting point for DIP: architecture, weights, input recipe (and fixed z) and the online recipe."""
+
+    name: str
+    arch_config: dict
+    state_dict: dict[str, Tensor]
+    input_recipe: InputRecipe
+    inner: dict
+    training: dict
+    z: Tensor | None = None
+    sidecar: dict = field(default_factory=dict)
+    z_mode: str = "resample"
+    path: Path | None = None
+
+    def build(self, device: str | torch.device = "cpu") -> nn.Module:
+        """The generator holding these weights (strict load; a mismatch is a MetadipError)."""
+        net = build_generator(self.arch_config)
+        load_weights(net, self.state_dict, self.name)
+        return net.to(device)
+
+    @property
+    def card(self) -> str:
+        return str(self.sidecar.get("card") or make_card(self.name, self.arch_config, self.training))
+
+
+def default_checkpoint_dir() -> Path:
+    """The repository's ``checkpoints/`` folder (next to the ``metadip`` package)."""
+    return Path(metadip.__file__).resolve().parent.parent / "checkpoints"
+
+
+def checkpoint_dirs() -> list[Path]:
+    """Where bare names are looked up: ``$METADIP_CHECKPOINTS`` (``os.pathsep``-separated) first, then the
+    repository's ``checkpoints/``."""
+    dirs = [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p.strip()]
+    dirs.append(default_checkpoint_dir())
+    return dirs
+
+
+def export_dir() -> Path:
+    """Where ``pretrain --export`` writes: the first ``$METADIP_CHECKPOINTS`` entry, else ``checkpoints/``."""
+    return checkpoint_dirs()[0]
+
+
+def load_weights(net: nn.Module, state_dict: dict[str, Tensor], name: str = "checkpoint") -> None:
+    try:
+        net.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise MetadipError(f"checkpoint {name!r} does not match its architecture: {detail}") from None
+
+
+def make_card(name: str, arch: dict, training: dict) -> str:
+    algorithm = training.get("algorithm", "?")
+    families = training.get("families") or sorted((training.get("tasks") or {}).get("weights", {}))
+    steps = training.get("steps", "?")
+    wall = training.get("wall_seconds")
+    wall_text = f", {wall / 3600:.1f} h" if isinstance(wall, (int, float)) and wall > 0 else ""
+    return (f"{arch.get('name', 'custom')} · {algorithm} · {'+'.join(families) or 'no tasks'} · "
+            f"{steps} meta-steps{wall_text}")
+
+
+def _json_safe(value: Any) -> Any:
+    try:
+        json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"checkpoint metadata is not JSON-serialisable: {exc}") from None
+    return value
+
+
+def save_checkpoint(
+    path_stem: str | os.PathLike,
+    net_or_state: nn.Module | dict[str, Tensor],
+    *,
+    arch_config: dict,
+    input_recipe: InputRecipe | dict,
+    inner: dict,
+    training: dict,
+    z: Tensor | None = None,
+    z_mode: str | None = None,
+    card: str | None = None,
+) -> tuple[Path, Path]:
+    """Write ``path_stem.safetensors`` and ``path_stem.json`` (each atomically; weights first, so a sidecar never
+    points at weights that are not there yet). Returns both paths."""
+    from safetensors.torch import save as safetensors_save
+
+    stem = Path(path_stem)
+    if stem.suffix in (WEIGHTS_SUFFIX, SIDECAR_SUFFIX):
+        stem = stem.with_suffix("")
+    name = stem.name
+    state = net_or_state.state_dict() if isinstance(net_or_state, nn.Module) else dict(net_or_state)
+    if Z_KEY in state:
+        raise ValueError(f"state dict may not contain the reserved key {Z_KEY!r}")
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    if z is not None:
+        tensors[Z_KEY] = z.detach().to("cpu", torch.float32).contiguous().clone()
+    data = safetensors_save(tensors, metadata={"format": "metadip", "name": name})
+    recipe = input_recipe.to_dict() if isinstance(input_recipe, InputRecipe) else dict(input_recipe)
+    sidecar = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "metadip_version": metadip.__version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "weights": name + WEIGHTS_SUFFIX,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "num_parameters": int(sum(v.numel() for k, v in tensors.items() if k != Z_KEY)),
+        "arch": _json_safe(dict(arch_config)),
+        "input": _json_safe(recipe),
+        "z_mode": z_mode or ("fixed" if z is not None else "resample"),
+        "fixed_z_shape": list(z.shape) if z is not None else None,
+        "inner": _json_safe(dict(inner)),
+        "training": _json_safe(dict(training)),
+        "card": card or make_card(name, dict(arch_config), dict(training)),
+    }
+    weights_path = stem.with_name(name + WEIGHTS_SUFFIX)
+    sidecar_path = stem.with_name(name + SIDECAR_SUFFIX)
+    atomic_write_bytes(weights_path, data)
+    atomic_write_json(sidecar_path, sidecar)
+    return weights_path, sidecar_path
+
+
+def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+    """The sidecar path of a bare name (looked up in :func:`checkpoint_dirs`) or of a path given with or without
+    its ``.json`` / ``.safetensors`` extension."""
+    raw = os.fspath(name_or_path).strip()
+    if not raw:
+        raise MetadipError("empty checkpoint name")
+    path = Path(raw)
+    if path.suffix in (WEIGHTS_SUFFIX, SIDECAR_SUFFIX):
+        path = path.with_suffix("")
+    looks_like_path = os.sep in raw or "/" in raw or Path(raw).suffix in (WEIGHTS_SUFFIX, SIDECAR_SUFFIX)
+    if looks_like_path:
+        sidecar = path.with_name(path.name + SIDECAR_SUFFIX)
+        if not sidecar.is_file():
+            weights = path.with_name(path.name + WEIGHTS_SUFFIX)
+            if weights.is_file():
+                raise MetadipError(f"checkpoint sidecar {sidecar} is missing (next to {weights})")
+            raise MetadipError(f"checkpoint not found: {sidecar}")
+        return sidecar
+    for directory in checkpoint_dirs():
+        sidecar = directory / (raw + SIDECAR_SUFFIX)
+        if sidecar.is_file():
+            return sidecar
+    local = Path(raw + SIDECAR_SUFFIX)
+    if local.is_file():
+        return local
+    known = [n for n, _ in list_checkpoints()]
+    hint = f"; shipped: {', '.join(known)}" if known else "; no checkpoints are installed"
+    raise MetadipError(f"unknown checkpoint {raw!r} (not a file and not in {', '.join(map(str, checkpoint_dirs()))})"
+                       f"{hint}")
+
+
+def _read_sidecar(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise MetadipError(f"cannot read checkpoint sidecar {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise MetadipError(f"checkpoint sidecar {path} is not UTF-8 JSON") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MetadipError(f"checkpoint sidecar {path} is not valid JSON (truncated?): {exc}") from None
+    if not isinstance(data, dict):
+        raise MetadipError(f"checkpoint sidecar {path} is not a JSON object")
+    return data
+
+
+def load_checkpoint(name_or_path: str | os.PathLike) -> Init:
+    """Load and validate a checkpoint by bare name or path (see :func:`resolve_checkpoint`)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as safetensors_load
+
+    sidecar_path = resolve_checkpoint(name_or_path)
+    meta = _read_sidecar(sidecar_path)
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise MetadipError(f"checkpoint {sidecar_path} has format_version {version!r}; this metadip "
+                           f"({metadip.__version__}) reads version {FORMAT_VERSION}")
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise MetadipError(f"checkpoint sidecar {sidecar_path} lacks key(s) {', '.join(missing)}")
+    name = str(meta["name"])
+    weights_name = str(meta.get("weights") or sidecar_path.stem + WEIGHTS_SUFFIX)
+    if Path(weights_name).name != weights_name:
+        raise MetadipError(f"checkpoint sidecar {sidecar_path} names weights outside its folder: {weights_name!r}")
+    weights_path = sidecar_path.with_name(weights_name)
+    if not weights_path.is_file():
+        raise MetadipError(f"checkpoint weights {weights_path} are missing")
+    try:
+        data = weights_path.read_bytes()
+    except OSError as exc:
+        raise MetadipError(f"cannot read checkpoint weights {weights_path}: {exc.strerror or exc}") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != meta["sha256"]:
+        raise MetadipError(f"checkpoint weights {weights_path} are corrupt or were changed: sha256 {digest[:12]}… "
+                           f"does not match the sidecar's {str(meta['sha256'])[:12]}…")
+    try:
+        tensors = safetensors_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise MetadipError(f"checkpoint weights {weights_path} are not a valid safetensors file: {exc}") from None
+    z = tensors.pop(Z_KEY, None)
+    if not isinstance(meta["arch"], dict):
+        raise MetadipError(f"checkpoint sidecar {sidecar_path}: 'arch' must be an object")
+    try:
+        recipe = InputRecipe.from_dict(meta["input"])
+    except (TypeError, ValueError) as exc:
+        raise MetadipError(f"checkpoint sidecar {sidecar_path}: bad input recipe: {exc}") from None
+    z_mode = str(meta.get("z_mode") or ("fixed" if z is not None else "resample"))
+    if z_mode == "fixed" and z is None:
+        raise MetadipError(f"checkpoint {name!r} says z_mode 'fixed' but its weights file holds no {Z_KEY!r}")
+    init = Init(name=name, arch_config=dict(meta["arch"]), state_dict=tensors, input_recipe=recipe,
+                inner=dict(meta["inner"]), training=dict(meta["training"]), z=z, sidecar=meta, z_mode=z_mode,
+                path=sidecar_path)
+    net = build_generator(init.arch_config)  # MetadipError for an unknown/invalid architecture
+    load_weights(net, tensors, name)
+    if z is not None:
+        expected_c = recipe.channels
+        if z.dim() != 4 or z.shape[0] != 1 or z.shape[1] != expected_c:
+            raise MetadipError(f"checkpoint {name!r}: fixed z has shape {tuple(z.shape)}, expected 1×{expected_c}×H×W")
+    return init
+
+
+def list_checkpoints() -> list[tuple[str, str]]:
+    """(name, one-line card) of every checkpoint sidecar in :func:`checkpoint_dirs` (first one wins a name)."""
+    seen: dict[str, str] = {}
+    for directory in checkpoint_dirs():
+        if not directory.is_dir():
+            continue
+        for sidecar in sorted(directory.glob("*" + SIDECAR_SUFFIX)):
+            name = sidecar.stem
+            if name in seen:
+                continue
+            try:
+                meta = json.loads(sidecar.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if not isinstance(meta, dict) or "format_version" not in meta or "arch" not in meta:
+                continue  # not a checkpoint sidecar (e.g. a results file)
+            card = meta.get("card") or make_card(name, meta.get("arch", {}), meta.get("training", {}))
+            if not sidecar.with_name(str(meta.get("weights") or name + WEIGHTS_SUFFIX)).is_file():
+                card += " (weights file missing)"
+            seen[name] = str(card)
+    return sorted(seen.items())
+
+
+def dip_recipe() -> dict:
+    """The DIP paper's online recipe (the random-init arm): Adam lr 0.01, input jitter 1/30, EMA 0.99."""
+    from metadip import dip
+
+    return {"optimizer": "adam", "lr": dip.DEFAULT_LR, "reg_noise_std": dip.DEFAULT_REG_NOISE_STD,
+            "ema": dip.DEFAULT_EMA, "iterations": dip.DEFAULT_ITERATIONS, "stop": "wmv"}
+
+
+def random_init(arch: str | dict = "skip-slim", out_channels: int = 3, seed: int = 0) -> Init:
+    """Random weights (PyTorch's default init, drawn from ``seed`` without touching the global RNG) with the
+    DIP paper's recipe: z ~ U(0, 1)·0.1 with the net's input channels (32 for the skip nets), Adam lr 0.01,
+    input jitter 1/30, EMA 0.99."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        net = build_generator(arch, out_channels=out_channels)
+    recipe = default_input_recipe(net, seed=int(seed))
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    training = {"algorithm": "none", "seed": int(seed)}
+    return Init(name="random", arch_config=net.config, state_dict=state, input_recipe=recipe, inner=dip_recipe(),
+                training=training, z=None, sidecar={}, z_mode="resample")

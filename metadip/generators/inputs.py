@@ -1,0 +1,108 @@
+"""Network inputs z: how they are drawn (the recipe) and the DIP input-noise jitter.
+
+A meta-learned θ0 is tied to its input: a checkpoint ships the :class:`InputRecipe` (kind, channels, scale,
+seed), and :func:`make_input` turns it into the same tensor on any machine and device (the draw always happens
+on the CPU with its own ``torch.Generator`` seeded from ``recipe.seed``, then moves to ``device``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from metadip.errors import MetadipError
+
+INPUT_KINDS = ("uniform", "gaussian", "meshgrid")
+
+
+@dataclass(frozen=True)
+class InputRecipe:
+    """How to draw z.
+
+    kind: ``uniform`` — U(0, 1)·scale (the DIP default, scale 0.1); ``gaussian`` — N(0, 1)·scale;
+    ``meshgrid`` — 2 channels holding the x and y pixel coordinates in [0, 1] (``channels`` is forced to 2,
+    ``scale`` is ignored, ``seed`` is irrelevant).
+    """
+
+    kind: str = "uniform"
+    channels: int = 32
+    scale: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        kind = str(self.kind).lower()
+        if kind not in INPUT_KINDS:
+            raise MetadipError(f"unknown input kind {self.kind!r}; valid: {', '.join(INPUT_KINDS)}")
+        object.__setattr__(self, "kind", kind)
+        channels = 2 if kind == "meshgrid" else int(self.channels)
+        if channels < 1:
+            raise MetadipError(f"input channels must be positive, got {self.channels}")
+        object.__setattr__(self, "channels", channels)
+        object.__setattr__(self, "scale", float(self.scale))
+        object.__setattr__(self, "seed", int(self.seed))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputRecipe:
+        if not isinstance(data, dict):
+            raise MetadipError(f"input recipe must be a mapping, got {type(data).__name__}")
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise MetadipError(
+                f"unknown input recipe key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
+            )
+        return cls(**data)
+
+
+def make_input(
+    recipe: InputRecipe,
+    shape: tuple[int, int, int],
+    device: str | torch.device = "cpu",
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Draw z of shape ``1×C×h×w`` (``shape = (C, h, w)``, usually ``net.input_shape(H, W)``).
+
+    With ``generator=None`` a fresh CPU generator seeded with ``recipe.seed`` is used, so the result depends
+    only on the recipe and the shape. A given generator is used as is (draws happen on its device).
+    """
+    if isinstance(recipe, dict):
+        recipe = InputRecipe.from_dict(recipe)
+    c, h, w = (int(s) for s in shape)
+    if c != recipe.channels:
+        raise MetadipError(f"input recipe has {recipe.channels} channels but the network expects {c}")
+    if h < 1 or w < 1:
+        raise MetadipError(f"input size must be positive, got {h}×{w}")
+    if recipe.kind == "meshgrid":
+        ys = torch.linspace(0.0, 1.0, h) if h > 1 else torch.zeros(1)
+        xs = torch.linspace(0.0, 1.0, w) if w > 1 else torch.zeros(1)
+        yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+        return torch.stack([xx, yy]).unsqueeze(0).to(device=device, dtype=torch.float32)
+    if generator is None:
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(recipe.seed)
+    gen_device = generator.device
+    if recipe.kind == "uniform":
+        z = torch.rand((1, c, h, w), generator=generator, device=gen_device)
+    else:
+        z = torch.randn((1, c, h, w), generator=generator, device=gen_device)
+    return (z * recipe.scale).to(device)
+
+
+def jitter(z: Tensor, std: float, generator: torch.Generator | None = None) -> Tensor:
+    """DIP input-noise regularisation (``reg_noise_std``): ``z + std·N(0, 1)``, drawn from ``generator``.
+
+    Returns ``z`` itself when ``std == 0`` (no draw, the generator is not advanced).
+    """
+    if std == 0:
+        return z
+    device = generator.device if generator is not None else z.device
+    noise = torch.randn(z.shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
+    if z.dim() == 4 and not z.is_contiguous() and z.is_contiguous(memory_format=torch.channels_last):
+        noise = noise.contiguous(memory_format=torch.channels_last)
+    return z + std * noise

@@ -1,0 +1,105 @@
+"""Reptile over DIP tasks: θ0 ← θ0 + ε·mean_tasks(θ_K − θ0), with ε annealed linearly.
+
+The outer step is a plain interpolation (equivalently SGD with learning rate 1 on the pseudo-gradient
+ε·(θ0 − θ_K)). Feeding θ0 − θ_K to Adam as a gradient normalises away its scale and with a large learning rate
+destroys the init (a first probe collapsed to a constant output), so no adaptive optimiser is offered here.
+The inner loop is the same functional DIP loop as MAML's, without ``create_graph``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from metadip import metrics
+from metadip.errors import MetadipError
+from metadip.meta.inner import InnerConfig, InputPolicy, forward, inner_generator, inner_loop, parameter_dict
+from metadip.tasks import Task
+
+
+class Reptile:
+    """``meta_gradient(tasks)`` returns mean(θ0 − θ_K) per parameter (the pseudo-gradient); ``apply(grads, step)``
+    does θ0 ← θ0 − ε(step)·grads, with ε going linearly from ``epsilon_start`` to ``epsilon_end`` over
+    ``anneal_steps`` meta-steps (then constant)."""
+
+    algorithm = "reptile"
+
+    def __init__(self, net: nn.Module, inner: InnerConfig, inputs: InputPolicy, *, epsilon_start: float = 0.2,
+                 epsilon_end: float = 0.02, anneal_steps: int = 1000) -> None:
+        if not (0 < epsilon_end <= 1 and 0 < epsilon_start <= 1):
+            raise MetadipError(f"reptile epsilon must be in (0, 1], got {epsilon_start} → {epsilon_end}")
+        if anneal_steps < 1:
+            raise MetadipError(f"reptile anneal_steps must be >= 1, got {anneal_steps}")
+        self.net = net
+        self.inner = inner
+        self.inputs = inputs
+        self.epsilon_start = float(epsilon_start)
+        self.epsilon_end = float(epsilon_end)
+        self.anneal_steps = int(anneal_steps)
+        self.names = [n for n, _ in net.named_parameters()]
+
+    def epsilon(self, step: int) -> float:
+        """ε at meta-step ``step`` (0-based)."""
+        frac = min(max(step, 0) / self.anneal_steps, 1.0)
+        return self.epsilon_start + (self.epsilon_end - self.epsilon_start) * frac
+
+    def meta_parameters(self) -> list[Tensor]:
+        return list(self.net.parameters())
+
+    def inner_lrs(self) -> dict[str, float] | None:
+        return None
+
+    def task_gradient(self, task: Task) -> tuple[list[Tensor], dict[str, float]]:
+        """θ0 − θ_K for one task, and its metrics."""
+        generator = inner_generator(task)
+        k = self.inner.draw_steps(generator)
+        z = self.inputs.z_for(task, self.net)
+        theta0 = parameter_dict(self.net)
+        result = inner_loop(self.net, theta0, z, task, self.inner, steps=k, create_graph=False,
+                            generator=generator)
+        with torch.no_grad():
+            output = forward(self.net, result.params, z, task.size)
+            record = {
+                "outer_loss": float(torch.mean((output - task.x) ** 2)),
+                "psnr": metrics.psnr(output.clamp(0, 1), task.x),
+                "inner_loss": result.losses[-1],
+                "k": float(k),
+            }
+            delta = [theta0[n].detach() - result.params[n].detach() for n in self.names]
+        return delta, record
+
+    def meta_gradient(self, tasks: Sequence[Task], normalize: int | None = None
+                      ) -> tuple[list[Tensor], dict[str, float]]:
+        """Sum over ``tasks`` of θ0 − θ_K (and of the metrics) divided by ``normalize`` (default ``len(tasks)``)."""
+        normalize = len(tasks) if normalize is None else int(normalize)
+        total: list[Tensor] | None = None
+        sums: dict[str, float] = {}
+        for task in tasks:
+            delta, record = self.task_gradient(task)
+            total = delta if total is None else [a + b for a, b in zip(total, delta, strict=True)]
+            for key, value in record.items():
+                sums[key] = sums.get(key, 0.0) + value
+        if total is None:
+            total = [torch.zeros_like(p) for p in self.meta_parameters()]
+        return [g / normalize for g in total], {k: v / normalize for k, v in sums.items()}
+
+    def apply(self, grads: Sequence[Tensor], step: int = 0) -> dict[str, float]:
+        """θ0 ← θ0 − ε(step)·grads (= θ0 + ε·mean(θ_K − θ0)), in place."""
+        eps = self.epsilon(step)
+        with torch.no_grad():
+            for param, grad in zip(self.meta_parameters(), grads, strict=True):
+                param.sub_(grad.to(param.dtype), alpha=eps)
+        return {"epsilon": eps}
+
+    def step(self, tasks: Sequence[Task], step: int = 0) -> dict[str, float]:
+        grads, record = self.meta_gradient(tasks)
+        record.update(self.apply(grads, step))
+        return record
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        return None

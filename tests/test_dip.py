@@ -1,0 +1,153 @@
+"""Behavioural tests of the DIP loop: it denoises, stops, rolls back, survives NaN, and is deterministic."""
+
+import math
+
+import pytest
+import torch
+
+from conftest import sample_image
+from metadip import dip, metrics, operators
+from metadip.errors import MetadipError
+from metadip.generators import InputRecipe, build_generator, make_input
+
+
+def _setup(spec="denoise:sigma=25", size=32, seed=0, image="astronaut", arch=None):
+    x = sample_image(image, size)
+    generator = torch.Generator().manual_seed(seed)
+    op = operators.build_operator(spec, x.shape[1:], generator=generator)
+    y = operators.simulate(x, op, generator)
+    torch.manual_seed(seed)
+    net = build_generator(
+        arch
+        or {
+            "kind": "skip",
+            "num_scales": 3,
+            "channels_down": 16,
+            "channels_up": 16,
+            "channels_skip": 4,
+            "in_channels": 8,
+        },
+        out_channels=x.shape[1],
+    )
+    z = make_input(InputRecipe(channels=net.config["in_channels"]), net.input_shape(size, size))
+    return x, y, op, net, z, generator
+
+
+def test_dip_denoises_64px_image_by_3db_within_300_iterations():
+    x, y, op, _, _, generator = _setup(size=64, image="coffee")
+    torch.manual_seed(0)
+    net = build_generator("skip-slim", out_channels=3)
+    z = make_input(InputRecipe(), net.input_shape(64, 64))
+    result = dip.fit(
+        net, z, y, op, iterations=280, stop="budget", reference=x, generator=generator, track_ssim=False
+    )
+    noisy = metrics.psnr(y, x)
+    assert metrics.psnr(result.image, x) >= noisy + 3.0
+    assert len(result.history["loss"]) == 280 and result.stop_iteration == 280
+
+
+def test_budget_runs_exactly_and_history_has_reference_metrics():
+    x, y, op, net, z, generator = _setup()
+    result = dip.fit(net, z, y, op, iterations=7, stop="budget", reference=x, generator=generator)
+    assert result.stop_iteration == 7 and result.stop_reason == "budget"
+    assert {len(v) for v in result.history.values()} == {7}
+    assert set(result.history) == {"loss", "psnr", "ssim"}
+    assert result.image.shape == x.shape and 0 <= result.image.min() and result.image.max() <= 1
+
+
+def test_same_seed_gives_bit_identical_result():
+    first = _setup()
+    second = _setup()
+    a = dip.fit(first[3], first[4], first[1], first[2], iterations=10, stop="budget", generator=first[5])
+    b = dip.fit(second[3], second[4], second[1], second[2], iterations=10, stop="budget", generator=second[5])
+    assert torch.equal(a.image, b.image)
+    assert a.history["loss"] == b.history["loss"]
+
+
+def test_wmv_stops_early_and_returns_its_best_iterate():
+    x, y, op, net, z, generator = _setup()
+    result = dip.fit(
+        net,
+        z,
+        y,
+        op,
+        iterations=400,
+        stop=dip.make_stopping_rule("wmv", window=5, patience=10),
+        generator=generator,
+        reference=x,
+        ema=0.0,
+    )
+    assert result.stop_reason == "wmv" and result.stop_iteration < 400
+    assert result.extras["output_iteration"] == result.stop_iteration - 10
+
+
+def test_holdout_rule_keeps_part_of_the_measurements_out():
+    x, y, op, net, z, generator = _setup("inpaint:ratio=0.3,sigma=10")
+    result = dip.fit(net, z, y, op, iterations=30, stop="holdout", generator=generator)
+    assert len(result.history["holdout_loss"]) == 30
+    assert all(math.isfinite(v) for v in result.history["holdout_loss"])
+
+
+def test_holdout_split_partitions_measured_entries():
+    x, y, op, *_ = _setup("inpaint:ratio=0.5")
+    train, held = dip.holdout_split(op, y, 0.1, torch.Generator().manual_seed(0))
+    mask = op.measurement_mask().expand_as(train)
+    assert torch.equal(train + held, mask)
+    assert 0.05 < float(held.sum() / mask.sum()) < 0.15
+
+
+def test_measurement_loss_ignores_unmeasured_entries():
+    x, y, op, *_ = _setup("inpaint:ratio=0.5,sigma=0")
+    corrupted = x.clone()
+    corrupted[op.measurement_mask().expand_as(x) == 0] = 0.123
+    assert float(dip.measurement_loss(op, corrupted, y)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_complex_measurement_loss():
+    x, y, op, *_ = _setup("fourier:ratio=0.3,sigma=0")
+    assert y.is_complex()
+    assert float(dip.measurement_loss(op, x, y)) == pytest.approx(0.0, abs=1e-10)
+    assert float(dip.measurement_loss(op, x * 0.5, y)) > 0
+
+
+class _SpikyNet(torch.nn.Module):
+    """Wraps a net and returns NaN (or a huge value) at chosen forward calls."""
+
+    def __init__(self, net, bad_calls, value):
+        super().__init__()
+        self.net, self.bad_calls, self.value, self.calls = net, set(bad_calls), value, 0
+
+    def forward(self, z, size=None):
+        self.calls += 1
+        out = self.net(z, size=size)
+        if self.calls in self.bad_calls:
+            return out * 0 + self.value
+        return out
+
+
+@pytest.mark.parametrize("value", [float("nan"), 1e3])
+def test_spikes_and_nans_are_rolled_back(value):
+    x, y, op, net, z, generator = _setup()
+    spiky = _SpikyNet(net, bad_calls={15}, value=value)
+    result = dip.fit(spiky, z, y, op, iterations=25, stop="budget", generator=generator)
+    assert result.rollbacks == 1
+    assert result.stop_iteration == 25 and len(result.history["loss"]) == 25
+    assert all(math.isfinite(v) for v in result.history["loss"])
+
+
+def test_persistent_divergence_stops_with_best_iterate():
+    x, y, op, net, z, generator = _setup()
+    spiky = _SpikyNet(net, bad_calls=range(12, 1000), value=float("nan"))
+    result = dip.fit(spiky, z, y, op, iterations=50, stop="budget", generator=generator)
+    assert result.stop_reason == "diverged" and result.stop_iteration == 11
+    assert torch.isfinite(result.image).all()
+
+
+def test_bad_arguments_are_user_errors():
+    x, y, op, net, z, generator = _setup()
+    with pytest.raises(MetadipError, match="iterations"):
+        dip.fit(net, z, y, op, iterations=0)
+    with pytest.raises(MetadipError, match="ema"):
+        dip.fit(net, z, y, op, iterations=1, ema=1.0)
+    with pytest.raises(MetadipError, match="optimizer"):
+        dip.fit(net, z, y, op, iterations=1, optimizer="lbfgs")
