@@ -54,7 +54,10 @@ class ReconstructionResult:
         if self.psnr is not None:
             data["final_psnr"] = self.psnr
             data["final_ssim"] = self.ssim
-        data.update(self.extras)
+        for key, value in self.extras.items():
+            if key == "monitor":
+                value = {k: v for k, v in value.items() if k != "image"}
+            data[key] = value
         return data
 
 
@@ -115,6 +118,7 @@ def reconstruct(
     progress: bool = False,
     tensorboard: str | Path | None = None,
     callback=None,
+    monitor: str | None = None,
 ) -> ReconstructionResult:
     """Reconstruct an image from measurement ``y`` of ``operator`` with DIP from ``init``.
 
@@ -176,6 +180,7 @@ def reconstruct(
             progress=progress,
             logger=logger,
             callback=callback,
+            monitor=monitor,
         )
     finally:
         if logger is not None:
@@ -196,5 +201,9 @@ def reconstruct(
         operator=operator.spec(),
         psnr=psnr,
         ssim=ssim,
-        extras={"output_iteration": result.extras.get("output_iteration"), "rollbacks": result.rollbacks},
+        extras={
+            "output_iteration": result.extras.get("output_iteration"),
+            "rollbacks": result.rollbacks,
+            **({"monitor": result.extras["monitor"]} if "monitor" in result.extras else {}),
+        },
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 
 from metadip import __version__
+from metadip.cli_pretrain import checkpoints, pretrain  # the meta-learning commands (registered below)
 from metadip.errors import MetadipError
 from metadip.imageio import (
     DEFAULT_MAX_PIXELS,
@@ -24,6 +25,7 @@ from metadip.imageio import (
     MIN_SIZE,
     SAMPLE_IMAGES,
 )
+from metadip.operators import describe_operators
 
 STOP_RULES = ("wmv", "discrepancy", "holdout", "budget", "oracle")
 #: The four problems ``metadip demo`` shows (σ on the 0–255 scale).
@@ -34,7 +36,7 @@ DEMO_OPERATORS = (
     "deblur:kernel=gauss,width=1.5,sigma=2",
 )
 #: Iteration cap per demo problem (the stopping rule usually ends earlier); keeps the demo ≲ 2 min on 2 cores.
-DEMO_ITERATIONS = 1000
+DEMO_ITERATIONS = 600
 EXIT_USER_ERROR = 2
 
 
@@ -154,8 +156,10 @@ Examples:
   metadip simulate photo.png --operator inpaint:ratio=0.5 --seed 1 --out y.png      (also writes y.mask.png)
   metadip simulate sample:camera --size 64 --operator fourier:ratio=0.3 --out y.npy (complex: .npy only)
 
-\b
 Sample images (sample:NAME): {SAMPLES_TEXT}.
+
+\b
+{describe_operators()}
 """
 )
 @click.argument("clean", metavar="CLEAN")
@@ -182,6 +186,7 @@ Sample images (sample:NAME): {SAMPLES_TEXT}.
     "--max-pixels",
     type=click.IntRange(min=1),
     default=DEFAULT_MAX_PIXELS,
+    metavar="N",
     show_default=True,
     help="Refuse larger input images.",
 )
@@ -264,8 +269,18 @@ level), holdout (held-out measurements), budget (exactly --iterations), oracle (
     metavar="SPEC",
     help="Forward operator; optional when Y.operator.json (written by simulate) exists.",
 )
-@click.option("--mask", default=None, metavar="FILE", help="Inpainting mask image (white = observed pixel).")
-@click.option("--kernel", default=None, metavar="FILE", help="Blur kernel (.npy, 2-D, non-negative).")
+@click.option(
+    "--mask",
+    default=None,
+    metavar="FILE",
+    help="Mask for inpaint/fourier (.png or .npy, nonzero = observed); default: the one simulate wrote.",
+)
+@click.option(
+    "--kernel",
+    default=None,
+    metavar="FILE",
+    help="Blur kernel for deblur (.npy or .png, 2-D, non-negative); default: the one simulate wrote.",
+)
 @click.option(
     "--init",
     default="random",
@@ -294,13 +309,18 @@ level), holdout (held-out measurements), budget (exactly --iterations), oracle (
 @click.option("--tensorboard", default=None, metavar="DIR", help="Write TensorBoard logs to DIR.")
 @click.option("--history", default=None, metavar="H.json", help="Write the per-iteration history as JSON.")
 @click.option(
-    "--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Learning rate override."
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="LR",
+    help="Learning rate override (default: the init's recipe).",
 )
 @click.option("--out", required=True, metavar="X.png", help="Reconstructed image (8-bit).")
 @click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
     default=DEFAULT_MAX_PIXELS,
+    metavar="N",
     show_default=True,
     help="Refuse larger input images.",
 )
@@ -350,6 +370,11 @@ def reconstruct(
     op = operators.load_operator_for_measurement(
         measurement, spec, mask_path=mask, kernel_path=kernel, measurement_shape=tuple(y.shape[1:])
     )
+    expected_channels = tuple(getattr(op, "measurement_shape", op.image_shape))[0]
+    if y.shape[1] != expected_channels:
+        raise MetadipError(
+            f"{measurement} has {y.shape[1]} channel(s) but its operator expects {expected_channels}"
+        )
     if y.is_complex() and not op.is_complex:
         raise MetadipError(
             f"{measurement} holds complex values but operator {op.name} expects a real measurement"
@@ -440,25 +465,22 @@ def _baseline(x, y, op):
 
 
 def _shipped_init(channels: int) -> str | None:
-    """Name of a shipped meta-learned initialisation usable for ``channels``-channel images, if any."""
+    """Name of the first shipped meta-learned initialisation whose generator outputs ``channels`` channels."""
     try:
-        from metadip.checkpoint import list_checkpoints
-    except ImportError:
+        from metadip.checkpoint import list_checkpoints, load_checkpoint
+    except ImportError:  # pragma: no cover - checkpoint support missing from this install
         return None
     try:
         entries = list(list_checkpoints())
-    except Exception:  # a broken checkpoints folder must not break the demo
+    except (MetadipError, OSError):  # a broken checkpoints folder must not break the demo
         return None
     for entry in entries:
-        name = entry if isinstance(entry, str) else getattr(entry, "name", None)
-        info = entry if isinstance(entry, dict) else {}
-        if isinstance(entry, dict):
-            name = info.get("name")
-        out_channels = None
-        config = getattr(entry, "arch_config", None) or info.get("arch")
-        if isinstance(config, dict):
-            out_channels = config.get("out_channels")
-        if name and (out_channels in (None, channels)):
+        name = entry[0] if isinstance(entry, (tuple, list)) else getattr(entry, "name", entry)
+        try:
+            init = load_checkpoint(str(name))
+        except (MetadipError, OSError):
+            continue
+        if int(init.arch_config.get("out_channels", 3)) == channels:
             return str(name)
     return None
 
@@ -651,10 +673,7 @@ def demo(size: int, out: str, iterations: int, image: str, seed: int, device: st
 
 # --------------------------------------------------------------------------------------------- registration
 
-# TODO(lead): register helper 4's meta-learning commands once metadip/cli_pretrain.py lands:
-#     from metadip.cli_pretrain import checkpoints, pretrain
-#     main.add_command(pretrain)
-#     main.add_command(checkpoints)
+main.add_command(pretrain)
+main.add_command(checkpoints)
 
-
-__all__ = ["main", "simulate", "reconstruct", "demo"]
+__all__ = ["main", "simulate", "reconstruct", "demo", "pretrain", "checkpoints"]

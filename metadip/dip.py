@@ -124,7 +124,8 @@ def fit(
     track_ssim: bool = True,
     progress: bool = False,
     logger=None,
-    callback: Callable[[int, torch.Tensor, dict], None] | None = None,
+    callback: Callable[[int, torch.Tensor, dict, torch.Tensor], None] | None = None,
+    monitor: str | StoppingRule | None = None,
 ) -> FitResult:
     """Fit ``net`` so that ``A net(z) ≈ y`` and return the early-stopped reconstruction.
 
@@ -139,6 +140,9 @@ def fit(
         reference: clean image, only for history PSNR/SSIM and the evaluation-only oracle rule.
         generator: the run's torch.Generator (jitter, hold-out split); seeded by the caller.
         holdout_fraction: share of measurements kept out of the loss; defaults to 0.1 for the holdout rule.
+        monitor: a second rule that is only watched, never obeyed: where it *would* have stopped and what it would
+            have returned land in ``FitResult.extras["monitor"]`` (evaluation runs a full budget and records the
+            no-ground-truth rule's choice this way).
     """
     if iterations < 1:
         raise MetadipError(f"iterations must be a positive integer, got {iterations}")
@@ -150,6 +154,12 @@ def fit(
     if rule.needs_holdout and holdout_fraction <= 0:
         raise MetadipError("the holdout rule needs holdout_fraction > 0")
     rule.reset(sigma=sigma, reference=reference)
+    watcher = make_stopping_rule(monitor) if monitor is not None else None
+    if watcher is not None:
+        if watcher.needs_holdout and not rule.needs_holdout and holdout_fraction <= 0:
+            holdout_fraction = 0.1
+        watcher.reset(sigma=sigma, reference=reference)
+    watcher_stop: int | None = None
 
     device = z.device
     height, width = op.image_shape[-2:]
@@ -231,11 +241,14 @@ def fit(
             if logger is not None:
                 logger.log(row, step=iteration)
             if callback is not None:
-                callback(iteration, estimate, row)
+                callback(iteration, estimate, row, current)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()}, refresh=False)
-            if rule.update(iteration, estimate, loss_value, holdout_value):
+            if watcher is not None and watcher_stop is None:
+                if watcher.update(iteration, current, loss_value, holdout_value, estimate=estimate):
+                    watcher_stop = iteration
+            if rule.update(iteration, current, loss_value, holdout_value, estimate=estimate):
                 stop_reason = rule.reason
                 stop_iteration = iteration
                 break
@@ -252,6 +265,16 @@ def fit(
         chosen = iteration
     else:
         raise MetadipError("DIP diverged before the first iteration (loss is not finite); check the measurement")
+    extras = {"output_iteration": chosen, "best_loss": best_loss}
+    if watcher is not None:
+        watched = watcher.best_output if watcher.best_output is not None else image
+        extras["monitor"] = {
+            "rule": watcher.name,
+            "stop_iteration": watcher_stop,
+            "reason": watcher.reason if watcher_stop is not None else "not triggered",
+            "output_iteration": watcher.best_iteration if watcher.best_output is not None else chosen,
+            "image": watched.detach().clamp(0, 1),
+        }
     return FitResult(
         image=image.detach().clamp(0, 1),
         history=history,
@@ -259,5 +282,5 @@ def fit(
         stop_reason=stop_reason,
         seconds=seconds,
         rollbacks=rollbacks,
-        extras={"output_iteration": chosen, "best_loss": best_loss},
+        extras=extras,
     )

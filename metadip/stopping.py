@@ -42,14 +42,23 @@ class StoppingRule:
         self.reason = "budget"
 
     def update(
-        self, iteration: int, output: torch.Tensor, loss: float, holdout_loss: float | None = None
+        self,
+        iteration: int,
+        output: torch.Tensor,
+        loss: float,
+        holdout_loss: float | None = None,
+        estimate: torch.Tensor | None = None,
     ) -> bool:
-        """Record iteration ``iteration`` (1-based); return True to stop now."""
+        """Record iteration ``iteration`` (1-based); return True to stop now.
+
+        ``output`` is the network's raw output of this iteration, ``estimate`` the reconstruction the loop would
+        return now (the EMA of outputs when EMA is on; defaults to ``output``). Rules keep ``estimate``.
+        """
         return False
 
-    def _keep(self, iteration: int, output: torch.Tensor) -> None:
+    def _keep(self, iteration: int, estimate: torch.Tensor) -> None:
         self.best_iteration = iteration
-        self.best_output = output.detach().clone()
+        self.best_output = estimate.detach().clone()
 
 
 class Budget(StoppingRule):
@@ -79,7 +88,8 @@ class WindowedVariance(StoppingRule):
         self.best_variance = math.inf
         self.variances: list[float] = []
 
-    def update(self, iteration, output, loss, holdout_loss=None) -> bool:
+    def update(self, iteration, output, loss, holdout_loss=None, estimate=None) -> bool:
+        estimate = output if estimate is None else estimate
         current = output.detach()
         if len(self._outputs) == self.window:
             oldest = self._outputs[0]
@@ -97,7 +107,7 @@ class WindowedVariance(StoppingRule):
         self.variances.append(variance)
         if variance < self.best_variance:
             self.best_variance = variance
-            self._keep(iteration, current)
+            self._keep(iteration, estimate)
         elif iteration >= self.min_iterations and iteration - self.best_iteration >= self.patience:
             self.reason = "wmv"
             return True
@@ -119,7 +129,8 @@ class HoldoutValidation(StoppingRule):
         self._smoothed: float | None = None
         self._best = math.inf
 
-    def update(self, iteration, output, loss, holdout_loss=None) -> bool:
+    def update(self, iteration, output, loss, holdout_loss=None, estimate=None) -> bool:
+        estimate = output if estimate is None else estimate
         if holdout_loss is None or not math.isfinite(holdout_loss):
             return False
         if self._smoothed is None:
@@ -128,7 +139,7 @@ class HoldoutValidation(StoppingRule):
             self._smoothed = self.smoothing * self._smoothed + (1 - self.smoothing) * holdout_loss
         if self._smoothed < self._best:
             self._best = self._smoothed
-            self._keep(iteration, output)
+            self._keep(iteration, estimate)
         elif iteration - self.best_iteration >= self.patience:
             self.reason = "holdout"
             return True
@@ -152,9 +163,10 @@ class Discrepancy(StoppingRule):
             )
         self.threshold = self.tau * sigma * sigma
 
-    def update(self, iteration, output, loss, holdout_loss=None) -> bool:
+    def update(self, iteration, output, loss, holdout_loss=None, estimate=None) -> bool:
+        estimate = output if estimate is None else estimate
         if loss <= self.threshold:
-            self._keep(iteration, output)
+            self._keep(iteration, estimate)
             self.reason = "discrepancy"
             return True
         return False
@@ -176,12 +188,13 @@ class Oracle(StoppingRule):
         self._reference = reference
         self._best = -math.inf
 
-    def update(self, iteration, output, loss, holdout_loss=None) -> bool:
-        mse = float(torch.mean((output.detach() - self._reference) ** 2))
+    def update(self, iteration, output, loss, holdout_loss=None, estimate=None) -> bool:
+        estimate = output if estimate is None else estimate
+        mse = float(torch.mean((estimate.detach() - self._reference) ** 2))
         score = -mse
         if score > self._best:
             self._best = score
-            self._keep(iteration, output)
+            self._keep(iteration, estimate)
         elif iteration - self.best_iteration >= self.patience:
             self.reason = "oracle"
             return True

@@ -67,6 +67,11 @@ def _measurement_resized(tmp: Path) -> None:
     _png(tmp / "y.png", 12, 12, channels=1)  # replace y by a smaller image; the sidecar still says 16×16
 
 
+def _measurement_recoloured(tmp: Path) -> None:
+    _measurement(tmp, "denoise:sigma=25")  # camera is grey: the sidecar records 1 channel
+    _png(tmp / "y.png", 16, 16, channels=3)
+
+
 def _inpaint_without_sidecar(tmp: Path) -> None:
     _measurement(tmp, "inpaint:ratio=0.5")
     (tmp / "y.operator.json").unlink()
@@ -259,6 +264,12 @@ CASES = [
     ),
     ("corrupt-sidecar", _sidecar_corrupt, _rec("y.png"), "not a readable metadip operator record"),
     ("measurement-size-mismatch", _measurement_resized, _rec("y.png"), "expects 16×16"),
+    (
+        "measurement-channel-mismatch",
+        _measurement_recoloured,
+        _rec("y.png"),
+        r"3 channel\(s\) but its operator expects 1",
+    ),
     ("operator-conflicts-sidecar", _measurement, _rec("y.png", "--operator", "inpaint"), "does not match"),
     (
         "reference-wrong-size",

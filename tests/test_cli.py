@@ -272,6 +272,74 @@ def test_demo_tiny(tmp_path):
     )
 
 
+def _save_init(stem: Path, channels: int = 3) -> Path:
+    """A random skip-slim init saved as a checkpoint (stands in for a meta-learned one)."""
+    from metadip.checkpoint import random_init, save_checkpoint
+
+    init = random_init("skip-slim", out_channels=channels, seed=1)
+    _, sidecar = save_checkpoint(
+        stem,
+        init.state_dict,
+        arch_config=init.arch_config,
+        input_recipe=init.input_recipe,
+        inner=init.inner,
+        training={"algorithm": "test", "seed": 1},
+    )
+    return sidecar
+
+
+def test_reconstruct_from_checkpoint_path(tmp_path):
+    sidecar = _save_init(tmp_path / "mini", channels=1)
+    y = tmp_path / "y.png"
+    ok("simulate", "sample:camera", "--size", "16", "--operator", "denoise", "--out", y)
+    history = tmp_path / "h.json"
+    ok(
+        "reconstruct",
+        y,
+        "--init",
+        sidecar,
+        "--out",
+        tmp_path / "x.png",
+        "--history",
+        history,
+        "--iterations",
+        "3",
+        "--stop",
+        "budget",
+        "--no-progress",
+    )
+    assert json.loads(history.read_text())["init"] == "mini"
+
+
+def test_demo_with_shipped_init(tmp_path, monkeypatch):
+    monkeypatch.setenv("METADIP_CHECKPOINTS", str(tmp_path / "ckpt"))
+    _save_init(tmp_path / "ckpt" / "meta-test")
+    out = tmp_path / "demo"
+    result = ok("demo", "--size", "16", "--iterations", "2", "--out", out)
+    assert "meta PSNR" in result.stdout and "vs meta-test" in result.stdout
+    rows = json.loads((out / "demo.json").read_text())["rows"]
+    assert all(row["meta_iterations"] <= 2 and row["meta_psnr"] is not None for row in rows)
+
+
+def test_tensorboard_logs(tmp_path):
+    y = tmp_path / "y.png"
+    ok("simulate", "sample:camera", "--size", "16", "--operator", "denoise", "--out", y)
+    ok(
+        "reconstruct",
+        y,
+        "--out",
+        tmp_path / "x.png",
+        "--tensorboard",
+        tmp_path / "tb",
+        "--iterations",
+        "2",
+        "--stop",
+        "budget",
+        "--no-progress",
+    )
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+
+
 def test_real_subprocess(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
 

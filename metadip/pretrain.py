@@ -1,0 +1,633 @@
+"""Meta-training of DIP initialisations: the config (frozen dataclasses ⇄ TOML) and one flat training loop.
+
+``run_pretrain(config, out_dir)`` reads top to bottom like nanoGPT's ``train.py``: build the images, the task
+sampler, the network and the meta-learner; then per meta-step draw the global task indices, take this rank's
+share, compute the meta-gradient (MAML) or the Reptile delta, all-reduce, update, log, validate, checkpoint;
+finally export a ``safetensors`` + JSON checkpoint.
+
+Everything random derives from ``(seed, purpose, index)`` (:func:`metadip.tasks.derive_seed`): θ0's initial
+weights, task k, each task's inner-loop jitter and z draw, the validation tasks. Nothing draws from a global
+stream, so a run resumed from ``state.pt`` reproduces an uninterrupted run bit for bit, and 2 processes
+reproduce 1 (up to float summation order).
+
+Output folder: ``config.toml`` (resolved config), ``state.pt`` (training state: weights, outer-optimiser state,
+learned inner lrs, fixed z, step, wall time, resolved config, RNG state; loaded with ``weights_only=True``),
+``log.jsonl``, ``tb/`` (TensorBoard), ``NAME.safetensors`` + ``NAME.json`` (the exported init).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metadip.errors import MetadipError
+from metadip.fileio import atomic_write_bytes, atomic_write_text
+from metadip.meta.inner import Z_MODES, InnerConfig, InputPolicy, inner_loop, parameter_dict
+from metadip.tasks import (
+    TaskDistribution,
+    TaskSampler,
+    config_from_dict,
+    config_to_dict,
+    derive_seed,
+    make_generator,
+    read_toml,
+    to_toml_text,
+)
+
+STATE_VERSION = 1
+ALGORITHMS = ("maml", "reptile")
+METRIC_KEYS = ("outer_loss", "psnr", "inner_loss", "k")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# config
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``arch``: a generator preset (``skip``, ``skip-slim``, ``deep-decoder``); ``options``: overrides of its
+    config (e.g. ``{channels_down = [16, 16, 16]}``). Output channels come from ``tasks.channels``."""
+
+    arch: str = "skip-slim"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """The z recipe and how it is used. ``z_mode``: ``resample`` (fresh z per task: θ0 works for any draw and
+    size; default), ``fixed`` (one z, stored in the checkpoint; single crop size), ``conditioned`` (z from the
+    measurement + ``noise_channels`` noise channels). ``channels`` defaults to the network's input channels."""
+
+    kind: str = "uniform"
+    channels: int | None = None
+    scale: float = 0.1
+    seed: int = 0
+    z_mode: str = "resample"
+    noise_channels: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``source``: ``samples`` (scikit-image's bundled photographs) or a folder. ``held_out``: never trained on,
+    used for validation (default for samples: astronaut, camera, coffee, chelsea; for a folder: none). ``train``:
+    restrict training to these names (default: every image not held out). ``max_side``: downscale larger
+    images once at load time."""
+
+    source: str = "samples"
+    held_out: tuple[str, ...] | None = None
+    train: tuple[str, ...] | None = None
+    max_side: int | None = 512
+
+
+@dataclass(frozen=True)
+class MAMLSettings:
+    """Outer loop of MAML. ``first_order``: FO-MAML. ``outer_loss``: clean | measurement | both.
+    ``loss_steps``: ``last``, ``all`` or a list of inner steps. ``learn_inner_lr``: Meta-SGD (per tensor).
+    ``schedule``: ``constant`` or ``cosine`` (to ``min_lr_ratio``·lr over ``schedule_steps``, default: steps)
+    after ``warmup_steps`` of linear warm-up."""
+
+    first_order: bool = False
+    outer_loss: str = "clean"
+    loss_steps: str | tuple[int, ...] = "last"
+    learn_inner_lr: bool = False
+    outer_lr: float = 1e-4
+    lr_lr: float | None = None
+    grad_clip: float | None = 1.0
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.1
+    schedule_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class ReptileSettings:
+    """ε anneals linearly from ``epsilon_start`` to ``epsilon_end`` over ``anneal_steps`` (default: steps)."""
+
+    epsilon_start: float = 0.2
+    epsilon_end: float = 0.02
+    anneal_steps: int | None = None
+
+
+@dataclass(frozen=True)
+class OnlineSettings:
+    """The online recipe exported with the init (what ``reconstruct`` uses). ``lr`` / ``reg_noise_std`` default
+    to the inner loop's; learned per-tensor lrs are exported too (``inner.lr_per_tensor``)."""
+
+    optimizer: str = "adam"
+    lr: float | None = None
+    reg_noise_std: float | None = None
+    ema: float = 0.99
+    iterations: int = 3000
+    stop: str = "wmv"
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """``every``: scalar logging period; ``val_every`` / ``ckpt_every``: validation / state-checkpoint periods
+    (0 = only at the end); ``val_tasks``: size of the fixed validation set (held-out images; 0 = none);
+    ``val_size``: its crop size (default: the largest training size); ``val_factor``: also report after
+    ``val_factor``·K steps; ``val_random``: also run random init (DIP recipe) on it; ``image_grids``: how many
+    validation tasks to show in TensorBoard."""
+
+    every: int = 10
+    val_every: int = 200
+    ckpt_every: int = 100
+    val_tasks: int = 8
+    val_size: int | None = None
+    val_factor: int = 4
+    val_random: bool = True
+    image_grids: int = 4
+    tensorboard: bool = True
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """A meta-training recipe (``pretrain/NAME.toml``). Top-level keys: ``name``, ``description``,
+    ``algorithm`` (maml | reptile), ``seed``, ``steps`` (meta-steps), ``meta_batch`` (tasks per meta-step),
+    ``export`` (also write ``checkpoints/NAME.*``), ``threads`` (CPU threads; default all cores / ranks). Tables:
+    ``[model]``, ``[input]``, ``[data]``, ``[tasks]``, ``[inner]``, ``[maml]``, ``[reptile]``, ``[online]``,
+    ``[log]``."""
+
+    name: str
+    description: str = ""
+    algorithm: str = "reptile"
+    seed: int = 0
+    steps: int = 1000
+    meta_batch: int = 4
+    export: bool = False
+    threads: int | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    tasks: TaskDistribution = field(default_factory=TaskDistribution)
+    inner: InnerConfig = field(default_factory=InnerConfig)
+    maml: MAMLSettings = field(default_factory=MAMLSettings)
+    reptile: ReptileSettings = field(default_factory=ReptileSettings)
+    online: OnlineSettings = field(default_factory=OnlineSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+
+    def __post_init__(self) -> None:
+        name = self.name.strip()
+        if not name or any(c in name for c in "/\\:") or name.startswith("."):
+            raise MetadipError(f"name {self.name!r} must be a plain file name (no slashes or colons)")
+        if self.algorithm not in ALGORITHMS:
+            raise MetadipError(f"algorithm {self.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+        if self.steps < 0 or self.meta_batch < 1:
+            raise MetadipError("steps must be >= 0 and meta_batch >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise MetadipError("threads must be >= 1")
+        if self.input.z_mode not in Z_MODES:
+            raise MetadipError(f"input.z_mode {self.input.z_mode!r} is not one of {', '.join(Z_MODES)}")
+        if self.maml.outer_loss not in ("clean", "measurement", "both"):
+            raise MetadipError(f"maml.outer_loss {self.maml.outer_loss!r} is not one of clean, measurement, both")
+        if isinstance(self.maml.loss_steps, str) and self.maml.loss_steps not in ("last", "all"):
+            raise MetadipError(f"maml.loss_steps {self.maml.loss_steps!r} must be 'last', 'all' or a list")
+        if self.maml.schedule not in ("constant", "cosine"):
+            raise MetadipError(f"maml.schedule {self.maml.schedule!r} is not one of constant, cosine")
+        if self.algorithm == "reptile" and self.maml.learn_inner_lr:
+            raise MetadipError("maml.learn_inner_lr needs algorithm = 'maml' (Reptile gives no lr gradient)")
+        if self.online.optimizer not in ("adam", "sgd"):
+            raise MetadipError(f"online.optimizer {self.online.optimizer!r} is not one of adam, sgd")
+        if min(self.log.every, self.log.val_factor) < 1 or min(self.log.val_every, self.log.ckpt_every,
+                                                               self.log.val_tasks, self.log.image_grids) < 0:
+            raise MetadipError("log: every and val_factor must be >= 1, the other periods and counts >= 0")
+
+    # -- serialisation ------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PretrainConfig:
+        if "name" not in data:
+            raise MetadipError("config needs a top-level 'name'")
+        return config_from_dict(cls, data)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike) -> PretrainConfig:
+        data = read_toml(path)
+        try:
+            return cls.from_dict(data)
+        except MetadipError as exc:
+            raise MetadipError(f"{path}: {exc}") from None
+
+    def to_toml(self) -> str:
+        return to_toml_text(self.to_dict(), header=f"metadip pretrain recipe {self.name!r} (resolved)")
+
+    def resolved(self) -> PretrainConfig:
+        """Fill in the defaults that depend on other keys (schedule horizons), so a resumed run with a changed
+        ``steps`` keeps the schedule of the original run."""
+        maml, reptile = self.maml, self.reptile
+        if maml.schedule_steps is None:
+            maml = dataclasses.replace(maml, schedule_steps=max(1, self.steps))
+        if reptile.anneal_steps is None:
+            reptile = dataclasses.replace(reptile, anneal_steps=max(1, self.steps))
+        return dataclasses.replace(self, maml=maml, reptile=reptile)
+
+
+# keys that may differ between the run that wrote state.pt and the run that resumes it
+_RESUME_FREE = ("steps", "export", "log", "threads", "description")
+
+
+def _comparable(config: PretrainConfig, saved: PretrainConfig) -> dict:
+    data = config.to_dict()
+    ref = saved.to_dict()
+    for key in _RESUME_FREE:
+        data.pop(key, None)
+        ref.pop(key, None)
+    if config.maml.schedule_steps is None:
+        data["maml"]["schedule_steps"] = ref["maml"]["schedule_steps"]
+    if config.reptile.anneal_steps is None:
+        data["reptile"]["anneal_steps"] = ref["reptile"]["anneal_steps"]
+    return {"given": data, "saved": ref}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# helpers of the loop
+
+
+def lr_scale(settings: MAMLSettings, step: int) -> float:
+    """Multiplier of the outer learning rate at meta-step ``step`` (warm-up, then constant or cosine)."""
+    if settings.warmup_steps > 0 and step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    if settings.schedule == "constant":
+        return 1.0
+    horizon = max(1, (settings.schedule_steps or 1) - settings.warmup_steps)
+    progress = min(1.0, max(0.0, (step - settings.warmup_steps) / horizon))
+    floor = settings.min_lr_ratio
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _save_state(path: Path, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load_state(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable/unsafe file becomes one user-facing error
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MetadipError(f"cannot resume from {path}: {first}") from None
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise MetadipError(f"cannot resume from {path}: not a metadip training state (version {STATE_VERSION})")
+    return state
+
+
+def _validation_inner(config: PretrainConfig) -> InnerConfig:
+    """The inner loop validation runs for θ0: the online recipe (lr, jitter) at the training K."""
+    return dataclasses.replace(
+        config.inner, optimizer=config.online.optimizer, sample_steps=None,
+        lr=config.online.lr if config.online.lr is not None else config.inner.lr,
+        reg_noise_std=config.online.reg_noise_std if config.online.reg_noise_std is not None
+        else config.inner.reg_noise_std)
+
+
+def _psnr_curve(net, params, z, task, inner: InnerConfig, steps: int, marks: list[int], log_lr, seed_parts):
+    """PSNR (and outputs) of f_θt(z) against the clean image at the inner steps in ``marks``."""
+    from metadip import metrics
+    from metadip.meta.inner import forward
+
+    found: dict[int, tuple[float, torch.Tensor]] = {}
+
+    def hook(t, current, output):
+        with torch.no_grad():
+            out = output.detach() if output is not None else forward(net, current, z, task.size)
+            out = out.clamp(0, 1)
+        found[t] = (metrics.psnr(out, task.x), out)
+
+    inner_loop(net, params, z, task, inner, steps=steps, create_graph=False,
+               generator=make_generator(*seed_parts), log_lr=log_lr, hook=hook, hook_steps=marks)
+    return found
+
+
+@dataclass
+class PretrainResult:
+    out_dir: Path
+    step: int
+    finished: bool
+    checkpoint: Path | None = None
+    exported: Path | None = None
+    metrics: dict = field(default_factory=dict)
+    validation: dict = field(default_factory=dict)
+    wall_seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the loop
+
+
+def run_pretrain(
+    config: PretrainConfig,
+    out_dir: str | os.PathLike,
+    *,
+    resume: bool = False,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    export: bool | None = None,
+    stop_after: int | None = None,
+) -> PretrainResult:
+    """Meta-train ``config`` into ``out_dir``. ``resume`` continues from ``out_dir/state.pt``; ``export``
+    (default ``config.export``) also writes ``checkpoints/NAME.*``; ``stop_after`` ends the run (state saved,
+    nothing exported) once that many meta-steps are done — an interruption on purpose."""
+    from metadip import checkpoint as ckpt
+    from metadip import distributed
+    from metadip.generators import InputRecipe, build_generator, default_input_recipe
+    from metadip.images import DEFAULT_HELD_OUT, SAMPLES, list_images, load_images, split_images
+    from metadip.meta import MAML, Reptile
+    from metadip.runtime import configure_threads, resolve_device
+    from metadip.tracking import JSONLLogger, MultiLogger, NullLogger, TensorBoardLogger, image_grid
+
+    # ---- device, ranks, threads --------------------------------------------------------------------------------
+    device = resolve_device(device)
+    info = distributed.init_distributed(device)
+    device = distributed.local_device(device, info)
+    if device.type == "cpu":
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        elif info.enabled:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // info.world_size))
+        else:
+            configure_threads()
+    main = info.is_main
+    out = Path(out_dir)
+    state_path = out / "state.pt"
+
+    # ---- config: fresh or resumed -----------------------------------------------------------------------------
+    state = None
+    if resume:
+        if not state_path.is_file():
+            raise MetadipError(f"--resume: no training state at {state_path}")
+        state = _load_state(state_path)
+        saved = PretrainConfig.from_dict(state["config"])
+        cmp = _comparable(config, saved)
+        if cmp["given"] != cmp["saved"]:
+            diff = sorted(k for k in cmp["given"] if cmp["given"].get(k) != cmp["saved"].get(k))
+            raise MetadipError(f"--resume: the config differs from the one {state_path} was trained with "
+                               f"(in: {', '.join(diff)}); only steps, export, threads and log may change")
+        config = dataclasses.replace(saved, steps=config.steps, export=config.export, log=config.log,
+                                     threads=config.threads, description=config.description)
+    else:
+        if state_path.exists():
+            raise MetadipError(f"{out} already holds a training run (state.pt); use --resume or another --out")
+        config = config.resolved()
+    export = config.export if export is None else bool(export)
+    seed = config.seed
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.toml", config.to_toml())
+
+    # ---- images and tasks -------------------------------------------------------------------------------------
+    source = config.data.source
+    names = list_images(source)
+    held_default = DEFAULT_HELD_OUT if source == SAMPLES else ()
+    train_names, held_names = split_images(names, config.data.held_out if config.data.held_out is not None
+                                           else held_default)
+    if config.data.train is not None:
+        wanted = list(config.data.train)
+        unknown = [n for n in wanted if n not in train_names]
+        if unknown:
+            raise MetadipError(f"data.train: {', '.join(unknown)} not among the non-held-out images")
+        train_names = wanted
+    if not train_names:
+        raise MetadipError("no training images left after the held-out split")
+    channels = config.tasks.channels
+    train_images = load_images(source, train_names, channels, config.data.max_side)
+    sampler = TaskSampler(config.tasks, train_images, seed)
+    val_tasks = []
+    if main and config.log.val_tasks > 0 and held_names:
+        held_images = load_images(source, held_names, channels, config.data.max_side)
+        val_size = config.log.val_size or max(config.tasks.sizes)
+        val_dist = dataclasses.replace(config.tasks, sizes=(val_size,))
+        val_tasks = [val_dist.task(held_images, seed, i, stream="val").to(device)
+                     for i in range(config.log.val_tasks)]
+
+    # ---- network, input policy, meta-learner ------------------------------------------------------------------
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, "theta0"))
+        net = build_generator(config.model.arch, out_channels=channels, **config.model.options)
+    net = net.to(device)
+    in_channels = int(net.config.get("in_channels", 32))
+    recipe = InputRecipe(kind=config.input.kind, channels=config.input.channels or in_channels,
+                         scale=config.input.scale, seed=config.input.seed)
+    if config.input.z_mode == "conditioned":
+        expected = 2 * channels + config.input.noise_channels
+        if in_channels != expected:
+            raise MetadipError(f"z_mode 'conditioned' needs a network with {expected} input channels (2×{channels} "
+                               f"+ {config.input.noise_channels} noise), the model has {in_channels}; set "
+                               "model.options.in_channels")
+    elif recipe.channels != in_channels:
+        raise MetadipError(f"input.channels {recipe.channels} does not match the network's {in_channels}")
+    inputs = InputPolicy.create(recipe, config.input.z_mode, net, config.tasks.sizes, config.input.noise_channels)
+    if inputs.fixed_z is not None:
+        inputs.fixed_z = inputs.fixed_z.to(device)
+    if config.algorithm == "maml":
+        m = config.maml
+        learner = MAML(net, config.inner, inputs, first_order=m.first_order, outer_loss=m.outer_loss,
+                       loss_steps=m.loss_steps, learn_inner_lr=m.learn_inner_lr, outer_lr=m.outer_lr,
+                       lr_lr=m.lr_lr, grad_clip=m.grad_clip, weight_decay=m.weight_decay)
+        algorithm_name = ("meta-sgd-" if m.learn_inner_lr else "") + ("fomaml" if m.first_order else "maml")
+    else:
+        r = config.reptile
+        learner = Reptile(net, config.inner, inputs, epsilon_start=r.epsilon_start, epsilon_end=r.epsilon_end,
+                          anneal_steps=r.anneal_steps or max(1, config.steps))
+        algorithm_name = "reptile"
+
+    start, wall_before = 0, 0.0
+    if state is not None:
+        net.load_state_dict(state["params"], strict=True)
+        learner.load_state_dict(state["learner"])
+        if state.get("fixed_z") is not None:
+            inputs.fixed_z = state["fixed_z"].to(device)
+        start, wall_before = int(state["step"]), float(state["wall_seconds"])
+    distributed.broadcast_parameters_(learner.meta_parameters(), info)
+
+    # ---- logging ----------------------------------------------------------------------------------------------
+    if main:
+        jsonl = JSONLLogger(out / "log.jsonl")
+        if resume:
+            jsonl.truncate_after(start)
+        else:
+            jsonl.truncate_after(-1)
+        loggers = [jsonl]
+        if config.log.tensorboard:
+            loggers.append(TensorBoardLogger(out / "tb", purge_step=start if resume else None))
+        logger = MultiLogger(*loggers)
+    else:
+        logger = NullLogger()
+
+    # ---- validation (rank 0): θ0 vs random init after K and val_factor·K steps ------------------------------------
+    k_val = config.inner.steps
+    marks = sorted({0, k_val, config.log.val_factor * k_val})
+    val_inner = _validation_inner(config)
+    random_inner = InnerConfig(steps=k_val, optimizer="adam", lr=0.01, reg_noise_std=1.0 / 30.0)
+    random_cache: dict[int, dict] = {}
+    random_net = None
+    if val_tasks and config.log.val_random:
+        random_init = ckpt.random_init(net.config, out_channels=channels, seed=derive_seed(seed, "random-arm") % 2**31)
+        random_net = random_init.build(device)
+        random_recipe = default_input_recipe(random_net, seed=random_init.input_recipe.seed)
+
+    def validate(step: int) -> dict:
+        results: dict[str, list[float]] = {}
+        rows = []
+        log_lr = getattr(learner, "log_lr", None) or None
+        for i, task in enumerate(val_tasks):
+            z = inputs.z_for(task, net)
+            curve = _psnr_curve(net, parameter_dict(net), z, task, val_inner, marks[-1], marks, log_lr,
+                                (task.seed, "val-inner"))
+            row = [task.x]
+            for t in marks:
+                results.setdefault(f"val/psnr_meta_{t}", []).append(curve[t][0])
+                results.setdefault(f"val/{task.family}/psnr_meta_{t}", []).append(curve[t][0])
+            if random_net is not None:
+                if i not in random_cache:
+                    from metadip.generators import make_input
+
+                    rz = make_input(random_recipe, random_net.input_shape(*task.size),
+                                    generator=make_generator(task.seed, "val-random-z")).to(device)
+                    random_cache[i] = _psnr_curve(random_net, parameter_dict(random_net), rz, task, random_inner,
+                                                  marks[-1], marks, None, (task.seed, "val-random"))
+                for t in marks:
+                    results.setdefault(f"val/psnr_random_{t}", []).append(random_cache[i][t][0])
+                    results.setdefault(f"val/{task.family}/psnr_random_{t}", []).append(random_cache[i][t][0])
+            if i < config.log.image_grids:
+                from metadip.conditioning import backprojection
+
+                row.append(backprojection(task.op, task.y)[0])
+                row += [curve[t][1] for t in marks if t > 0]
+                if random_net is not None:
+                    row += [random_cache[i][t][1] for t in marks if t > 0]
+                rows.append(row)
+        summary = {k: sum(v) / len(v) for k, v in results.items()}
+        if rows:
+            tiles = [t for row in rows for t in row]
+            logger.log_images("val/x|y|meta_K|meta_4K|random_K|random_4K", image_grid(tiles, len(rows[0])), step)
+        return summary
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+    from tqdm.auto import tqdm
+
+    end = config.steps if stop_after is None else min(config.steps, int(stop_after))
+    bar = tqdm(total=config.steps, initial=start, desc=f"pretrain {config.name}", unit="step", dynamic_ncols=True,
+               disable=not (progress and main))
+    started = time.perf_counter()
+    last_metrics: dict = {}
+    last_val: dict = {}
+
+    def save_state(step: int) -> None:
+        if not main:
+            return
+        _save_state(state_path, {
+            "version": STATE_VERSION,
+            "step": step,
+            "params": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+            "learner": learner.state_dict(),
+            "fixed_z": inputs.fixed_z.detach().cpu() if inputs.fixed_z is not None else None,
+            "wall_seconds": wall_before + time.perf_counter() - started,
+            "config": config.to_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+        })
+
+    try:
+        if start == 0 and val_tasks and config.log.val_every > 0:
+            last_val = validate(0)
+            logger.log(last_val, 0)
+        for step in range(start, end):
+            indices = [step * config.meta_batch + i for i in range(config.meta_batch)]
+            tasks = [sampler(k).to(device) for k in distributed.shard(indices, info)]
+            grads, record = learner.meta_gradient(tasks, normalize=config.meta_batch)
+            record = {key: record.get(key, 0.0) for key in METRIC_KEYS}
+            distributed.all_reduce_sum_(grads, info)
+            record = distributed.all_reduce_metrics(record, device, info)
+            if not all(math.isfinite(float(g.sum())) for g in grads):
+                raise MetadipError(f"meta-gradient became NaN/Inf at meta-step {step + 1}; lower the learning "
+                                   "rates (inner.lr, maml.outer_lr) or enable maml.grad_clip")
+            if config.algorithm == "maml":
+                scale = lr_scale(config.maml, step)
+                record.update(learner.apply(grads, lr_scale=scale))
+                record["outer_lr"] = config.maml.outer_lr * scale
+            else:
+                record.update(learner.apply(grads, step))
+            done = step + 1
+            last_metrics = record
+            bar.update(1)
+            bar.set_postfix({"loss": f"{record['outer_loss']:.4g}", "psnr": f"{record['psnr']:.2f}"}, refresh=False)
+            if main and (done % config.log.every == 0 or done == end):
+                logger.log({f"train/{k}": v for k, v in record.items()}
+                           | {"train/wall_seconds": wall_before + time.perf_counter() - started}, done)
+            if main and val_tasks and config.log.val_every > 0 and (done % config.log.val_every == 0
+                                                                    or done == config.steps):
+                last_val = validate(done)
+                logger.log(last_val, done)
+                if progress:
+                    bar.write(f"step {done}: " + ", ".join(f"{k[4:]}={v:.2f}" for k, v in sorted(last_val.items())
+                                                          if k.count("/") == 1))
+            if config.log.ckpt_every > 0 and done % config.log.ckpt_every == 0 and done != end:
+                save_state(done)
+        step = max(start, end)
+        save_state(step)
+    finally:
+        bar.close()
+        logger.close()
+    wall = wall_before + time.perf_counter() - started
+
+    # ---- export -----------------------------------------------------------------------------------------------
+    result = PretrainResult(out_dir=out, step=step, finished=step >= config.steps, metrics=last_metrics,
+                            validation=last_val, wall_seconds=wall)
+    if main and result.finished:
+        online = config.online
+        inner_recipe = {
+            "optimizer": online.optimizer,
+            "lr": online.lr if online.lr is not None else config.inner.lr,
+            "reg_noise_std": online.reg_noise_std if online.reg_noise_std is not None else config.inner.reg_noise_std,
+            "ema": online.ema,
+            "iterations": online.iterations,
+            "stop": online.stop,
+            "meta_inner_steps": config.inner.steps,
+            "betas": [config.inner.beta1, config.inner.beta2],
+            "eps": config.inner.eps,
+        }
+        lrs = learner.inner_lrs()
+        if lrs is not None:
+            inner_recipe["lr_per_tensor"] = lrs
+        training = {
+            "algorithm": algorithm_name,
+            "families": config.tasks.families,
+            "tasks": config.tasks.to_dict(),
+            "image_source": source,
+            "train_images": train_names,
+            "held_out_images": held_names,
+            "steps": step,
+            "meta_batch": config.meta_batch,
+            "tasks_seen": step * config.meta_batch,
+            "wall_seconds": round(wall, 1),
+            "seed": seed,
+            "world_size": info.world_size,
+            "device": device.type,
+            "torch_version": torch.__version__,
+            "z_mode": config.input.z_mode,
+            "validation": last_val,
+            "config": config.to_dict(),
+        }
+        card = (f"{config.description.strip()} — " if config.description.strip() else "") + ckpt.make_card(
+            config.name, net.config, training)
+        common = dict(arch_config=net.config, input_recipe=recipe, inner=inner_recipe, training=training,
+                      z=inputs.fixed_z if config.input.z_mode == "fixed" else None, z_mode=config.input.z_mode,
+                      card=card)
+        state_dict = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        _, result.checkpoint = ckpt.save_checkpoint(out / config.name, state_dict, **common)
+        if export:
+            _, result.exported = ckpt.save_checkpoint(ckpt.export_dir() / config.name, state_dict, **common)
+    distributed.barrier(info)
+    return result

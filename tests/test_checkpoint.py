@@ -1,0 +1,221 @@
+"""Checkpoints: round trip, name resolution, and refusal of every kind of bad file (never unpickling)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+
+from metadip.checkpoint import (
+    FORMAT_VERSION,
+    Z_KEY,
+    list_checkpoints,
+    load_checkpoint,
+    random_init,
+    save_checkpoint,
+)
+from metadip.errors import MetadipError
+from metadip.generators import InputRecipe, build_generator
+
+TINY = {"kind": "skip", "name": "tiny", "in_channels": 4, "channels_down": [4, 4], "channels_up": [4, 4],
+        "channels_skip": [2, 2]}
+
+
+def tiny_net(seed=0):
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_generator(TINY, out_channels=3)
+
+
+def save_tiny(path_stem, z=None, **kw):
+    net = tiny_net()
+    args = dict(arch_config=net.config, input_recipe=InputRecipe(channels=4, seed=3),
+                inner={"optimizer": "adam", "lr": 0.01, "reg_noise_std": 1 / 30, "ema": 0.99, "iterations": 500,
+                       "stop": "wmv"},
+                training={"algorithm": "maml", "steps": 3, "train_images": ["coins"], "held_out_images": ["camera"],
+                          "tasks": {"weights": {"denoise": 1.0}}})
+    args.update(kw)
+    save_checkpoint(path_stem, net, z=z, **args)
+    return net
+
+
+def test_round_trip(tmp_path):
+    net = save_tiny(tmp_path / "init")
+    init = load_checkpoint(tmp_path / "init")
+    assert init.name == "init" and init.z is None and init.z_mode == "resample"
+    assert init.input_recipe == InputRecipe(channels=4, seed=3)
+    assert init.inner["lr"] == 0.01 and init.training["held_out_images"] == ["camera"]
+    for key, value in net.state_dict().items():
+        assert torch.equal(init.state_dict[key], value)
+    rebuilt = init.build()
+    z = torch.rand(1, 4, 16, 16)
+    torch.testing.assert_close(rebuilt(z), net(z))
+    meta = json.loads((tmp_path / "init.json").read_text())
+    assert meta["format_version"] == FORMAT_VERSION and len(meta["sha256"]) == 64
+    assert meta["metadip_version"] and meta["num_parameters"] == sum(p.numel() for p in net.parameters())
+    for suffix in (".json", ".safetensors"):  # with either extension
+        assert load_checkpoint(str(tmp_path / "init") + suffix).name == "init"
+
+
+def test_fixed_z_round_trip(tmp_path):
+    z = torch.rand(1, 4, 16, 16)
+    save_tiny(tmp_path / "fixed", z=z)
+    init = load_checkpoint(tmp_path / "fixed")
+    assert init.z_mode == "fixed" and torch.equal(init.z, z) and Z_KEY not in init.state_dict
+
+
+def test_bare_name_resolves_against_env_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("METADIP_CHECKPOINTS", str(tmp_path))
+    save_tiny(tmp_path / "mine")
+    assert load_checkpoint("mine").name == "mine"
+    names = dict(list_checkpoints())
+    assert "mine" in names and "maml" in names["mine"]
+    with pytest.raises(MetadipError, match="unknown checkpoint 'nope'"):
+        load_checkpoint("nope")
+
+
+def test_missing_weights_file(tmp_path):
+    save_tiny(tmp_path / "c")
+    (tmp_path / "c.safetensors").unlink()
+    with pytest.raises(MetadipError, match="missing"):
+        load_checkpoint(tmp_path / "c")
+
+
+def test_missing_sidecar(tmp_path):
+    save_tiny(tmp_path / "c")
+    (tmp_path / "c.json").unlink()
+    with pytest.raises(MetadipError, match="sidecar"):
+        load_checkpoint(tmp_path / "c.safetensors")
+
+
+def test_truncated_weights(tmp_path):
+    save_tiny(tmp_path / "c")
+    path = tmp_path / "c.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(MetadipError, match="corrupt"):
+        load_checkpoint(tmp_path / "c")
+
+
+def test_truncated_weights_with_matching_hash_is_still_refused(tmp_path):
+    import hashlib
+
+    save_tiny(tmp_path / "c")
+    path = tmp_path / "c.safetensors"
+    data = path.read_bytes()[:100]
+    path.write_bytes(data)
+    meta = json.loads((tmp_path / "c.json").read_text())
+    meta["sha256"] = hashlib.sha256(data).hexdigest()
+    (tmp_path / "c.json").write_text(json.dumps(meta))
+    with pytest.raises(MetadipError, match="safetensors"):
+        load_checkpoint(tmp_path / "c")
+
+
+def test_sha_mismatch(tmp_path):
+    save_tiny(tmp_path / "c")
+    path = tmp_path / "c.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(MetadipError, match="sha256"):
+        load_checkpoint(tmp_path / "c")
+
+
+def test_truncated_sidecar(tmp_path):
+    save_tiny(tmp_path / "c")
+    sidecar = tmp_path / "c.json"
+    sidecar.write_text(sidecar.read_text()[:50])
+    with pytest.raises(MetadipError, match="JSON"):
+        load_checkpoint(tmp_path / "c")
+
+
+@pytest.mark.parametrize("version", [2, None, "1"])
+def test_unknown_format_version(tmp_path, version):
+    save_tiny(tmp_path / "c")
+    meta = json.loads((tmp_path / "c.json").read_text())
+    meta["format_version"] = version
+    (tmp_path / "c.json").write_text(json.dumps(meta))
+    with pytest.raises(MetadipError, match="format_version"):
+        load_checkpoint(tmp_path / "c")
+
+
+def test_missing_sidecar_key(tmp_path):
+    save_tiny(tmp_path / "c")
+    meta = json.loads((tmp_path / "c.json").read_text())
+    del meta["inner"]
+    (tmp_path / "c.json").write_text(json.dumps(meta))
+    with pytest.raises(MetadipError, match="inner"):
+        load_checkpoint(tmp_path / "c")
+
+
+def test_weights_that_do_not_fit_the_architecture(tmp_path):
+    net = tiny_net()
+    other = {**TINY, "channels_down": [8, 8], "channels_up": [8, 8]}
+    save_checkpoint(tmp_path / "c", net, arch_config=other, input_recipe=InputRecipe(channels=4), inner={},
+                    training={})
+    with pytest.raises(MetadipError, match="does not match its architecture"):
+        load_checkpoint(tmp_path / "c")
+
+
+def test_missing_tensor(tmp_path):
+    net = tiny_net()
+    state = net.state_dict()
+    state.pop(next(iter(state)))
+    save_checkpoint(tmp_path / "c", state, arch_config=net.config, input_recipe=InputRecipe(channels=4), inner={},
+                    training={})
+    with pytest.raises(MetadipError, match="Missing key"):
+        load_checkpoint(tmp_path / "c")
+
+
+class _Planted:
+    """Unpickling this would create a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_planted_pickle_is_refused_and_never_executed(tmp_path):
+    marker = tmp_path / "PWNED"
+    payload = pickle.dumps(_Planted(marker))
+    save_tiny(tmp_path / "c")
+    # 1) a pickle in place of the weights, with the sidecar's hash updated to match
+    import hashlib
+
+    (tmp_path / "c.safetensors").write_bytes(payload)
+    meta = json.loads((tmp_path / "c.json").read_text())
+    meta["sha256"] = hashlib.sha256(payload).hexdigest()
+    (tmp_path / "c.json").write_text(json.dumps(meta))
+    with pytest.raises(MetadipError):
+        load_checkpoint(tmp_path / "c")
+    # 2) a pickle as the sidecar
+    (tmp_path / "d.json").write_bytes(payload)
+    (tmp_path / "d.safetensors").write_bytes(payload)
+    with pytest.raises(MetadipError):
+        load_checkpoint(tmp_path / "d")
+    # 3) a pickle as a training state for --resume (torch.load with weights_only=True)
+    from metadip.pretrain import _load_state
+
+    (tmp_path / "state.pt").write_bytes(payload)
+    with pytest.raises(MetadipError):
+        _load_state(tmp_path / "state.pt")
+    assert not marker.exists()
+
+
+def test_random_init_is_seeded_and_uses_the_dip_recipe():
+    a = random_init("skip-slim", out_channels=3, seed=5)
+    b = random_init("skip-slim", out_channels=3, seed=5)
+    c = random_init("skip-slim", out_channels=3, seed=6)
+    state = torch.get_rng_state()
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert not all(torch.equal(a.state_dict[k], c.state_dict[k]) for k in a.state_dict)
+    assert torch.equal(state, torch.get_rng_state())
+    assert a.input_recipe.kind == "uniform" and a.input_recipe.scale == pytest.approx(0.1)
+    assert a.input_recipe.channels == 32
+    assert a.inner["optimizer"] == "adam" and a.inner["lr"] == pytest.approx(0.01)
+    assert a.inner["reg_noise_std"] == pytest.approx(1 / 30) and a.z is None
+    assert a.build().config["name"] == "skip-slim"

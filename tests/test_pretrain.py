@@ -1,0 +1,267 @@
+"""Meta-training runs: config validation, determinism, resume == uninterrupted, 2 gloo processes == 1 process,
+and the ``pretrain`` / ``checkpoints`` commands through click's CliRunner."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from metadip.checkpoint import load_checkpoint
+from metadip.errors import MetadipError
+from metadip.pretrain import PretrainConfig, lr_scale, run_pretrain
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "pretrain" / "tiny-test.toml"
+
+
+def tiny_config(**changes) -> PretrainConfig:
+    config = PretrainConfig.from_toml(TINY)
+    return dataclasses.replace(config, **changes)
+
+
+def quiet(config: PretrainConfig, **log) -> PretrainConfig:
+    """No validation / logging overhead (the tests compare weights)."""
+    return dataclasses.replace(config, log=dataclasses.replace(config.log, val_tasks=0, **log))
+
+
+def weights(out: Path, name: str = "tiny-test") -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / f"{name}.safetensors"))
+
+
+def assert_same(a: dict, b: dict, exact: bool = True) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if exact:
+            assert torch.equal(a[key], b[key]), key
+        else:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------- config
+
+
+def test_shipped_recipes_parse_and_round_trip(tmp_path):
+    for path in sorted((ROOT / "pretrain").glob("*.toml")):
+        config = PretrainConfig.from_toml(path)
+        assert config.name == path.stem
+        copy = tmp_path / path.name
+        copy.write_text(config.to_toml())
+        assert PretrainConfig.from_toml(copy) == config
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ('name = "x"\nbogus = 1\n', "bogus"),
+        ('name = "x"\nsteps = "ten"\n', "steps"),
+        ('name = "x"\n[inner]\nlr = "fast"\n', "inner.lr"),
+        ('name = "x"\n[inner]\nwarp = 9\n', "warp"),
+        ('name = "x"\nalgorithm = "sgd"\n', "algorithm"),
+        ('name = "x"\n[maml]\nloss_steps = "some"\n', "loss_steps"),
+        ('name = "x"\n[tasks]\nweights = { denoise = "1" }\n', "weights"),
+        ('name = "x"\n[input]\nz_mode = "learned"\n', "z_mode"),
+        ('steps = 3\n', "name"),
+        ('name = "x"\nsteps = \n', "TOML"),
+    ],
+)
+def test_bad_config_is_rejected(tmp_path, text, match):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(MetadipError, match=match):
+        PretrainConfig.from_toml(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(MetadipError, match="not found"):
+        PretrainConfig.from_toml(tmp_path / "nope.toml")
+
+
+def test_lr_schedule():
+    config = tiny_config().resolved()
+    assert lr_scale(config.maml, 0) == pytest.approx(1.0)
+    assert lr_scale(config.maml, config.steps) == pytest.approx(config.maml.min_lr_ratio)
+    warm = dataclasses.replace(config.maml, warmup_steps=4, schedule="constant")
+    assert [lr_scale(warm, s) for s in (0, 3, 10)] == [0.25, 1.0, 1.0]
+
+
+# ------------------------------------------------------------------------------------------------------- training
+
+
+def test_same_seed_gives_bitwise_same_theta0(tmp_path):
+    config = quiet(tiny_config(steps=2))
+    first = run_pretrain(config, tmp_path / "a", device="cpu", progress=False)
+    run_pretrain(config, tmp_path / "b", device="cpu", progress=False)
+    assert first.finished and first.checkpoint == tmp_path / "a" / "tiny-test.json"
+    assert_same(weights(tmp_path / "a"), weights(tmp_path / "b"))
+    other = run_pretrain(dataclasses.replace(config, seed=1), tmp_path / "c", device="cpu", progress=False)
+    assert other.finished
+    assert any(not torch.equal(weights(tmp_path / "a")[k], weights(tmp_path / "c")[k]) for k in weights(tmp_path / "a"))
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "reptile"])
+def test_resume_equals_uninterrupted(tmp_path, algorithm):
+    config = quiet(tiny_config(steps=4, algorithm=algorithm), ckpt_every=1)
+    if algorithm == "maml":
+        config = dataclasses.replace(config, maml=dataclasses.replace(config.maml, learn_inner_lr=True))
+    run_pretrain(config, tmp_path / "full", device="cpu", progress=False)
+    partial = run_pretrain(config, tmp_path / "split", device="cpu", progress=False, stop_after=2)
+    assert not partial.finished and partial.checkpoint is None and partial.step == 2
+    resumed = run_pretrain(config, tmp_path / "split", device="cpu", progress=False, resume=True)
+    assert resumed.finished and resumed.step == 4
+    assert_same(weights(tmp_path / "full"), weights(tmp_path / "split"))
+    full = torch.load(tmp_path / "full" / "state.pt", weights_only=True)
+    split = torch.load(tmp_path / "split" / "state.pt", weights_only=True)
+    assert full["step"] == split["step"] == 4
+    if algorithm == "maml":
+        for key in full["learner"]["log_lr"]:
+            assert torch.equal(full["learner"]["log_lr"][key], split["learner"]["log_lr"][key])
+        exp_full = full["learner"]["optimizer"]["state"]
+        exp_split = split["learner"]["optimizer"]["state"]
+        for i in exp_full:
+            assert torch.equal(exp_full[i]["exp_avg_sq"], exp_split[i]["exp_avg_sq"])
+    lines = (tmp_path / "split" / "log.jsonl").read_text().splitlines()
+    assert len(lines) == len((tmp_path / "full" / "log.jsonl").read_text().splitlines())
+
+
+def test_resume_guards(tmp_path):
+    config = quiet(tiny_config(steps=2))
+    with pytest.raises(MetadipError, match="no training state"):
+        run_pretrain(config, tmp_path / "r", device="cpu", progress=False, resume=True)
+    run_pretrain(config, tmp_path / "r", device="cpu", progress=False, stop_after=1)
+    with pytest.raises(MetadipError, match="already holds"):
+        run_pretrain(config, tmp_path / "r", device="cpu", progress=False)
+    with pytest.raises(MetadipError, match="differs"):
+        run_pretrain(dataclasses.replace(config, seed=3), tmp_path / "r", device="cpu", progress=False, resume=True)
+    # a longer run may continue a finished one
+    longer = run_pretrain(dataclasses.replace(config, steps=3), tmp_path / "r", device="cpu", progress=False,
+                          resume=True)
+    assert longer.step == 3 and longer.finished
+
+
+def test_fixed_z_is_stored_in_the_checkpoint(tmp_path):
+    config = quiet(tiny_config(steps=1))
+    config = dataclasses.replace(config, input=dataclasses.replace(config.input, z_mode="fixed"))
+    result = run_pretrain(config, tmp_path / "f", device="cpu", progress=False)
+    init = load_checkpoint(result.checkpoint)
+    assert init.z_mode == "fixed" and init.z is not None and tuple(init.z.shape) == (1, 4, 16, 16)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, config: PretrainConfig, out: str) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)})
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    from metadip import distributed
+    from metadip.generators import InputRecipe, build_generator
+    from metadip.images import load_images
+    from metadip.meta import MAML, InputPolicy
+    from metadip.tasks import TaskSampler
+
+    try:
+        # 1) the all-reduced MAML meta-gradient (second order, Meta-SGD) of a sharded batch equals this
+        #    process's own full-batch meta-gradient
+        info = distributed.init_distributed(torch.device("cpu"))
+        assert info.world_size == world and info.rank == rank
+        torch.manual_seed(0)
+        net = build_generator({"kind": "skip", "in_channels": 4, "channels_down": [4, 4], "channels_up": [4, 4],
+                               "channels_skip": [2, 2]}, out_channels=3)
+        learner = MAML(net, config.inner, InputPolicy(InputRecipe(channels=4), "resample"), learn_inner_lr=True)
+        sampler = TaskSampler(config.tasks, load_images("samples", ["coins", "brick"], 3, 128), seed=0)
+        indices = list(range(3))
+        full, full_metrics = learner.meta_gradient([sampler(k) for k in indices])
+        mine, metrics = learner.meta_gradient([sampler(k) for k in distributed.shard(indices, info)], normalize=3)
+        distributed.all_reduce_sum_(mine, info)
+        metrics = distributed.all_reduce_metrics(metrics, torch.device("cpu"), info)
+        for a, b in zip(full, mine, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+        assert metrics["outer_loss"] == pytest.approx(full_metrics["outer_loss"], rel=1e-6)
+        # 2) a whole Reptile run (plain interpolation, no adaptive optimiser to amplify float noise)
+        run_pretrain(config, out, device="cpu", progress=False)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_two_gloo_processes_match_one_process(tmp_path):
+    """2 CPU processes over gloo: the same meta-gradient as 1 process, and the same θ0 (float tolerance) after a
+    Reptile run with an odd global meta-batch (ranks get 2 and 1 tasks)."""
+    import torch.multiprocessing as mp
+
+    config = quiet(tiny_config(steps=2, meta_batch=3, algorithm="reptile"))
+    single = run_pretrain(config, tmp_path / "one", device="cpu", progress=False)
+    mp.spawn(_worker, args=(2, _free_port(), config, str(tmp_path / "two")), nprocs=2, join=True)
+    assert single.finished
+    one, two = weights(tmp_path / "one"), weights(tmp_path / "two")
+    nets = [load_checkpoint(tmp_path / d / "tiny-test").build() for d in ("one", "two")]
+    z = torch.rand(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    outputs = [net(z) for net in nets]
+    torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+    # Parameters the output does not depend on (conv biases in front of a BatchNorm, BN shifts in front of a
+    # conv + BN) get only float noise as gradient, which the inner Adam rescales to O(lr) steps, so they differ
+    # with the summation order. Compare every other parameter.
+    (outputs[0] * torch.randn(outputs[0].shape, generator=torch.Generator().manual_seed(1))).sum().backward()
+    size = {n: float(p.grad.abs().max()) for n, p in nets[0].named_parameters()}
+    live = {n for n in size if size[n] > 1e-5 * max(size.values())}
+    assert len(live) > len(one) // 2
+    assert_same({k: one[k] for k in live}, {k: two[k] for k in live}, exact=False)
+    assert load_checkpoint(tmp_path / "two" / "tiny-test").training["world_size"] == 2
+
+
+# ------------------------------------------------------------------------------------------------------------ CLI
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_cli_pretrain_yields_a_loadable_checkpoint(tmp_path, monkeypatch):
+    from metadip.cli_pretrain import checkpoints, pretrain
+
+    monkeypatch.setenv("METADIP_CHECKPOINTS", str(tmp_path / "shipped"))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(pretrain, ["--config", str(TINY), "--out", str(out), "--steps", "2",
+                                           "--no-progress", "--export", "--device", "cpu"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "trained tiny-test: 2 meta-steps" in result.output
+    assert (out / "config.toml").is_file() and (out / "log.jsonl").is_file()
+    init = load_checkpoint("tiny-test")  # found by name in $METADIP_CHECKPOINTS
+    assert init.training["steps"] == 2 and init.training["held_out_images"] == ["astronaut", "camera", "coffee",
+                                                                              "chelsea"]
+    assert "astronaut" not in init.training["train_images"]
+    assert init.inner["iterations"] == 200 and init.inner["optimizer"] == "adam"
+    assert PretrainConfig.from_toml(out / "config.toml").steps == 2
+
+    listing = CliRunner().invoke(checkpoints, [])
+    assert listing.exit_code == 0 and "tiny-test" in listing.output
+
+    # the Python API reconstructs from it by path
+    from metadip import api
+    from metadip.operators import build_operator, simulate
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 16, 16, generator=gen)
+    op = build_operator("denoise:sigma=10", (3, 16, 16), generator=gen)
+    rec = api.reconstruct(simulate(x, op, gen), op, init=str(out / "tiny-test"), iterations=2, stop="budget",
+                          device="cpu")
+    assert rec.image.shape == (1, 3, 16, 16) and rec.init == "tiny-test"
+
+
+def test_cli_pretrain_bad_config_is_a_metadip_error(tmp_path):
+    from metadip.cli_pretrain import pretrain
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nmeta_batch = 0\n')
+    result = CliRunner().invoke(pretrain, ["--config", str(bad), "--out", str(tmp_path / "o")])
+    assert isinstance(result.exception, MetadipError) and "meta_batch" in str(result.exception)
