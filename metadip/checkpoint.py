@@ -1,5 +1,5 @@
-"""Initialisation checkpoints: ``NAME.safetensors`` (θ0 tensors, plus the fixed input z under ``__z__`` when the
-init uses one) and ``NAME.json`` (everything that rebuilds and describes it).
+"""Initialisation checkpoints: ``NAME.safetensors`` (θ0 tensors, plus the fixed input z under ``__z__`` when
+the init uses one) and ``NAME.json`` (everything that rebuilds and describes it).
 
 Sidecar keys: ``format_version``, ``name``, ``metadip_version``, ``created``, ``weights`` (file name),
 ``sha256`` (of the weights file), ``num_parameters``, ``arch`` (generator config: ``build_generator(arch)``
@@ -99,8 +99,10 @@ def make_card(name: str, arch: dict, training: dict) -> str:
     steps = training.get("steps", "?")
     wall = training.get("wall_seconds")
     wall_text = f", {wall / 3600:.1f} h" if isinstance(wall, (int, float)) and wall > 0 else ""
-    return (f"{arch.get('name', 'custom')} · {algorithm} · {'+'.join(families) or 'no tasks'} · "
-            f"{steps} meta-steps{wall_text}")
+    return (
+        f"{arch.get('name', 'custom')} · {algorithm} · {'+'.join(families) or 'no tasks'} · "
+        f"{steps} meta-steps{wall_text}"
+    )
 
 
 def _json_safe(value: Any) -> Any:
@@ -123,8 +125,8 @@ def save_checkpoint(
     z_mode: str | None = None,
     card: str | None = None,
 ) -> tuple[Path, Path]:
-    """Write ``path_stem.safetensors`` and ``path_stem.json`` (each atomically; weights first, so a sidecar never
-    points at weights that are not there yet). Returns both paths."""
+    """Write ``path_stem.safetensors`` and ``path_stem.json`` (each atomically; weights first, so a sidecar
+    never points at weights that are not there yet). Returns both paths."""
     from safetensors.torch import save as safetensors_save
 
     stem = Path(path_stem)
@@ -163,8 +165,8 @@ def save_checkpoint(
 
 
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
-    """The sidecar path of a bare name (looked up in :func:`checkpoint_dirs`) or of a path given with or without
-    its ``.json`` / ``.safetensors`` extension."""
+    """The sidecar path of a bare name (looked up in :func:`checkpoint_dirs`) or of a path given with or
+    without its ``.json`` / ``.safetensors`` extension."""
     raw = os.fspath(name_or_path).strip()
     if not raw:
         raise MetadipError("empty checkpoint name")
@@ -189,8 +191,9 @@ def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
         return local
     known = [n for n, _ in list_checkpoints()]
     hint = f"; shipped: {', '.join(known)}" if known else "; no checkpoints are installed"
-    raise MetadipError(f"unknown checkpoint {raw!r} (not a file and not in {', '.join(map(str, checkpoint_dirs()))})"
-                       f"{hint}")
+    raise MetadipError(
+        f"unknown checkpoint {raw!r} (not a file and not in {', '.join(map(str, checkpoint_dirs()))}){hint}"
+    )
 
 
 def _read_sidecar(path: Path) -> dict:
@@ -218,15 +221,19 @@ def load_checkpoint(name_or_path: str | os.PathLike) -> Init:
     meta = _read_sidecar(sidecar_path)
     version = meta.get("format_version")
     if version != FORMAT_VERSION:
-        raise MetadipError(f"checkpoint {sidecar_path} has format_version {version!r}; this metadip "
-                           f"({metadip.__version__}) reads version {FORMAT_VERSION}")
+        raise MetadipError(
+            f"checkpoint {sidecar_path} has format_version {version!r}; this metadip "
+            f"({metadip.__version__}) reads version {FORMAT_VERSION}"
+        )
     missing = [k for k in REQUIRED_KEYS if k not in meta]
     if missing:
         raise MetadipError(f"checkpoint sidecar {sidecar_path} lacks key(s) {', '.join(missing)}")
     name = str(meta["name"])
     weights_name = str(meta.get("weights") or sidecar_path.stem + WEIGHTS_SUFFIX)
     if Path(weights_name).name != weights_name:
-        raise MetadipError(f"checkpoint sidecar {sidecar_path} names weights outside its folder: {weights_name!r}")
+        raise MetadipError(
+            f"checkpoint sidecar {sidecar_path} names weights outside its folder: {weights_name!r}"
+        )
     weights_path = sidecar_path.with_name(weights_name)
     if not weights_path.is_file():
         raise MetadipError(f"checkpoint weights {weights_path} are missing")
@@ -236,12 +243,16 @@ def load_checkpoint(name_or_path: str | os.PathLike) -> Init:
         raise MetadipError(f"cannot read checkpoint weights {weights_path}: {exc.strerror or exc}") from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != meta["sha256"]:
-        raise MetadipError(f"checkpoint weights {weights_path} are corrupt or were changed: sha256 {digest[:12]}… "
-                           f"does not match the sidecar's {str(meta['sha256'])[:12]}…")
+        raise MetadipError(
+            f"checkpoint weights {weights_path} are corrupt or were changed: sha256 {digest[:12]}… "
+            f"does not match the sidecar's {str(meta['sha256'])[:12]}…"
+        )
     try:
         tensors = safetensors_load(data)
     except (SafetensorError, ValueError, RuntimeError) as exc:
-        raise MetadipError(f"checkpoint weights {weights_path} are not a valid safetensors file: {exc}") from None
+        raise MetadipError(
+            f"checkpoint weights {weights_path} are not a valid safetensors file: {exc}"
+        ) from None
     z = tensors.pop(Z_KEY, None)
     if not isinstance(meta["arch"], dict):
         raise MetadipError(f"checkpoint sidecar {sidecar_path}: 'arch' must be an object")
@@ -252,20 +263,32 @@ def load_checkpoint(name_or_path: str | os.PathLike) -> Init:
     z_mode = str(meta.get("z_mode") or ("fixed" if z is not None else "resample"))
     if z_mode == "fixed" and z is None:
         raise MetadipError(f"checkpoint {name!r} says z_mode 'fixed' but its weights file holds no {Z_KEY!r}")
-    init = Init(name=name, arch_config=dict(meta["arch"]), state_dict=tensors, input_recipe=recipe,
-                inner=dict(meta["inner"]), training=dict(meta["training"]), z=z, sidecar=meta, z_mode=z_mode,
-                path=sidecar_path)
+    init = Init(
+        name=name,
+        arch_config=dict(meta["arch"]),
+        state_dict=tensors,
+        input_recipe=recipe,
+        inner=dict(meta["inner"]),
+        training=dict(meta["training"]),
+        z=z,
+        sidecar=meta,
+        z_mode=z_mode,
+        path=sidecar_path,
+    )
     net = build_generator(init.arch_config)  # MetadipError for an unknown/invalid architecture
     load_weights(net, tensors, name)
     if z is not None:
         expected_c = recipe.channels
         if z.dim() != 4 or z.shape[0] != 1 or z.shape[1] != expected_c:
-            raise MetadipError(f"checkpoint {name!r}: fixed z has shape {tuple(z.shape)}, expected 1×{expected_c}×H×W")
+            raise MetadipError(
+                f"checkpoint {name!r}: fixed z has shape {tuple(z.shape)}, expected 1×{expected_c}×H×W"
+            )
     return init
 
 
 def list_checkpoints() -> list[tuple[str, str]]:
-    """(name, one-line card) of every checkpoint sidecar in :func:`checkpoint_dirs` (first one wins a name)."""
+    """(name, one-line card) of every checkpoint sidecar in :func:`checkpoint_dirs` (first one wins a
+    name)."""
     seen: dict[str, str] = {}
     for directory in checkpoint_dirs():
         if not directory.is_dir():
@@ -291,8 +314,14 @@ def dip_recipe() -> dict:
     """The DIP paper's online recipe (the random-init arm): Adam lr 0.01, input jitter 1/30, EMA 0.99."""
     from metadip import dip
 
-    return {"optimizer": "adam", "lr": dip.DEFAULT_LR, "reg_noise_std": dip.DEFAULT_REG_NOISE_STD,
-            "ema": dip.DEFAULT_EMA, "iterations": dip.DEFAULT_ITERATIONS, "stop": "wmv"}
+    return {
+        "optimizer": "adam",
+        "lr": dip.DEFAULT_LR,
+        "reg_noise_std": dip.DEFAULT_REG_NOISE_STD,
+        "ema": dip.DEFAULT_EMA,
+        "iterations": dip.DEFAULT_ITERATIONS,
+        "stop": "wmv",
+    }
 
 
 def random_init(arch: str | dict = "skip-slim", out_channels: int = 3, seed: int = 0) -> Init:
@@ -305,5 +334,14 @@ def random_init(arch: str | dict = "skip-slim", out_channels: int = 3, seed: int
     recipe = default_input_recipe(net, seed=int(seed))
     state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     training = {"algorithm": "none", "seed": int(seed)}
-    return Init(name="random", arch_config=net.config, state_dict=state, input_recipe=recipe, inner=dip_recipe(),
-                training=training, z=None, sidecar={}, z_mode="resample")
+    return Init(
+        name="random",
+        arch_config=net.config,
+        state_dict=state,
+        input_recipe=recipe,
+        inner=dip_recipe(),
+        training=training,
+        z=None,
+        sidecar={},
+        z_mode="resample",
+    )

@@ -362,6 +362,8 @@ def reconstruct(
     history_path = check_output_path(history, allowed=(".json",)) if history else None
     if history_path is not None and history_path.resolve() == out_path.resolve():
         raise MetadipError("--history and --out must be different files")
+    if out_path.resolve() == Path(measurement).resolve():
+        raise MetadipError(f"--out {out} would overwrite the measurement; choose another file name")
     tensorboard_path = Path(tensorboard) if tensorboard else None
     _check_tensorboard_dir(tensorboard_path)
     resolved_device = resolve_device(device)

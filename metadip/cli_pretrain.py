@@ -15,19 +15,43 @@ from metadip.errors import MetadipError
 
 
 @click.command("pretrain")
-@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Meta-training recipe (TOML), e.g. pretrain/universal-slim.toml.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Output folder (state, logs, TensorBoard, exported init). Default: runs/NAME.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its state.pt (same result as an "
-              "uninterrupted run).")
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Meta-training recipe (TOML), e.g. pretrain/universal-slim.toml.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder (state, logs, TensorBoard, exported init). Default: runs/NAME.",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run in --out from its state.pt (same result as an uninterrupted run).",
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--steps", type=click.IntRange(min=0), default=None, help="Override the number of meta-steps.")
-@click.option("--export/--no-export", "export", default=None,
-              help="Also write checkpoints/NAME.* when training finishes (default: the config's 'export').")
+@click.option(
+    "--export/--no-export",
+    "export",
+    default=None,
+    help="Also write checkpoints/NAME.* when training finishes (default: the config's 'export').",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show the tqdm progress bar.")
-def pretrain(config_path: Path, out_dir: Path | None, resume: bool, device: str, steps: int | None,
-             export: bool | None, progress: bool) -> None:
+def pretrain(
+    config_path: Path,
+    out_dir: Path | None,
+    resume: bool,
+    device: str,
+    steps: int | None,
+    export: bool | None,
+    progress: bool,
+) -> None:
     """Meta-train a DIP initialisation from a TOML recipe (MAML, first-order MAML, Meta-SGD or Reptile)."""
     from metadip import distributed
     from metadip.pretrain import PretrainConfig, run_pretrain
@@ -48,8 +72,10 @@ def pretrain(config_path: Path, out_dir: Path | None, resume: bool, device: str,
                 dist.destroy_process_group()
     if result.checkpoint is None:
         return
-    lines = [f"trained {config.name}: {result.step} meta-steps in {result.wall_seconds / 60:.1f} min",
-             f"checkpoint: {result.checkpoint.with_suffix('')}.{{safetensors,json}}"]
+    lines = [
+        f"trained {config.name}: {result.step} meta-steps in {result.wall_seconds / 60:.1f} min",
+        f"checkpoint: {result.checkpoint.with_suffix('')}.{{safetensors,json}}",
+    ]
     if result.exported is not None:
         lines.append(f"exported: {result.exported.with_suffix('')}.{{safetensors,json}}")
     val = result.validation

@@ -1,12 +1,11 @@
 """torch.distributed helpers for ``torchrun``: rank/world from the environment, the meta-batch split, and an
 all-reduce SUM of gradient lists.
 
-Under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE`` > 1) :func:`init_distributed` joins the process group (gloo
-on CPU, NCCL on CUDA). Each rank takes the global task indices ``i`` of a meta-step with ``i % world == rank``,
-so the union over ranks is exactly the single-process meta-batch; each rank sums its tasks' gradients divided
-by the *global* batch size and the SUM all-reduce gives every rank the global mean, so all ranks apply the same
-update and stay identical. Rank 0 alone logs and writes files.
-"""
+Under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE`` > 1) :func:`init_distributed` joins the process group
+(gloo on CPU, NCCL on CUDA). Each rank takes the global task indices ``i`` of a meta-step with ``i % world ==
+rank``, so the union over ranks is exactly the single-process meta-batch; each rank sums its tasks' gradients
+divided by the *global* batch size and the SUM all-reduce gives every rank the global mean, so all ranks apply
+the same update and stay identical. Rank 0 alone logs and writes files."""
 
 from __future__ import annotations
 
@@ -55,7 +54,9 @@ def init_distributed(device: torch.device) -> DistInfo:
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend, rank=rank, world_size=world)
-    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, backend=backend)
+    return DistInfo(
+        rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, backend=backend
+    )
 
 
 def local_device(device: torch.device, info: DistInfo) -> torch.device:

@@ -6,15 +6,15 @@ synthetic pictures (checkerboard, colorwheel, logo, phantom, binary blobs, horse
 nothing about images, ``cat`` is the same file as ``chelsea`` (it would leak a held-out picture into training)
 and ``clock`` is motion-blurred (a bad target for deblurring tasks).
 
-**Default split** (:data:`DEFAULT_HELD_OUT`): ``astronaut``, ``camera``, ``coffee`` and ``chelsea`` are held out —
-they are the classic DIP test pictures and the benchmarks evaluate on them — and never enter meta-training. The
-other thirteen (:data:`DEFAULT_TRAIN`) are the training set. A checkpoint records both lists.
+**Default split** (:data:`DEFAULT_HELD_OUT`): ``astronaut``, ``camera``, ``coffee`` and ``chelsea`` are held
+out — they are the classic DIP test pictures and the benchmarks evaluate on them — and never enter
+meta-training. The other thirteen (:data:`DEFAULT_TRAIN`) are the training set. A checkpoint records both
+lists.
 
 For a folder source every ``.png/.jpg/.jpeg/.tif/.tiff/.bmp`` file below it (recursively, sorted by relative
-path) is an image named by its POSIX relative path; ``held_out`` entries match a relative path, a file name or a
-stem. Grey images are repeated to three channels for RGB tasks; colour images are converted to luminance
-(ITU-R 601, scikit-image's weights) for grey tasks.
-"""
+path) is an image named by its POSIX relative path; ``held_out`` entries match a relative path, a file name or
+a stem. Grey images are repeated to three channels for RGB tasks; colour images are converted to luminance
+(ITU-R 601, scikit-image's weights) for grey tasks."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def _to_channels(image: torch.Tensor, channels: int, name: str) -> torch.Tensor:
 
 
 def load_sample(name: str, channels: int = 3) -> torch.Tensor:
-    """A bundled sample (:data:`NATURAL_SAMPLES`) at native size as a 1×channels×H×W float32 tensor in [0, 1]."""
+    """A bundled sample (:data:`NATURAL_SAMPLES`) at native size: 1×channels×H×W float32 in [0, 1]."""
     from metadip.imageio import array_to_tensor
 
     key = str(name).strip().lower()
@@ -116,7 +116,9 @@ def _matches(name: str, pattern: str) -> bool:
     return name == pattern or path.name == pattern or path.stem == pattern
 
 
-def split_images(names: Sequence[str], held_out: Iterable[str] = DEFAULT_HELD_OUT) -> tuple[list[str], list[str]]:
+def split_images(
+    names: Sequence[str], held_out: Iterable[str] = DEFAULT_HELD_OUT
+) -> tuple[list[str], list[str]]:
     """Deterministic split of ``names`` into (train, held_out), both in the order of ``names``.
 
     A ``held_out`` entry matches a name, a file name or a stem; an entry that matches nothing is an error (a
@@ -141,8 +143,9 @@ def load_image(source: str | os.PathLike, name: str, channels: int = 3) -> torch
     return _to_channels(image, channels, name)
 
 
-def load_images(source: str | os.PathLike, names: Sequence[str], channels: int = 3,
-                max_side: int | None = None) -> dict[str, torch.Tensor]:
+def load_images(
+    source: str | os.PathLike, names: Sequence[str], channels: int = 3, max_side: int | None = None
+) -> dict[str, torch.Tensor]:
     """Load ``names`` as a name → 1×C×H×W dict; with ``max_side`` larger images are downscaled (anti-aliased)
     so their longer side is at most ``max_side`` (keeps memory and crop statistics sane for huge files)."""
     images: dict[str, torch.Tensor] = {}
@@ -174,14 +177,14 @@ def _randint(high: int, generator: torch.Generator) -> int:
     return int(torch.randint(high, (), generator=generator))
 
 
-def random_crop(image: torch.Tensor, size: int, generator: torch.Generator,
-                scale: tuple[float, float] = (1.0, 4.0)) -> torch.Tensor:
+def random_crop(
+    image: torch.Tensor, size: int, generator: torch.Generator, scale: tuple[float, float] = (1.0, 4.0)
+) -> torch.Tensor:
     """A random square window resized to ``size``×``size``.
 
-    The window side is ``size·s`` with ``s`` log-uniform in ``scale`` (so each octave of zoom is equally likely),
-    clamped to the image's shorter side; the window position is uniform. Images smaller than ``size`` are
-    upscaled first. Draws exactly three numbers from ``generator``.
-    """
+    The window side is ``size·s`` with ``s`` log-uniform in ``scale`` (so each octave of zoom is equally
+    likely), clamped to the image's shorter side; the window position is uniform. Images smaller than ``size``
+    are upscaled first. Draws exactly three numbers from ``generator``."""
     lo, hi = float(scale[0]), float(scale[1])
     if not 0 < lo <= hi:
         raise MetadipError(f"crop scale range must satisfy 0 < low <= high, got {scale}")
@@ -198,8 +201,9 @@ def random_crop(image: torch.Tensor, size: int, generator: torch.Generator,
     return resize(window, (size, size)).contiguous()
 
 
-def augment(image: torch.Tensor, generator: torch.Generator, *, flips: bool = True,
-            rotations: bool = True) -> torch.Tensor:
+def augment(
+    image: torch.Tensor, generator: torch.Generator, *, flips: bool = True, rotations: bool = True
+) -> torch.Tensor:
     """Random horizontal flip and random multiple of 90° rotation (square images). Always draws two numbers
     so the stream does not depend on which augmentations are enabled."""
     flip = _randint(2, generator)
@@ -211,11 +215,19 @@ def augment(image: torch.Tensor, generator: torch.Generator, *, flips: bool = Tr
     return image.contiguous()
 
 
-def random_patch(image: torch.Tensor, size: int, generator: torch.Generator, *,
-                 scale: tuple[float, float] = (1.0, 4.0), flips: bool = True, rotations: bool = True,
-                 min_std: float = 0.0, attempts: int = 10) -> torch.Tensor:
-    """:func:`random_crop` + :func:`augment`; with ``min_std`` > 0 near-flat crops (e.g. the black border of the
-    retina or Hubble pictures) are redrawn up to ``attempts`` times (the last draw is kept)."""
+def random_patch(
+    image: torch.Tensor,
+    size: int,
+    generator: torch.Generator,
+    *,
+    scale: tuple[float, float] = (1.0, 4.0),
+    flips: bool = True,
+    rotations: bool = True,
+    min_std: float = 0.0,
+    attempts: int = 10,
+) -> torch.Tensor:
+    """:func:`random_crop` + :func:`augment`; with ``min_std`` > 0 near-flat crops (e.g. the black border of
+    the retina or Hubble pictures) are redrawn up to ``attempts`` times (the last draw is kept)."""
     for _ in range(max(1, attempts)):
         patch = random_crop(image, size, generator, scale)
         if min_std <= 0 or float(patch.std()) >= min_std:

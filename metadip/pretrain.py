@@ -10,10 +10,10 @@ weights, task k, each task's inner-loop jitter and z draw, the validation tasks.
 stream, so a run resumed from ``state.pt`` reproduces an uninterrupted run bit for bit, and 2 processes
 reproduce 1 (up to float summation order).
 
-Output folder: ``config.toml`` (resolved config), ``state.pt`` (training state: weights, outer-optimiser state,
-learned inner lrs, fixed z, step, wall time, resolved config, RNG state; loaded with ``weights_only=True``),
-``log.jsonl``, ``tb/`` (TensorBoard), ``NAME.safetensors`` + ``NAME.json`` (the exported init).
-"""
+Output folder: ``config.toml`` (resolved config), ``state.pt`` (training state: weights, outer-optimiser
+state, learned inner lrs, fixed z, step, wall time, resolved config, RNG state; loaded with
+``weights_only=True``), ``log.jsonl``, ``tb/`` (TensorBoard), ``NAME.safetensors`` + ``NAME.json`` (the
+exported init)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ ALGORITHMS = ("maml", "reptile")
 METRIC_KEYS = ("outer_loss", "psnr", "inner_loss", "k")
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # config
 
 
@@ -65,7 +65,8 @@ class ModelConfig:
 class InputConfig:
     """The z recipe and how it is used. ``z_mode``: ``resample`` (fresh z per task: θ0 works for any draw and
     size; default), ``fixed`` (one z, stored in the checkpoint; single crop size), ``conditioned`` (z from the
-    measurement + ``noise_channels`` noise channels). ``channels`` defaults to the network's input channels."""
+    measurement + ``noise_channels`` noise channels). ``channels`` defaults to the network's input
+    channels."""
 
     kind: str = "uniform"
     channels: int | None = None
@@ -77,10 +78,10 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """``source``: ``samples`` (scikit-image's bundled photographs) or a folder. ``held_out``: never trained on,
-    used for validation (default for samples: astronaut, camera, coffee, chelsea; for a folder: none). ``train``:
-    restrict training to these names (default: every image not held out). ``max_side``: downscale larger
-    images once at load time."""
+    """``source``: ``samples`` (scikit-image's bundled photographs) or a folder. ``held_out``: never trained
+    on, used for validation (default for samples: astronaut, camera, coffee, chelsea; for a folder: none).
+    ``train``: restrict training to these names (default: every image not held out). ``max_side``: downscale
+    larger images once at load time."""
 
     source: str = "samples"
     held_out: tuple[str, ...] | None = None
@@ -120,8 +121,8 @@ class ReptileSettings:
 
 @dataclass(frozen=True)
 class OnlineSettings:
-    """The online recipe exported with the init (what ``reconstruct`` uses). ``lr`` / ``reg_noise_std`` default
-    to the inner loop's; learned per-tensor lrs are exported too (``inner.lr_per_tensor``)."""
+    """The online recipe exported with the init (what ``reconstruct`` uses). ``lr`` / ``reg_noise_std``
+    default to the inner loop's; learned per-tensor lrs are exported too (``inner.lr_per_tensor``)."""
 
     optimizer: str = "adam"
     lr: float | None = None
@@ -154,9 +155,9 @@ class LogSettings:
 class PretrainConfig:
     """A meta-training recipe (``pretrain/NAME.toml``). Top-level keys: ``name``, ``description``,
     ``algorithm`` (maml | reptile), ``seed``, ``steps`` (meta-steps), ``meta_batch`` (tasks per meta-step),
-    ``export`` (also write ``checkpoints/NAME.*``), ``threads`` (CPU threads; default all cores / ranks). Tables:
-    ``[model]``, ``[input]``, ``[data]``, ``[tasks]``, ``[inner]``, ``[maml]``, ``[reptile]``, ``[online]``,
-    ``[log]``."""
+    ``export`` (also write ``checkpoints/NAME.*``), ``threads`` (CPU threads; default all cores / ranks).
+    Tables: ``[model]``, ``[input]``, ``[data]``, ``[tasks]``, ``[inner]``, ``[maml]``, ``[reptile]``,
+    ``[online]``, ``[log]``."""
 
     name: str
     description: str = ""
@@ -189,7 +190,9 @@ class PretrainConfig:
         if self.input.z_mode not in Z_MODES:
             raise MetadipError(f"input.z_mode {self.input.z_mode!r} is not one of {', '.join(Z_MODES)}")
         if self.maml.outer_loss not in ("clean", "measurement", "both"):
-            raise MetadipError(f"maml.outer_loss {self.maml.outer_loss!r} is not one of clean, measurement, both")
+            raise MetadipError(
+                f"maml.outer_loss {self.maml.outer_loss!r} is not one of clean, measurement, both"
+            )
         if isinstance(self.maml.loss_steps, str) and self.maml.loss_steps not in ("last", "all"):
             raise MetadipError(f"maml.loss_steps {self.maml.loss_steps!r} must be 'last', 'all' or a list")
         if self.maml.schedule not in ("constant", "cosine"):
@@ -198,11 +201,13 @@ class PretrainConfig:
             raise MetadipError("maml.learn_inner_lr needs algorithm = 'maml' (Reptile gives no lr gradient)")
         if self.online.optimizer not in ("adam", "sgd"):
             raise MetadipError(f"online.optimizer {self.online.optimizer!r} is not one of adam, sgd")
-        if min(self.log.every, self.log.val_factor) < 1 or min(self.log.val_every, self.log.ckpt_every,
-                                                               self.log.val_tasks, self.log.image_grids) < 0:
+        if (
+            min(self.log.every, self.log.val_factor) < 1
+            or min(self.log.val_every, self.log.ckpt_every, self.log.val_tasks, self.log.image_grids) < 0
+        ):
             raise MetadipError("log: every and val_factor must be >= 1, the other periods and counts >= 0")
 
-    # -- serialisation ------------------------------------------------------------------------------------------
+    # -- serialisation ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return config_to_dict(self)
 
@@ -251,7 +256,7 @@ def _comparable(config: PretrainConfig, saved: PretrainConfig) -> dict:
     return {"given": data, "saved": ref}
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # helpers of the loop
 
 
@@ -280,17 +285,23 @@ def _load_state(path: Path) -> dict:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MetadipError(f"cannot resume from {path}: {first}") from None
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-        raise MetadipError(f"cannot resume from {path}: not a metadip training state (version {STATE_VERSION})")
+        raise MetadipError(
+            f"cannot resume from {path}: not a metadip training state (version {STATE_VERSION})"
+        )
     return state
 
 
 def _validation_inner(config: PretrainConfig) -> InnerConfig:
     """The inner loop validation runs for θ0: the online recipe (lr, jitter) at the training K."""
     return dataclasses.replace(
-        config.inner, optimizer=config.online.optimizer, sample_steps=None,
+        config.inner,
+        optimizer=config.online.optimizer,
+        sample_steps=None,
         lr=config.online.lr if config.online.lr is not None else config.inner.lr,
-        reg_noise_std=config.online.reg_noise_std if config.online.reg_noise_std is not None
-        else config.inner.reg_noise_std)
+        reg_noise_std=config.online.reg_noise_std
+        if config.online.reg_noise_std is not None
+        else config.inner.reg_noise_std,
+    )
 
 
 def _psnr_curve(net, params, z, task, inner: InnerConfig, steps: int, marks: list[int], log_lr, seed_parts):
@@ -306,8 +317,19 @@ def _psnr_curve(net, params, z, task, inner: InnerConfig, steps: int, marks: lis
             out = out.clamp(0, 1)
         found[t] = (metrics.psnr(out, task.x), out)
 
-    inner_loop(net, params, z, task, inner, steps=steps, create_graph=False,
-               generator=make_generator(*seed_parts), log_lr=log_lr, hook=hook, hook_steps=marks)
+    inner_loop(
+        net,
+        params,
+        z,
+        task,
+        inner,
+        steps=steps,
+        create_graph=False,
+        generator=make_generator(*seed_parts),
+        log_lr=log_lr,
+        hook=hook,
+        hook_steps=marks,
+    )
     return found
 
 
@@ -323,7 +345,7 @@ class PretrainResult:
     wall_seconds: float = 0.0
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # the loop
 
 
@@ -348,7 +370,7 @@ def run_pretrain(
     from metadip.runtime import configure_threads, resolve_device
     from metadip.tracking import JSONLLogger, MultiLogger, NullLogger, TensorBoardLogger, image_grid
 
-    # ---- device, ranks, threads --------------------------------------------------------------------------------
+    # ---- device, ranks, threads ----------------------------------------------------------------------------
     device = resolve_device(device)
     info = distributed.init_distributed(device)
     device = distributed.local_device(device, info)
@@ -363,7 +385,7 @@ def run_pretrain(
     out = Path(out_dir)
     state_path = out / "state.pt"
 
-    # ---- config: fresh or resumed -----------------------------------------------------------------------------
+    # ---- config: fresh or resumed --------------------------------------------------------------------------
     state = None
     if resume:
         if not state_path.is_file():
@@ -373,13 +395,23 @@ def run_pretrain(
         cmp = _comparable(config, saved)
         if cmp["given"] != cmp["saved"]:
             diff = sorted(k for k in cmp["given"] if cmp["given"].get(k) != cmp["saved"].get(k))
-            raise MetadipError(f"--resume: the config differs from the one {state_path} was trained with "
-                               f"(in: {', '.join(diff)}); only steps, export, threads and log may change")
-        config = dataclasses.replace(saved, steps=config.steps, export=config.export, log=config.log,
-                                     threads=config.threads, description=config.description)
+            raise MetadipError(
+                f"--resume: the config differs from the one {state_path} was trained with "
+                f"(in: {', '.join(diff)}); only steps, export, threads and log may change"
+            )
+        config = dataclasses.replace(
+            saved,
+            steps=config.steps,
+            export=config.export,
+            log=config.log,
+            threads=config.threads,
+            description=config.description,
+        )
     else:
         if state_path.exists():
-            raise MetadipError(f"{out} already holds a training run (state.pt); use --resume or another --out")
+            raise MetadipError(
+                f"{out} already holds a training run (state.pt); use --resume or another --out"
+            )
         config = config.resolved()
     export = config.export if export is None else bool(export)
     seed = config.seed
@@ -387,12 +419,13 @@ def run_pretrain(
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.toml", config.to_toml())
 
-    # ---- images and tasks -------------------------------------------------------------------------------------
+    # ---- images and tasks ----------------------------------------------------------------------------------
     source = config.data.source
     names = list_images(source)
     held_default = DEFAULT_HELD_OUT if source == SAMPLES else ()
-    train_names, held_names = split_images(names, config.data.held_out if config.data.held_out is not None
-                                           else held_default)
+    train_names, held_names = split_images(
+        names, config.data.held_out if config.data.held_out is not None else held_default
+    )
     if config.data.train is not None:
         wanted = list(config.data.train)
         unknown = [n for n in wanted if n not in train_names]
@@ -409,38 +442,64 @@ def run_pretrain(
         held_images = load_images(source, held_names, channels, config.data.max_side)
         val_size = config.log.val_size or max(config.tasks.sizes)
         val_dist = dataclasses.replace(config.tasks, sizes=(val_size,))
-        val_tasks = [val_dist.task(held_images, seed, i, stream="val").to(device)
-                     for i in range(config.log.val_tasks)]
+        val_tasks = [
+            val_dist.task(held_images, seed, i, stream="val").to(device) for i in range(config.log.val_tasks)
+        ]
 
-    # ---- network, input policy, meta-learner ------------------------------------------------------------------
+    # ---- network, input policy, meta-learner
+    # ------------------------------------------------------------------
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "theta0"))
         net = build_generator(config.model.arch, out_channels=channels, **config.model.options)
     net = net.to(device)
     in_channels = int(net.config.get("in_channels", 32))
-    recipe = InputRecipe(kind=config.input.kind, channels=config.input.channels or in_channels,
-                         scale=config.input.scale, seed=config.input.seed)
+    recipe = InputRecipe(
+        kind=config.input.kind,
+        channels=config.input.channels or in_channels,
+        scale=config.input.scale,
+        seed=config.input.seed,
+    )
     if config.input.z_mode == "conditioned":
         expected = 2 * channels + config.input.noise_channels
         if in_channels != expected:
-            raise MetadipError(f"z_mode 'conditioned' needs a network with {expected} input channels (2×{channels} "
-                               f"+ {config.input.noise_channels} noise), the model has {in_channels}; set "
-                               "model.options.in_channels")
+            raise MetadipError(
+                f"z_mode 'conditioned' needs a network with {expected} input channels (2×{channels} "
+                f"+ {config.input.noise_channels} noise), the model has {in_channels}; set "
+                "model.options.in_channels"
+            )
     elif recipe.channels != in_channels:
         raise MetadipError(f"input.channels {recipe.channels} does not match the network's {in_channels}")
-    inputs = InputPolicy.create(recipe, config.input.z_mode, net, config.tasks.sizes, config.input.noise_channels)
+    inputs = InputPolicy.create(
+        recipe, config.input.z_mode, net, config.tasks.sizes, config.input.noise_channels
+    )
     if inputs.fixed_z is not None:
         inputs.fixed_z = inputs.fixed_z.to(device)
     if config.algorithm == "maml":
         m = config.maml
-        learner = MAML(net, config.inner, inputs, first_order=m.first_order, outer_loss=m.outer_loss,
-                       loss_steps=m.loss_steps, learn_inner_lr=m.learn_inner_lr, outer_lr=m.outer_lr,
-                       lr_lr=m.lr_lr, grad_clip=m.grad_clip, weight_decay=m.weight_decay)
+        learner = MAML(
+            net,
+            config.inner,
+            inputs,
+            first_order=m.first_order,
+            outer_loss=m.outer_loss,
+            loss_steps=m.loss_steps,
+            learn_inner_lr=m.learn_inner_lr,
+            outer_lr=m.outer_lr,
+            lr_lr=m.lr_lr,
+            grad_clip=m.grad_clip,
+            weight_decay=m.weight_decay,
+        )
         algorithm_name = ("meta-sgd-" if m.learn_inner_lr else "") + ("fomaml" if m.first_order else "maml")
     else:
         r = config.reptile
-        learner = Reptile(net, config.inner, inputs, epsilon_start=r.epsilon_start, epsilon_end=r.epsilon_end,
-                          anneal_steps=r.anneal_steps or max(1, config.steps))
+        learner = Reptile(
+            net,
+            config.inner,
+            inputs,
+            epsilon_start=r.epsilon_start,
+            epsilon_end=r.epsilon_end,
+            anneal_steps=r.anneal_steps or max(1, config.steps),
+        )
         algorithm_name = "reptile"
 
     start, wall_before = 0, 0.0
@@ -452,7 +511,7 @@ def run_pretrain(
         start, wall_before = int(state["step"]), float(state["wall_seconds"])
     distributed.broadcast_parameters_(learner.meta_parameters(), info)
 
-    # ---- logging ----------------------------------------------------------------------------------------------
+    # ---- logging -------------------------------------------------------------------------------------------
     if main:
         jsonl = JSONLLogger(out / "log.jsonl")
         if resume:
@@ -466,7 +525,7 @@ def run_pretrain(
     else:
         logger = NullLogger()
 
-    # ---- validation (rank 0): θ0 vs random init after K and val_factor·K steps ------------------------------------
+    # ---- validation (rank 0): θ0 vs random init after K and val_factor·K steps -----------------------------
     k_val = config.inner.steps
     marks = sorted({0, k_val, config.log.val_factor * k_val})
     val_inner = _validation_inner(config)
@@ -474,7 +533,9 @@ def run_pretrain(
     random_cache: dict[int, dict] = {}
     random_net = None
     if val_tasks and config.log.val_random:
-        random_init = ckpt.random_init(net.config, out_channels=channels, seed=derive_seed(seed, "random-arm") % 2**31)
+        random_init = ckpt.random_init(
+            net.config, out_channels=channels, seed=derive_seed(seed, "random-arm") % 2**31
+        )
         random_net = random_init.build(device)
         random_recipe = default_input_recipe(random_net, seed=random_init.input_recipe.seed)
 
@@ -484,8 +545,17 @@ def run_pretrain(
         log_lr = getattr(learner, "log_lr", None) or None
         for i, task in enumerate(val_tasks):
             z = inputs.z_for(task, net)
-            curve = _psnr_curve(net, parameter_dict(net), z, task, val_inner, marks[-1], marks, log_lr,
-                                (task.seed, "val-inner"))
+            curve = _psnr_curve(
+                net,
+                parameter_dict(net),
+                z,
+                task,
+                val_inner,
+                marks[-1],
+                marks,
+                log_lr,
+                (task.seed, "val-inner"),
+            )
             row = [task.x]
             for t in marks:
                 results.setdefault(f"val/psnr_meta_{t}", []).append(curve[t][0])
@@ -494,10 +564,22 @@ def run_pretrain(
                 if i not in random_cache:
                     from metadip.generators import make_input
 
-                    rz = make_input(random_recipe, random_net.input_shape(*task.size),
-                                    generator=make_generator(task.seed, "val-random-z")).to(device)
-                    random_cache[i] = _psnr_curve(random_net, parameter_dict(random_net), rz, task, random_inner,
-                                                  marks[-1], marks, None, (task.seed, "val-random"))
+                    rz = make_input(
+                        random_recipe,
+                        random_net.input_shape(*task.size),
+                        generator=make_generator(task.seed, "val-random-z"),
+                    ).to(device)
+                    random_cache[i] = _psnr_curve(
+                        random_net,
+                        parameter_dict(random_net),
+                        rz,
+                        task,
+                        random_inner,
+                        marks[-1],
+                        marks,
+                        None,
+                        (task.seed, "val-random"),
+                    )
                 for t in marks:
                     results.setdefault(f"val/psnr_random_{t}", []).append(random_cache[i][t][0])
                     results.setdefault(f"val/{task.family}/psnr_random_{t}", []).append(random_cache[i][t][0])
@@ -512,15 +594,23 @@ def run_pretrain(
         summary = {k: sum(v) / len(v) for k, v in results.items()}
         if rows:
             tiles = [t for row in rows for t in row]
-            logger.log_images("val/x|y|meta_K|meta_4K|random_K|random_4K", image_grid(tiles, len(rows[0])), step)
+            logger.log_images(
+                "val/x|y|meta_K|meta_4K|random_K|random_4K", image_grid(tiles, len(rows[0])), step
+            )
         return summary
 
-    # ---- the loop ---------------------------------------------------------------------------------------------
+    # ---- the loop ------------------------------------------------------------------------------------------
     from tqdm.auto import tqdm
 
     end = config.steps if stop_after is None else min(config.steps, int(stop_after))
-    bar = tqdm(total=config.steps, initial=start, desc=f"pretrain {config.name}", unit="step", dynamic_ncols=True,
-               disable=not (progress and main))
+    bar = tqdm(
+        total=config.steps,
+        initial=start,
+        desc=f"pretrain {config.name}",
+        unit="step",
+        dynamic_ncols=True,
+        disable=not (progress and main),
+    )
     started = time.perf_counter()
     last_metrics: dict = {}
     last_val: dict = {}
@@ -528,16 +618,19 @@ def run_pretrain(
     def save_state(step: int) -> None:
         if not main:
             return
-        _save_state(state_path, {
-            "version": STATE_VERSION,
-            "step": step,
-            "params": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-            "learner": learner.state_dict(),
-            "fixed_z": inputs.fixed_z.detach().cpu() if inputs.fixed_z is not None else None,
-            "wall_seconds": wall_before + time.perf_counter() - started,
-            "config": config.to_dict(),
-            "rng": {"torch": torch.get_rng_state()},
-        })
+        _save_state(
+            state_path,
+            {
+                "version": STATE_VERSION,
+                "step": step,
+                "params": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                "learner": learner.state_dict(),
+                "fixed_z": inputs.fixed_z.detach().cpu() if inputs.fixed_z is not None else None,
+                "wall_seconds": wall_before + time.perf_counter() - started,
+                "config": config.to_dict(),
+                "rng": {"torch": torch.get_rng_state()},
+            },
+        )
 
     try:
         if start == 0 and val_tasks and config.log.val_every > 0:
@@ -551,8 +644,10 @@ def run_pretrain(
             distributed.all_reduce_sum_(grads, info)
             record = distributed.all_reduce_metrics(record, device, info)
             if not all(math.isfinite(float(g.sum())) for g in grads):
-                raise MetadipError(f"meta-gradient became NaN/Inf at meta-step {step + 1}; lower the learning "
-                                   "rates (inner.lr, maml.outer_lr) or enable maml.grad_clip")
+                raise MetadipError(
+                    f"meta-gradient became NaN/Inf at meta-step {step + 1}; lower the learning "
+                    "rates (inner.lr, maml.outer_lr) or enable maml.grad_clip"
+                )
             if config.algorithm == "maml":
                 scale = lr_scale(config.maml, step)
                 record.update(learner.apply(grads, lr_scale=scale))
@@ -562,17 +657,30 @@ def run_pretrain(
             done = step + 1
             last_metrics = record
             bar.update(1)
-            bar.set_postfix({"loss": f"{record['outer_loss']:.4g}", "psnr": f"{record['psnr']:.2f}"}, refresh=False)
+            bar.set_postfix(
+                {"loss": f"{record['outer_loss']:.4g}", "psnr": f"{record['psnr']:.2f}"}, refresh=False
+            )
             if main and (done % config.log.every == 0 or done == end):
-                logger.log({f"train/{k}": v for k, v in record.items()}
-                           | {"train/wall_seconds": wall_before + time.perf_counter() - started}, done)
-            if main and val_tasks and config.log.val_every > 0 and (done % config.log.val_every == 0
-                                                                    or done == config.steps):
+                logger.log(
+                    {f"train/{k}": v for k, v in record.items()}
+                    | {"train/wall_seconds": wall_before + time.perf_counter() - started},
+                    done,
+                )
+            if (
+                main
+                and val_tasks
+                and config.log.val_every > 0
+                and (done % config.log.val_every == 0 or done == config.steps)
+            ):
                 last_val = validate(done)
                 logger.log(last_val, done)
                 if progress:
-                    bar.write(f"step {done}: " + ", ".join(f"{k[4:]}={v:.2f}" for k, v in sorted(last_val.items())
-                                                          if k.count("/") == 1))
+                    bar.write(
+                        f"step {done}: "
+                        + ", ".join(
+                            f"{k[4:]}={v:.2f}" for k, v in sorted(last_val.items()) if k.count("/") == 1
+                        )
+                    )
             if config.log.ckpt_every > 0 and done % config.log.ckpt_every == 0 and done != end:
                 save_state(done)
         step = max(start, end)
@@ -582,15 +690,23 @@ def run_pretrain(
         logger.close()
     wall = wall_before + time.perf_counter() - started
 
-    # ---- export -----------------------------------------------------------------------------------------------
-    result = PretrainResult(out_dir=out, step=step, finished=step >= config.steps, metrics=last_metrics,
-                            validation=last_val, wall_seconds=wall)
+    # ---- export --------------------------------------------------------------------------------------------
+    result = PretrainResult(
+        out_dir=out,
+        step=step,
+        finished=step >= config.steps,
+        metrics=last_metrics,
+        validation=last_val,
+        wall_seconds=wall,
+    )
     if main and result.finished:
         online = config.online
         inner_recipe = {
             "optimizer": online.optimizer,
             "lr": online.lr if online.lr is not None else config.inner.lr,
-            "reg_noise_std": online.reg_noise_std if online.reg_noise_std is not None else config.inner.reg_noise_std,
+            "reg_noise_std": online.reg_noise_std
+            if online.reg_noise_std is not None
+            else config.inner.reg_noise_std,
             "ema": online.ema,
             "iterations": online.iterations,
             "stop": online.stop,
@@ -621,10 +737,17 @@ def run_pretrain(
             "config": config.to_dict(),
         }
         card = (f"{config.description.strip()} — " if config.description.strip() else "") + ckpt.make_card(
-            config.name, net.config, training)
-        common = dict(arch_config=net.config, input_recipe=recipe, inner=inner_recipe, training=training,
-                      z=inputs.fixed_z if config.input.z_mode == "fixed" else None, z_mode=config.input.z_mode,
-                      card=card)
+            config.name, net.config, training
+        )
+        common = dict(
+            arch_config=net.config,
+            input_recipe=recipe,
+            inner=inner_recipe,
+            training=training,
+            z=inputs.fixed_z if config.input.z_mode == "fixed" else None,
+            z_mode=config.input.z_mode,
+            card=card,
+        )
         state_dict = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         _, result.checkpoint = ckpt.save_checkpoint(out / config.name, state_dict, **common)
         if export:

@@ -1,12 +1,13 @@
-"""Meta-training tasks: a clean crop x, an operator A with randomly drawn parameters, noise σ, and y = A x + n.
+"""Meta-training tasks: a clean crop x, an operator A with randomly drawn parameters, noise σ, and y = A x +
+n.
 
-:class:`TaskDistribution` is the (frozen, TOML round-tripping) description of which operator families are drawn,
-with which weights and parameter ranges, at which crop sizes and with which augmentations. Reproducibility:
-task ``k`` of a run with seed ``s`` is drawn from its **own** generator seeded with ``derive_seed(s, "task",
-k)`` (a SHA-256 of the parts), so a task never depends on how many numbers earlier tasks drew, tasks can be
-split over processes in any way, and a resumed run draws exactly the tasks an uninterrupted one would. Inside a
-task the draws happen in a fixed order: image, crop, augmentation, family, family parameters, noise σ, the
-operator's own random parts (mask, motion angle), then the measurement noise.
+:class:`TaskDistribution` is the (frozen, TOML round-tripping) description of which operator families are
+drawn, with which weights and parameter ranges, at which crop sizes and with which augmentations.
+Reproducibility: task ``k`` of a run with seed ``s`` is drawn from its **own** generator seeded with
+``derive_seed(s, "task", k)`` (a SHA-256 of the parts), so a task never depends on how many numbers earlier
+tasks drew, tasks can be split over processes in any way, and a resumed run draws exactly the tasks an
+uninterrupted one would. Inside a task the draws happen in a fixed order: image, crop, augmentation, family,
+family parameters, noise σ, the operator's own random parts (mask, motion angle), then the measurement noise.
 
 This module also holds the small config helpers the pretraining config uses (``config_from_dict`` checks
 keys and types of a frozen dataclass, ``to_toml_text`` writes one).
@@ -31,12 +32,13 @@ from metadip.errors import MetadipError
 FAMILIES = ("denoise", "inpaint", "superres", "deblur", "fourier")
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # seeds
 
 
 def derive_seed(*parts: Any) -> int:
-    """A 63-bit seed from any tuple of ints/strings (SHA-256 of their text): independent streams per purpose."""
+    """A 63-bit seed from any tuple of ints/strings (SHA-256 of their text): independent streams per
+    purpose."""
     text = "\x1f".join(str(p) for p in parts)
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little") & ((1 << 63) - 1)
 
@@ -48,7 +50,7 @@ def make_generator(*parts: Any) -> torch.Generator:
     return generator
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # config helpers: frozen dataclass <-> plain dict <-> TOML
 
 
@@ -70,8 +72,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, option, where)
             except MetadipError as exc:
                 problems.append(str(exc))
-        raise MetadipError(problems[0] if len(problems) == 1 else
-                           f"{where}: {value!r} is not one of {' | '.join(_type_name(o) for o in options)}")
+        raise MetadipError(
+            problems[0]
+            if len(problems) == 1
+            else f"{where}: {value!r} is not one of {' | '.join(_type_name(o) for o in options)}"
+        )
     if origin is Literal:
         if value not in args:
             raise MetadipError(f"{where}: {value!r} is not one of {', '.join(repr(a) for a in args)}")
@@ -111,8 +116,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 
 def config_from_dict(cls: type, data: Any, where: str = "") -> Any:
-    """Build the frozen dataclass ``cls`` from ``data``: unknown keys and wrong types raise MetadipError naming
-    the key; missing keys take their defaults."""
+    """Build the frozen dataclass ``cls`` from ``data``: unknown keys and wrong types raise MetadipError
+    naming the key; missing keys take their defaults."""
     label = where or cls.__name__
     if dataclasses.is_dataclass(data) and isinstance(data, cls):
         return data
@@ -204,15 +209,15 @@ def read_toml(path: Any) -> dict:
         raise MetadipError(f"{path} is not valid TOML: {exc}") from None
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # tasks
 
 
 @dataclass
 class Task:
-    """One meta-training task. ``x``: clean 1×C×H×W crop; ``y``: its measurement; ``op``: the operator; ``sigma``:
-    noise std (0–255); ``seed``: the task's own seed (inner-loop randomness derives from it); ``image``: the name
-    of the source image; ``spec``: the operator's canonical spec string."""
+    """One meta-training task. ``x``: clean 1×C×H×W crop; ``y``: its measurement; ``op``: the operator;
+    ``sigma``: noise std (0–255); ``seed``: the task's own seed (inner-loop randomness derives from it);
+    ``image``: the name of the source image; ``spec``: the operator's canonical spec string."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -231,8 +236,15 @@ class Task:
         return (int(self.x.shape[-2]), int(self.x.shape[-1]))
 
     def to(self, device: str | torch.device) -> Task:
-        return Task(self.x.to(device), self.y.to(device), self.op.to(device), self.sigma, self.seed, self.image,
-                    self.spec)
+        return Task(
+            self.x.to(device),
+            self.y.to(device),
+            self.op.to(device),
+            self.sigma,
+            self.seed,
+            self.image,
+            self.spec,
+        )
 
 
 def _default_weights() -> dict[str, float]:
@@ -244,13 +256,13 @@ class TaskDistribution:
     """Which tasks meta-training sees. Ranges are ``[low, high]`` (uniform), σ on the 0–255 scale.
 
     ``weights``: operator family → relative weight (families absent or at 0 are never drawn).
-    ``denoise_sigma``: noise of denoising tasks. ``noise_sigma``: noise added to the other families' measurements.
-    ``inpaint_ratio``: fraction of pixels MISSING; ``inpaint_holes``: ``pixels`` and/or ``blocks`` (``block`` px).
-    ``superres_factors`` / ``superres_filters``: choices. ``deblur_kernels``: ``gauss`` (std ``deblur_width``)
-    and/or ``motion`` (length ``deblur_length``). ``fourier_ratio``: fraction of k-space sampled (``fourier_pattern``).
-    ``sizes``: crop sizes (one drawn per task). ``crop_scale``: window side / crop size, log-uniform, clamped to
-    the image. ``min_std``: near-flat crops are redrawn. ``channels``: 3 (RGB) or 1 (grey).
-    """
+    ``denoise_sigma``: noise of denoising tasks. ``noise_sigma``: noise added to the other families'
+    measurements. ``inpaint_ratio``: fraction of pixels MISSING; ``inpaint_holes``: ``pixels`` and/or
+    ``blocks`` (``block`` px). ``superres_factors`` / ``superres_filters``: choices. ``deblur_kernels``:
+    ``gauss`` (std ``deblur_width``) and/or ``motion`` (length ``deblur_length``). ``fourier_ratio``: fraction
+    of k-space sampled (``fourier_pattern``). ``sizes``: crop sizes (one drawn per task). ``crop_scale``:
+    window side / crop size, log-uniform, clamped to the image. ``min_std``: near-flat crops are redrawn.
+    ``channels``: 3 (RGB) or 1 (grey)."""
 
     weights: dict[str, float] = field(default_factory=_default_weights)
     denoise_sigma: tuple[float, float] = (5.0, 50.0)
@@ -275,12 +287,21 @@ class TaskDistribution:
     def __post_init__(self) -> None:
         unknown = sorted(set(self.weights) - set(FAMILIES))
         if unknown:
-            raise MetadipError(f"tasks.weights: unknown operator famil{'ies' if len(unknown) > 1 else 'y'} "
-                               f"{', '.join(unknown)}; valid: {', '.join(FAMILIES)}")
+            raise MetadipError(
+                f"tasks.weights: unknown operator famil{'ies' if len(unknown) > 1 else 'y'} "
+                f"{', '.join(unknown)}; valid: {', '.join(FAMILIES)}"
+            )
         if any(w < 0 for w in self.weights.values()) or sum(self.weights.values()) <= 0:
             raise MetadipError("tasks.weights: weights must be >= 0 with at least one positive")
-        for name in ("denoise_sigma", "noise_sigma", "inpaint_ratio", "deblur_width", "deblur_length",
-                     "fourier_ratio", "crop_scale"):
+        for name in (
+            "denoise_sigma",
+            "noise_sigma",
+            "inpaint_ratio",
+            "deblur_width",
+            "deblur_length",
+            "fourier_ratio",
+            "crop_scale",
+        ):
             lo, hi = getattr(self, name)
             if not lo <= hi:
                 raise MetadipError(f"tasks.{name}: low {lo} is greater than high {hi}")
@@ -290,13 +311,18 @@ class TaskDistribution:
             lo, hi = getattr(self, name)
             if not (0 < lo and hi < 1):
                 raise MetadipError(f"tasks.{name}: must lie in (0, 1), got [{lo}, {hi}]")
-        choices = {"inpaint_holes": ("pixels", "blocks"), "superres_filters": ("box", "gauss"),
-                   "deblur_kernels": ("gauss", "motion")}
+        choices = {
+            "inpaint_holes": ("pixels", "blocks"),
+            "superres_filters": ("box", "gauss"),
+            "deblur_kernels": ("gauss", "motion"),
+        }
         for name, allowed in choices.items():
             values = getattr(self, name)
             bad = [v for v in values if v not in allowed]
             if not values or bad:
-                raise MetadipError(f"tasks.{name}: {list(values)} must be a non-empty list of {', '.join(allowed)}")
+                raise MetadipError(
+                    f"tasks.{name}: {list(values)} must be a non-empty list of {', '.join(allowed)}"
+                )
         if self.fourier_pattern not in ("lines", "points"):
             raise MetadipError(f"tasks.fourier_pattern: {self.fourier_pattern!r} is not one of lines, points")
         if not self.superres_factors or min(self.superres_factors) < 2:
@@ -310,7 +336,7 @@ class TaskDistribution:
         if self.deblur_width[0] <= 0 or self.deblur_length[0] < 1:
             raise MetadipError("tasks: deblur width must be > 0 and length >= 1")
 
-    # -- serialisation -------------------------------------------------------------------------------------------
+    # -- serialisation ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
         return config_to_dict(self)
 
@@ -332,7 +358,7 @@ class TaskDistribution:
     def families(self) -> list[str]:
         return [f for f in FAMILIES if self.weights.get(f, 0) > 0]
 
-    # -- sampling ------------------------------------------------------------------------------------------------
+    # -- sampling --------------------------------------------------------------------------------------------
     def draw_spec(self, generator: torch.Generator) -> tuple[str, dict, float]:
         """Draw (family, operator parameters, noise σ) from ``generator``."""
         families = self.families
@@ -387,9 +413,18 @@ class TaskDistribution:
         size = int(self.sizes[int(torch.randint(len(self.sizes), (), generator=generator))])
         image = images[name]
         if image.shape[1] != self.channels:
-            raise MetadipError(f"image {name!r} has {image.shape[1]} channels, the task distribution {self.channels}")
-        x = random_patch(image, size, generator, scale=self.crop_scale, flips=self.flips, rotations=self.rotations,
-                         min_std=self.min_std)
+            raise MetadipError(
+                f"image {name!r} has {image.shape[1]} channels, the task distribution {self.channels}"
+            )
+        x = random_patch(
+            image,
+            size,
+            generator,
+            scale=self.crop_scale,
+            flips=self.flips,
+            rotations=self.rotations,
+            min_std=self.min_std,
+        )
         family, params, sigma = self.draw_spec(generator)
         op = build_operator(OperatorSpec(family, params), (self.channels, size, size), generator=generator)
         y = simulate(x, op, generator)
@@ -406,8 +441,13 @@ class TaskDistribution:
 class TaskSampler:
     """Binds a distribution, its images and a run seed: ``sampler(k)`` is task ``k`` of the run."""
 
-    def __init__(self, distribution: TaskDistribution, images: Mapping[str, torch.Tensor], seed: int,
-                 stream: str = "task") -> None:
+    def __init__(
+        self,
+        distribution: TaskDistribution,
+        images: Mapping[str, torch.Tensor],
+        seed: int,
+        stream: str = "task",
+    ) -> None:
         self.distribution = distribution
         self.images = dict(images)
         self.seed = int(seed)

@@ -2,10 +2,9 @@
 ``close()``. Back ends: JSON lines (one object per ``log`` call, flushed), TensorBoard (imported only when
 used), null, and a fan-out to several.
 
-JSONL is an append-only stream (flushed per record), not a file rewritten atomically each time; on ``--resume``
-:meth:`JSONLLogger.truncate_after` rewrites it (atomically) without the records written after the checkpoint
-the run resumes from, so the log matches an uninterrupted run.
-"""
+JSONL is an append-only stream (flushed per record), not a file rewritten atomically each time; on
+``--resume`` :meth:`JSONLLogger.truncate_after` rewrites it (atomically) without the records written after the
+checkpoint the run resumes from, so the log matches an uninterrupted run."""
 
 from __future__ import annotations
 

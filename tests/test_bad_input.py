@@ -299,6 +299,7 @@ CASES = [
         [*_rec("y.png"), "--history", "blocker/h.json"],
         "cannot create output directory",
     ),
+    ("out-overwrites-measurement", _measurement, [*_rec("y.png"), "--out", "y.png"], "would overwrite"),
     ("history-wrong-extension", _measurement, [*_rec("y.png"), "--history", "h.txt"], r"\.json"),
     ("unknown-device", _measurement, _rec("y.png", "--device", "tpu"), "unknown device 'tpu'"),
     ("unknown-init", _measurement, _rec("y.png", "--init", "no-such-checkpoint"), "no-such-checkpoint"),

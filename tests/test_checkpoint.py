@@ -19,8 +19,14 @@ from metadip.checkpoint import (
 from metadip.errors import MetadipError
 from metadip.generators import InputRecipe, build_generator
 
-TINY = {"kind": "skip", "name": "tiny", "in_channels": 4, "channels_down": [4, 4], "channels_up": [4, 4],
-        "channels_skip": [2, 2]}
+TINY = {
+    "kind": "skip",
+    "name": "tiny",
+    "in_channels": 4,
+    "channels_down": [4, 4],
+    "channels_up": [4, 4],
+    "channels_skip": [2, 2],
+}
 
 
 def tiny_net(seed=0):
@@ -31,11 +37,25 @@ def tiny_net(seed=0):
 
 def save_tiny(path_stem, z=None, **kw):
     net = tiny_net()
-    args = dict(arch_config=net.config, input_recipe=InputRecipe(channels=4, seed=3),
-                inner={"optimizer": "adam", "lr": 0.01, "reg_noise_std": 1 / 30, "ema": 0.99, "iterations": 500,
-                       "stop": "wmv"},
-                training={"algorithm": "maml", "steps": 3, "train_images": ["coins"], "held_out_images": ["camera"],
-                          "tasks": {"weights": {"denoise": 1.0}}})
+    args = dict(
+        arch_config=net.config,
+        input_recipe=InputRecipe(channels=4, seed=3),
+        inner={
+            "optimizer": "adam",
+            "lr": 0.01,
+            "reg_noise_std": 1 / 30,
+            "ema": 0.99,
+            "iterations": 500,
+            "stop": "wmv",
+        },
+        training={
+            "algorithm": "maml",
+            "steps": 3,
+            "train_images": ["coins"],
+            "held_out_images": ["camera"],
+            "tasks": {"weights": {"denoise": 1.0}},
+        },
+    )
     args.update(kw)
     save_checkpoint(path_stem, net, z=z, **args)
     return net
@@ -152,8 +172,9 @@ def test_missing_sidecar_key(tmp_path):
 def test_weights_that_do_not_fit_the_architecture(tmp_path):
     net = tiny_net()
     other = {**TINY, "channels_down": [8, 8], "channels_up": [8, 8]}
-    save_checkpoint(tmp_path / "c", net, arch_config=other, input_recipe=InputRecipe(channels=4), inner={},
-                    training={})
+    save_checkpoint(
+        tmp_path / "c", net, arch_config=other, input_recipe=InputRecipe(channels=4), inner={}, training={}
+    )
     with pytest.raises(MetadipError, match="does not match its architecture"):
         load_checkpoint(tmp_path / "c")
 
@@ -162,8 +183,14 @@ def test_missing_tensor(tmp_path):
     net = tiny_net()
     state = net.state_dict()
     state.pop(next(iter(state)))
-    save_checkpoint(tmp_path / "c", state, arch_config=net.config, input_recipe=InputRecipe(channels=4), inner={},
-                    training={})
+    save_checkpoint(
+        tmp_path / "c",
+        state,
+        arch_config=net.config,
+        input_recipe=InputRecipe(channels=4),
+        inner={},
+        training={},
+    )
     with pytest.raises(MetadipError, match="Missing key"):
         load_checkpoint(tmp_path / "c")
 

@@ -1,5 +1,5 @@
-"""Meta-learners: the functional inner loop, MAML (second order vs finite differences, first order vs the plain
-gradient at the adapted weights) and Reptile (moves θ0 toward θ_K)."""
+"""Meta-learners: the functional inner loop, MAML (second order vs finite differences, first order vs the
+plain gradient at the adapted weights) and Reptile (moves θ0 toward θ_K)."""
 
 from __future__ import annotations
 
@@ -94,8 +94,8 @@ def test_inner_adam_matches_torch_adam():
 @pytest.mark.parametrize("learn_inner_lr", [False, True])
 def test_maml_second_order_matches_finite_differences(learn_inner_lr):
     """Meta-gradient through 3 inner Adam steps (jitter on, multi-step 'both' loss, Meta-SGD) vs central
-    differences in float64 along random directions. A smooth activation (SiLU) so the difference quotient is not
-    spoiled by LeakyReLU kinks crossed by the perturbation."""
+    differences in float64 along random directions. A smooth activation (SiLU) so the difference quotient is
+    not spoiled by LeakyReLU kinks crossed by the perturbation."""
     net = tiny_net(torch.float64, act="silu")
     task = tiny_task(torch.float64)
     inner = InnerConfig(steps=3, lr=0.01, reg_noise_std=0.03)

@@ -45,7 +45,8 @@ def assert_same(a: dict, b: dict, exact: bool = True) -> None:
             torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
 
 
-# ---------------------------------------------------------------------------------------------------------- config
+# ----------------------------------------------------------------------------------------------------------
+# config
 
 
 def test_shipped_recipes_parse_and_round_trip(tmp_path):
@@ -68,7 +69,7 @@ def test_shipped_recipes_parse_and_round_trip(tmp_path):
         ('name = "x"\n[maml]\nloss_steps = "some"\n', "loss_steps"),
         ('name = "x"\n[tasks]\nweights = { denoise = "1" }\n', "weights"),
         ('name = "x"\n[input]\nz_mode = "learned"\n', "z_mode"),
-        ('steps = 3\n', "name"),
+        ("steps = 3\n", "name"),
         ('name = "x"\nsteps = \n', "TOML"),
     ],
 )
@@ -92,7 +93,8 @@ def test_lr_schedule():
     assert [lr_scale(warm, s) for s in (0, 3, 10)] == [0.25, 1.0, 1.0]
 
 
-# ------------------------------------------------------------------------------------------------------- training
+# -------------------------------------------------------------------------------------------------------
+# training
 
 
 def test_same_seed_gives_bitwise_same_theta0(tmp_path):
@@ -103,7 +105,10 @@ def test_same_seed_gives_bitwise_same_theta0(tmp_path):
     assert_same(weights(tmp_path / "a"), weights(tmp_path / "b"))
     other = run_pretrain(dataclasses.replace(config, seed=1), tmp_path / "c", device="cpu", progress=False)
     assert other.finished
-    assert any(not torch.equal(weights(tmp_path / "a")[k], weights(tmp_path / "c")[k]) for k in weights(tmp_path / "a"))
+    assert any(
+        not torch.equal(weights(tmp_path / "a")[k], weights(tmp_path / "c")[k])
+        for k in weights(tmp_path / "a")
+    )
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "reptile"])
@@ -139,10 +144,13 @@ def test_resume_guards(tmp_path):
     with pytest.raises(MetadipError, match="already holds"):
         run_pretrain(config, tmp_path / "r", device="cpu", progress=False)
     with pytest.raises(MetadipError, match="differs"):
-        run_pretrain(dataclasses.replace(config, seed=3), tmp_path / "r", device="cpu", progress=False, resume=True)
+        run_pretrain(
+            dataclasses.replace(config, seed=3), tmp_path / "r", device="cpu", progress=False, resume=True
+        )
     # a longer run may continue a finished one
-    longer = run_pretrain(dataclasses.replace(config, steps=3), tmp_path / "r", device="cpu", progress=False,
-                          resume=True)
+    longer = run_pretrain(
+        dataclasses.replace(config, steps=3), tmp_path / "r", device="cpu", progress=False, resume=True
+    )
     assert longer.step == 3 and longer.finished
 
 
@@ -161,8 +169,15 @@ def _free_port() -> int:
 
 
 def _worker(rank: int, world: int, port: int, config: PretrainConfig, out: str) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world)})
+    os.environ.update(
+        {
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world),
+        }
+    )
     torch.set_num_threads(1)
     import torch.distributed as dist
 
@@ -178,13 +193,25 @@ def _worker(rank: int, world: int, port: int, config: PretrainConfig, out: str) 
         info = distributed.init_distributed(torch.device("cpu"))
         assert info.world_size == world and info.rank == rank
         torch.manual_seed(0)
-        net = build_generator({"kind": "skip", "in_channels": 4, "channels_down": [4, 4], "channels_up": [4, 4],
-                               "channels_skip": [2, 2]}, out_channels=3)
-        learner = MAML(net, config.inner, InputPolicy(InputRecipe(channels=4), "resample"), learn_inner_lr=True)
+        net = build_generator(
+            {
+                "kind": "skip",
+                "in_channels": 4,
+                "channels_down": [4, 4],
+                "channels_up": [4, 4],
+                "channels_skip": [2, 2],
+            },
+            out_channels=3,
+        )
+        learner = MAML(
+            net, config.inner, InputPolicy(InputRecipe(channels=4), "resample"), learn_inner_lr=True
+        )
         sampler = TaskSampler(config.tasks, load_images("samples", ["coins", "brick"], 3, 128), seed=0)
         indices = list(range(3))
         full, full_metrics = learner.meta_gradient([sampler(k) for k in indices])
-        mine, metrics = learner.meta_gradient([sampler(k) for k in distributed.shard(indices, info)], normalize=3)
+        mine, metrics = learner.meta_gradient(
+            [sampler(k) for k in distributed.shard(indices, info)], normalize=3
+        )
         distributed.all_reduce_sum_(mine, info)
         metrics = distributed.all_reduce_metrics(metrics, torch.device("cpu"), info)
         for a, b in zip(full, mine, strict=True):
@@ -198,8 +225,8 @@ def _worker(rank: int, world: int, port: int, config: PretrainConfig, out: str) 
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
-    """2 CPU processes over gloo: the same meta-gradient as 1 process, and the same θ0 (float tolerance) after a
-    Reptile run with an odd global meta-batch (ranks get 2 and 1 tasks)."""
+    """2 CPU processes over gloo: the same meta-gradient as 1 process, and the same θ0 (float tolerance) after
+    a Reptile run with an odd global meta-batch (ranks get 2 and 1 tasks)."""
     import torch.multiprocessing as mp
 
     config = quiet(tiny_config(steps=2, meta_batch=3, algorithm="reptile"))
@@ -212,8 +239,8 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     outputs = [net(z) for net in nets]
     torch.testing.assert_close(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
     # Parameters the output does not depend on (conv biases in front of a BatchNorm, BN shifts in front of a
-    # conv + BN) get only float noise as gradient, which the inner Adam rescales to O(lr) steps, so they differ
-    # with the summation order. Compare every other parameter.
+    # conv + BN) get only float noise as gradient, which the inner Adam rescales to O(lr) steps, so they
+    # differ with the summation order. Compare every other parameter.
     (outputs[0] * torch.randn(outputs[0].shape, generator=torch.Generator().manual_seed(1))).sum().backward()
     size = {n: float(p.grad.abs().max()) for n, p in nets[0].named_parameters()}
     live = {n for n in size if size[n] > 1e-5 * max(size.values())}
@@ -222,7 +249,8 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     assert load_checkpoint(tmp_path / "two" / "tiny-test").training["world_size"] == 2
 
 
-# ------------------------------------------------------------------------------------------------------------ CLI
+# ------------------------------------------------------------------------------------------------------------
+# CLI
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -231,14 +259,31 @@ def test_cli_pretrain_yields_a_loadable_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setenv("METADIP_CHECKPOINTS", str(tmp_path / "shipped"))
     out = tmp_path / "run"
-    result = CliRunner().invoke(pretrain, ["--config", str(TINY), "--out", str(out), "--steps", "2",
-                                           "--no-progress", "--export", "--device", "cpu"])
+    result = CliRunner().invoke(
+        pretrain,
+        [
+            "--config",
+            str(TINY),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--no-progress",
+            "--export",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "trained tiny-test: 2 meta-steps" in result.output
     assert (out / "config.toml").is_file() and (out / "log.jsonl").is_file()
     init = load_checkpoint("tiny-test")  # found by name in $METADIP_CHECKPOINTS
-    assert init.training["steps"] == 2 and init.training["held_out_images"] == ["astronaut", "camera", "coffee",
-                                                                              "chelsea"]
+    assert init.training["steps"] == 2 and init.training["held_out_images"] == [
+        "astronaut",
+        "camera",
+        "coffee",
+        "chelsea",
+    ]
     assert "astronaut" not in init.training["train_images"]
     assert init.inner["iterations"] == 200 and init.inner["optimizer"] == "adam"
     assert PretrainConfig.from_toml(out / "config.toml").steps == 2
@@ -253,8 +298,9 @@ def test_cli_pretrain_yields_a_loadable_checkpoint(tmp_path, monkeypatch):
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, 16, 16, generator=gen)
     op = build_operator("denoise:sigma=10", (3, 16, 16), generator=gen)
-    rec = api.reconstruct(simulate(x, op, gen), op, init=str(out / "tiny-test"), iterations=2, stop="budget",
-                          device="cpu")
+    rec = api.reconstruct(
+        simulate(x, op, gen), op, init=str(out / "tiny-test"), iterations=2, stop="budget", device="cpu"
+    )
     assert rec.image.shape == (1, 3, 16, 16) and rec.init == "tiny-test"
 
 

@@ -79,15 +79,21 @@ def test_crops_and_augmentations_are_deterministic(images):
     assert 0 <= float(crop.min()) and float(crop.max()) <= 1
     small = random_crop(torch.rand(1, 3, 10, 12), 16, torch.Generator().manual_seed(0))
     assert small.shape == (1, 3, 16, 16)
-    flipped = {tuple(augment(crop, torch.Generator().manual_seed(s)).flatten()[:4].tolist()) for s in range(12)}
+    flipped = {
+        tuple(augment(crop, torch.Generator().manual_seed(s)).flatten()[:4].tolist()) for s in range(12)
+    }
     assert len(flipped) > 1
     plain = augment(crop, torch.Generator().manual_seed(5), flips=False, rotations=False)
     assert torch.equal(plain, crop)
 
 
 def test_task_k_is_a_pure_function_of_seed_and_k(images):
-    dist = TaskDistribution(weights={f: 1.0 for f in FAMILIES}, sizes=(16, 24), inpaint_holes=("pixels", "blocks"),
-                            deblur_kernels=("gauss", "motion"))
+    dist = TaskDistribution(
+        weights={f: 1.0 for f in FAMILIES},
+        sizes=(16, 24),
+        inpaint_holes=("pixels", "blocks"),
+        deblur_kernels=("gauss", "motion"),
+    )
     sampler = TaskSampler(dist, images, seed=7)
     first = sampler(5)
     _ = [sampler(k) for k in range(5)]  # other draws in between change nothing
@@ -102,8 +108,14 @@ def test_task_k_is_a_pure_function_of_seed_and_k(images):
 
 
 def test_task_parameters_stay_in_their_ranges(images):
-    dist = TaskDistribution(weights={"denoise": 1.0, "inpaint": 1.0, "superres": 1.0}, denoise_sigma=(10.0, 20.0),
-                            noise_sigma=(0.0, 3.0), inpaint_ratio=(0.4, 0.6), superres_factors=(2,), sizes=(16,))
+    dist = TaskDistribution(
+        weights={"denoise": 1.0, "inpaint": 1.0, "superres": 1.0},
+        denoise_sigma=(10.0, 20.0),
+        noise_sigma=(0.0, 3.0),
+        inpaint_ratio=(0.4, 0.6),
+        superres_factors=(2,),
+        sizes=(16,),
+    )
     for k in range(30):
         task = TaskSampler(dist, images, seed=1)(k)
         params = task.op.params()
@@ -119,8 +131,13 @@ def test_task_parameters_stay_in_their_ranges(images):
 
 
 def test_task_distribution_round_trips_dict_and_toml():
-    dist = TaskDistribution(weights={"denoise": 2.0, "fourier": 0.5}, sizes=(32, 64), superres_factors=(2, 3, 4),
-                            deblur_kernels=("motion",), min_std=0.0)
+    dist = TaskDistribution(
+        weights={"denoise": 2.0, "fourier": 0.5},
+        sizes=(32, 64),
+        superres_factors=(2, 3, 4),
+        deblur_kernels=("motion",),
+        min_std=0.0,
+    )
     assert TaskDistribution.from_dict(dist.to_dict()) == dist
     assert TaskDistribution.from_toml(dist.to_toml()) == dist
 

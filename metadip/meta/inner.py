@@ -1,25 +1,25 @@
 """The functional inner loop shared by MAML, first-order MAML, Reptile and validation: K DIP steps from a
 parameter dict, written so that (optionally) second-order gradients flow through every step.
 
-One step is exactly the online DIP step of :func:`metadip.dip.fit`: jitter the input (``reg_noise_std``), run the
-generator with ``torch.func.functional_call``, take :func:`metadip.dip.measurement_loss` against the task's y and
-apply SGD or Adam. Adam is written out functionally (first/second moments, bias correction, ``eps`` added to the
-root) so it matches ``torch.optim.Adam`` step for step and ``torch.autograd.grad(..., create_graph=True)``
-differentiates through it. The root is taken of ``v̂ + 1e-30``: identical in float32/float64 for any non-zero
-second moment, but finite-gradient where a gradient is exactly zero (biases before BatchNorm) — the plain
-``sqrt`` has an infinite derivative at 0 and would turn the meta-gradient into NaN.
+One step is exactly the online DIP step of :func:`metadip.dip.fit`: jitter the input (``reg_noise_std``), run
+the generator with ``torch.func.functional_call``, take :func:`metadip.dip.measurement_loss` against the
+task's y and apply SGD or Adam. Adam is written out functionally (first/second moments, bias correction,
+``eps`` added to the root) so it matches ``torch.optim.Adam`` step for step and ``torch.autograd.grad(...,
+create_graph=True)`` differentiates through it. The root is taken of ``v̂ + 1e-30``: identical in
+float32/float64 for any non-zero second moment, but finite-gradient where a gradient is exactly zero (biases
+before BatchNorm) — the plain ``sqrt`` has an infinite derivative at 0 and would turn the meta-gradient into
+NaN.
 
-Learned inner learning rates (Meta-SGD) are one log-multiplier per parameter **tensor**: the step of tensor n is
-``lr · exp(log_lr[n]) · update``. Per tensor rather than per element because Adam already rescales every element
-by its own gradient history (a per-element lr would mostly duplicate that), because ~100 extra scalars cannot
-overfit a few thousand tasks while 2.2 M per-element rates can, and because a per-layer rate is something the
-online loop (``torch.optim`` parameter groups) can use and a person can read in the checkpoint.
+Learned inner learning rates (Meta-SGD) are one log-multiplier per parameter **tensor**: the step of tensor n
+is ``lr · exp(log_lr[n]) · update``. Per tensor rather than per element because Adam already rescales every
+element by its own gradient history (a per-element lr would mostly duplicate that), because ~100 extra scalars
+cannot overfit a few thousand tasks while 2.2 M per-element rates can, and because a per-layer rate is
+something the online loop (``torch.optim`` parameter groups) can use and a person can read in the checkpoint.
 
 The network input z is chosen by :class:`InputPolicy`: ``fixed`` (one z for every task, stored in the
-checkpoint), ``resample`` (a fresh draw of the recipe per task, so θ0 must work for *any* z draw and size — the
-default: an init trained on 64 px crops is then usable at 128 and 256 px) or ``conditioned`` (z built from the
-measurement, see :mod:`metadip.conditioning`).
-"""
+checkpoint), ``resample`` (a fresh draw of the recipe per task, so θ0 must work for *any* z draw and size —
+the default: an init trained on 64 px crops is then usable at 128 and 256 px) or ``conditioned`` (z built from
+the measurement, see :mod:`metadip.conditioning`)."""
 
 from __future__ import annotations
 
@@ -68,8 +68,9 @@ class InnerConfig:
         if self.reg_noise_std < 0:
             raise MetadipError("inner.reg_noise_std must be >= 0")
         if self.sample_steps is not None and not 1 <= self.sample_steps[0] <= self.sample_steps[1]:
-            raise MetadipError(f"inner.sample_steps must be [low, high] with 1 <= low <= high, got "
-                               f"{list(self.sample_steps)}")
+            raise MetadipError(
+                f"inner.sample_steps must be [low, high] with 1 <= low <= high, got {list(self.sample_steps)}"
+            )
 
     @property
     def max_steps(self) -> int:
@@ -131,12 +132,12 @@ def inner_loop(
     """Run ``steps`` (default ``config.steps``) DIP steps on ``task`` from ``params``.
 
     ``create_graph=True`` keeps the graph of every step (second-order MAML); then ``params`` should be the
-    meta-parameters themselves. With ``create_graph=False`` every iterate is a detached leaf that requires grad
-    (first-order MAML, Reptile, validation). ``generator`` drives the input jitter. ``log_lr`` holds per-tensor
-    log-multipliers of the learning rate (Meta-SGD). ``hook(t, θ_t, output)`` is called for each ``t`` in
-    ``hook_steps`` (0 ≤ t ≤ steps) with the parameters after ``t`` steps; ``output`` is ``f_{θ_t}(z)`` when the
-    loop computed it anyway (no jitter, t < steps) and ``None`` otherwise. ``lr`` overrides ``config.lr``.
-    """
+    meta-parameters themselves. With ``create_graph=False`` every iterate is a detached leaf that requires
+    grad (first-order MAML, Reptile, validation). ``generator`` drives the input jitter. ``log_lr`` holds
+    per-tensor log-multipliers of the learning rate (Meta-SGD). ``hook(t, θ_t, output)`` is called for each
+    ``t`` in ``hook_steps`` (0 ≤ t ≤ steps) with the parameters after ``t`` steps; ``output`` is
+    ``f_{θ_t}(z)`` when the loop computed it anyway (no jitter, t < steps) and ``None`` otherwise. ``lr``
+    overrides ``config.lr``."""
     steps = config.steps if steps is None else int(steps)
     base_lr = config.lr if lr is None else float(lr)
     hook_at = set(int(t) for t in hook_steps) if hook is not None else set()
@@ -164,17 +165,25 @@ def inner_loop(
             if not math.isfinite(value):
                 raise FloatingPointError(f"inner loss became {value} at step {t + 1} on task {task.spec!r}")
             losses.append(value)
-            grads = torch.autograd.grad(loss, [current[n] for n in names], create_graph=create_graph,
-                                        materialize_grads=True)
+            grads = torch.autograd.grad(
+                loss, [current[n] for n in names], create_graph=create_graph, materialize_grads=True
+            )
             updated: dict[str, Tensor] = {}
             for name, grad in zip(names, grads, strict=True):
                 param = current[name]
                 if config.optimizer == "adam":
                     m = state_m.get(name)
                     v = state_v.get(name)
-                    m = (1 - config.beta1) * grad if m is None else config.beta1 * m + (1 - config.beta1) * grad
-                    v = (1 - config.beta2) * grad * grad if v is None else (
-                        config.beta2 * v + (1 - config.beta2) * grad * grad)
+                    m = (
+                        (1 - config.beta1) * grad
+                        if m is None
+                        else config.beta1 * m + (1 - config.beta1) * grad
+                    )
+                    v = (
+                        (1 - config.beta2) * grad * grad
+                        if v is None
+                        else (config.beta2 * v + (1 - config.beta2) * grad * grad)
+                    )
                     state_m[name], state_v[name] = m, v
                     m_hat = m / (1 - config.beta1 ** (t + 1))
                     v_hat = v / (1 - config.beta2 ** (t + 1))
@@ -202,15 +211,16 @@ def inner_loop(
     return InnerResult(params=current, losses=losses, steps=steps)
 
 
-# ----------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------------------
 # network input policy
 
 
 @dataclass
 class InputPolicy:
-    """How each task gets its z. ``fixed``: ``fixed_z`` (drawn once from the recipe at the training size, saved in
-    the checkpoint); ``resample``: a fresh draw per task from ``derive_seed(task.seed, "z")``; ``conditioned``:
-    back-projection of y + normaliser + ``noise_channels`` noise channels (see :mod:`metadip.conditioning`)."""
+    """How each task gets its z. ``fixed``: ``fixed_z`` (drawn once from the recipe at the training size,
+    saved in the checkpoint); ``resample``: a fresh draw per task from ``derive_seed(task.seed, "z")``;
+    ``conditioned``: back-projection of y + normaliser + ``noise_channels`` noise channels (see
+    :mod:`metadip.conditioning`)."""
 
     recipe: InputRecipe
     mode: str = "resample"
@@ -222,8 +232,9 @@ class InputPolicy:
             raise MetadipError(f"z_mode {self.mode!r} is not one of {', '.join(Z_MODES)}")
 
     @classmethod
-    def create(cls, recipe: InputRecipe, mode: str, net: nn.Module, sizes: Iterable[int],
-               noise_channels: int = 0) -> InputPolicy:
+    def create(
+        cls, recipe: InputRecipe, mode: str, net: nn.Module, sizes: Iterable[int], noise_channels: int = 0
+    ) -> InputPolicy:
         """Build the policy; ``fixed`` draws its z now (needs a single training size)."""
         fixed = None
         if mode == "fixed":
@@ -239,16 +250,20 @@ class InputPolicy:
         if self.mode == "fixed":
             assert self.fixed_z is not None
             if tuple(self.fixed_z.shape[-3:]) != tuple(net.input_shape(height, width)):
-                raise MetadipError(f"fixed z of shape {tuple(self.fixed_z.shape)} does not fit a {height}×{width} task")
+                raise MetadipError(
+                    f"fixed z of shape {tuple(self.fixed_z.shape)} does not fit a {height}×{width} task"
+                )
             return self.fixed_z.to(device=device, dtype=task.x.dtype)
         generator = make_generator(task.seed, "z")
         if self.mode == "resample":
             return make_input(self.recipe, net.input_shape(height, width), generator=generator).to(
-                device=device, dtype=task.x.dtype)
+                device=device, dtype=task.x.dtype
+            )
         from metadip.conditioning import make_conditioned_input
 
-        return make_conditioned_input(self.recipe, task.op, task.y, self.noise_channels, generator=generator).to(
-            dtype=task.x.dtype)
+        return make_conditioned_input(
+            self.recipe, task.op, task.y, self.noise_channels, generator=generator
+        ).to(dtype=task.x.dtype)
 
 
 def inner_generator(task: Task) -> torch.Generator:

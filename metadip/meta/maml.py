@@ -1,21 +1,21 @@
 """MAML over DIP tasks: second-order (through the functional inner Adam) or first-order, with a configurable
-outer loss, a multi-step outer loss, K sampled per task and learned per-tensor inner learning rates (Meta-SGD).
+outer loss, a multi-step outer loss, K sampled per task and learned per-tensor inner learning rates
+(Meta-SGD).
 
 Outer loss of one task, averaged over the inner steps ``t`` in ``loss_steps``::
 
     L = mean_t  ℓ(f_{θ_t}(z))     ℓ = ‖f − x‖² ("clean") | ‖A f − y‖² ("measurement") | both summed ("both")
 
-``loss_steps`` is ``"last"`` ([K]), ``"all"`` ([1..K]) or an explicit list (entries above K are dropped; [K] if
-none is left). Why a multi-step loss: online DIP runs for tens to hundreds of steps, not K; an init trained only
-on "be good at step K" can overshoot (fit noise) right after K, while the average over 1..K rewards a trajectory
-that improves quickly *and* keeps improving. Sampling K per task (``InnerConfig.sample_steps``) spreads the
-evaluation points further.
+``loss_steps`` is ``"last"`` ([K]), ``"all"`` ([1..K]) or an explicit list (entries above K are dropped; [K]
+if none is left). Why a multi-step loss: online DIP runs for tens to hundreds of steps, not K; an init trained
+only on "be good at step K" can overshoot (fit noise) right after K, while the average over 1..K rewards a
+trajectory that improves quickly *and* keeps improving. Sampling K per task (``InnerConfig.sample_steps``)
+spreads the evaluation points further.
 
 First-order MAML treats every θ_t as independent of θ0, so the meta-gradient is Σ_t ∇ℓ(θ_t) / |loss_steps|
-(the plain gradient at the adapted weights). For a learned log-lr of tensor n it uses
-``⟨∇ℓ(θ_t)_n, θ_{t,n} − θ_{0,n}⟩``: the exact derivative when the update directions are held fixed (every inner
-update of tensor n is proportional to exp(log_lr_n)), which is the first-order approximation of Meta-SGD.
-"""
+(the plain gradient at the adapted weights). For a learned log-lr of tensor n it uses ``⟨∇ℓ(θ_t)_n, θ_{t,n} −
+θ_{0,n}⟩``: the exact derivative when the update directions are held fixed (every inner update of tensor n is
+proportional to exp(log_lr_n)), which is the first-order approximation of Meta-SGD."""
 
 from __future__ import annotations
 
@@ -56,16 +56,26 @@ def outer_loss_value(kind: str, output: Tensor, task: Task) -> Tensor:
 class MAML:
     """MAML / first-order MAML / Meta-SGD on ``net``'s parameters (θ0 lives in ``net`` itself).
 
-    ``meta_gradient(tasks)`` returns (gradients aligned with :meth:`meta_parameters`, metrics); ``apply(grads)``
-    takes one outer-optimiser (Adam) step; ``step(tasks)`` does both.
-    """
+    ``meta_gradient(tasks)`` returns (gradients aligned with :meth:`meta_parameters`, metrics);
+    ``apply(grads)`` takes one outer-optimiser (Adam) step; ``step(tasks)`` does both."""
 
     algorithm = "maml"
 
-    def __init__(self, net: nn.Module, inner: InnerConfig, inputs: InputPolicy, *, first_order: bool = False,
-                 outer_loss: str = "clean", loss_steps: str | Sequence[int] = "last", learn_inner_lr: bool = False,
-                 outer_lr: float = 1e-4, lr_lr: float | None = None, grad_clip: float | None = None,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        inner: InnerConfig,
+        inputs: InputPolicy,
+        *,
+        first_order: bool = False,
+        outer_loss: str = "clean",
+        loss_steps: str | Sequence[int] = "last",
+        learn_inner_lr: bool = False,
+        outer_lr: float = 1e-4,
+        lr_lr: float | None = None,
+        grad_clip: float | None = None,
+        weight_decay: float = 0.0,
+    ) -> None:
         if outer_loss not in OUTER_LOSSES:
             raise MetadipError(f"outer_loss {outer_loss!r} is not one of {', '.join(OUTER_LOSSES)}")
         resolve_loss_steps(loss_steps, inner.max_steps)  # validates
@@ -85,8 +95,13 @@ class MAML:
             self.log_lr = {n: nn.Parameter(torch.zeros((), device=device, dtype=dtype)) for n in self.names}
         groups = [{"params": list(net.parameters()), "weight_decay": weight_decay}]
         if self.log_lr:
-            groups.append({"params": list(self.log_lr.values()), "lr": lr_lr if lr_lr is not None else outer_lr,
-                           "weight_decay": 0.0})
+            groups.append(
+                {
+                    "params": list(self.log_lr.values()),
+                    "lr": lr_lr if lr_lr is not None else outer_lr,
+                    "weight_decay": 0.0,
+                }
+            )
         self.optimizer = torch.optim.Adam(groups, lr=outer_lr)
         self._base_lrs = [float(g["lr"]) for g in self.optimizer.param_groups]
 
@@ -128,15 +143,27 @@ class MAML:
                     return
                 loss = outer_loss_value(self.outer_loss, output, task) / len(steps)
                 total[0] += float(loss.detach())
-                g = torch.autograd.grad(loss, [params[n] for n in self.names], retain_graph=t < k,
-                                        materialize_grads=True)
+                g = torch.autograd.grad(
+                    loss, [params[n] for n in self.names], retain_graph=t < k, materialize_grads=True
+                )
                 for name, gi in zip(self.names, g, strict=True):
                     grads[name] += gi
                     if lr_grads:
                         lr_grads[name] += (gi * (params[name].detach() - theta0_detached[name])).sum()
 
-            result = inner_loop(self.net, theta0, z, task, self.inner, steps=k, create_graph=False,
-                                generator=generator, log_lr=log_lr, hook=hook, hook_steps=hook_steps)
+            result = inner_loop(
+                self.net,
+                theta0,
+                z,
+                task,
+                self.inner,
+                steps=k,
+                create_graph=False,
+                generator=generator,
+                log_lr=log_lr,
+                hook=hook,
+                hook_steps=hook_steps,
+            )
             out = [grads[n] for n in self.names] + [lr_grads[n] for n in self.names if lr_grads]
             record["outer_loss"] = total[0]
         else:
@@ -150,8 +177,19 @@ class MAML:
                 if t in steps:
                     losses.append(outer_loss_value(self.outer_loss, output, task))
 
-            result = inner_loop(self.net, theta0, z, task, self.inner, steps=k, create_graph=True,
-                                generator=generator, log_lr=log_lr, hook=hook, hook_steps=hook_steps)
+            result = inner_loop(
+                self.net,
+                theta0,
+                z,
+                task,
+                self.inner,
+                steps=k,
+                create_graph=True,
+                generator=generator,
+                log_lr=log_lr,
+                hook=hook,
+                hook_steps=hook_steps,
+            )
             loss = torch.stack(losses).mean()
             record["outer_loss"] = float(loss.detach())
             out = list(torch.autograd.grad(loss, self.meta_parameters(), materialize_grads=True))
@@ -160,10 +198,11 @@ class MAML:
         return out, record
 
     # -- a meta-batch ----------------------------------------------------------------------------------------
-    def meta_gradient(self, tasks: Sequence[Task], normalize: int | None = None
-                      ) -> tuple[list[Tensor], dict[str, float]]:
-        """Sum of the tasks' gradients (and metrics) divided by ``normalize`` (default ``len(tasks)``): with the
-        global meta-batch size as ``normalize``, an all-reduce SUM over ranks gives the global mean."""
+    def meta_gradient(
+        self, tasks: Sequence[Task], normalize: int | None = None
+    ) -> tuple[list[Tensor], dict[str, float]]:
+        """Sum of the tasks' gradients (and metrics) divided by ``normalize`` (default ``len(tasks)``): with
+        the global meta-batch size as ``normalize``, an all-reduce SUM over ranks gives the global mean."""
         normalize = len(tasks) if normalize is None else int(normalize)
         total: list[Tensor] | None = None
         sums: dict[str, float] = {}
@@ -199,8 +238,10 @@ class MAML:
 
     # -- state -----------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(),
-                "log_lr": {n: p.detach().clone() for n, p in self.log_lr.items()}}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "log_lr": {n: p.detach().clone() for n, p in self.log_lr.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         with torch.no_grad():

@@ -20,14 +20,22 @@ from metadip.tasks import Task
 
 
 class Reptile:
-    """``meta_gradient(tasks)`` returns mean(θ0 − θ_K) per parameter (the pseudo-gradient); ``apply(grads, step)``
-    does θ0 ← θ0 − ε(step)·grads, with ε going linearly from ``epsilon_start`` to ``epsilon_end`` over
+    """``meta_gradient(tasks)`` returns mean(θ0 − θ_K) per parameter (the pseudo-gradient); ``apply(grads,
+    step)`` does θ0 ← θ0 − ε(step)·grads, with ε going linearly from ``epsilon_start`` to ``epsilon_end`` over
     ``anneal_steps`` meta-steps (then constant)."""
 
     algorithm = "reptile"
 
-    def __init__(self, net: nn.Module, inner: InnerConfig, inputs: InputPolicy, *, epsilon_start: float = 0.2,
-                 epsilon_end: float = 0.02, anneal_steps: int = 1000) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        inner: InnerConfig,
+        inputs: InputPolicy,
+        *,
+        epsilon_start: float = 0.2,
+        epsilon_end: float = 0.02,
+        anneal_steps: int = 1000,
+    ) -> None:
         if not (0 < epsilon_end <= 1 and 0 < epsilon_start <= 1):
             raise MetadipError(f"reptile epsilon must be in (0, 1], got {epsilon_start} → {epsilon_end}")
         if anneal_steps < 1:
@@ -57,8 +65,9 @@ class Reptile:
         k = self.inner.draw_steps(generator)
         z = self.inputs.z_for(task, self.net)
         theta0 = parameter_dict(self.net)
-        result = inner_loop(self.net, theta0, z, task, self.inner, steps=k, create_graph=False,
-                            generator=generator)
+        result = inner_loop(
+            self.net, theta0, z, task, self.inner, steps=k, create_graph=False, generator=generator
+        )
         with torch.no_grad():
             output = forward(self.net, result.params, z, task.size)
             record = {
@@ -70,9 +79,11 @@ class Reptile:
             delta = [theta0[n].detach() - result.params[n].detach() for n in self.names]
         return delta, record
 
-    def meta_gradient(self, tasks: Sequence[Task], normalize: int | None = None
-                      ) -> tuple[list[Tensor], dict[str, float]]:
-        """Sum over ``tasks`` of θ0 − θ_K (and of the metrics) divided by ``normalize`` (default ``len(tasks)``)."""
+    def meta_gradient(
+        self, tasks: Sequence[Task], normalize: int | None = None
+    ) -> tuple[list[Tensor], dict[str, float]]:
+        """Sum over ``tasks`` of θ0 − θ_K (and of the metrics) divided by ``normalize`` (default
+        ``len(tasks)``)."""
         normalize = len(tasks) if normalize is None else int(normalize)
         total: list[Tensor] | None = None
         sums: dict[str, float] = {}
