@@ -77,8 +77,9 @@ def load_init(init: str | Path, *, arch: str | None, out_channels: int, seed: in
     return loaded
 
 
-def prepare(init_state, op, device: torch.device) -> tuple[torch.nn.Module, torch.Tensor]:
-    """Build the generator holding the init's weights and its input z for ``op``'s image size."""
+def prepare(init_state, op, device: torch.device, y: torch.Tensor | None = None) -> tuple[torch.nn.Module, torch.Tensor]:
+    """Build the generator holding the init's weights and its input z for ``op``'s image size (and, for a
+    measurement-conditioned recipe, for ``y``)."""
     from metadip.generators import build_generator, make_input
 
     channels, height, width = op.image_shape
@@ -89,7 +90,14 @@ def prepare(init_state, op, device: torch.device) -> tuple[torch.nn.Module, torc
         first = str(exc).strip().splitlines()[0]
         raise MetadipError(f"initialisation {init_state.name!r} does not fit this architecture: {first}") from None
     net = net.to(device)
-    if init_state.z is not None:
+    if getattr(init_state, "z_mode", "resample") == "conditioned":
+        from metadip.conditioning import make_conditioned_input
+
+        if y is None:
+            raise MetadipError(f"initialisation {init_state.name!r} builds its input from the measurement; pass y")
+        noise_channels = int(net.config["in_channels"]) - 2 * channels
+        z = make_conditioned_input(init_state.input_recipe, op.to(device), y.to(device), noise_channels)
+    elif init_state.z is not None:
         z = init_state.z
         expected = net.input_shape(height, width)
         if tuple(z.shape[-3:]) != tuple(expected):
@@ -101,6 +109,15 @@ def prepare(init_state, op, device: torch.device) -> tuple[torch.nn.Module, torc
     else:
         z = make_input(init_state.input_recipe, net.input_shape(height, width), device=device)
     return net, z
+
+
+def _stopping_rule(name: str | None, recipe: dict):
+    """The named rule (default: the init's recipe, else DEFAULT_STOP), with the init's tuned options for it."""
+    from metadip.stopping import DEFAULT_STOP, make_stopping_rule
+
+    chosen = name or recipe.get("stop") or DEFAULT_STOP
+    options = recipe.get("stop_options", {}).get(chosen, {}) if isinstance(recipe.get("stop_options"), dict) else {}
+    return make_stopping_rule(chosen, **options)
 
 
 def reconstruct(
@@ -141,20 +158,17 @@ def reconstruct(
     channels = operator.image_shape[0]
     init_state = load_init(init, arch=arch, out_channels=channels, seed=seed)
     recipe = init_state.inner
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net, z = prepare(init_state, operator, device)
     op = operator.to(device)
     y = y.to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net, z = prepare(init_state, op, device, y)
     if reference is not None:
         reference = reference.to(device=device, dtype=torch.float32)
     generator = torch.Generator().manual_seed(seed)
-    stop_name = stop or recipe.get("stop", "wmv")
-    stop_rule = stop_name
-    if isinstance(stop_name, str) and stop_name == "wmv" and recipe.get("wmv"):
-        from metadip.stopping import make_stopping_rule
-
-        stop_rule = make_stopping_rule("wmv", **recipe["wmv"])
+    stop_rule = _stopping_rule(stop, recipe)
+    if monitor is not None and isinstance(monitor, str):
+        monitor = _stopping_rule(monitor, recipe)
     budget = iterations if iterations is not None else int(recipe.get("iterations", dip.DEFAULT_ITERATIONS))
     sigma = getattr(op, "sigma", 0.0) / 255.0 or None
     logger = None

@@ -251,14 +251,15 @@ def simulate(clean: str, spec: str, seed: int, out: str, size: int | None, max_p
     epilog="""\b
 Examples:
   metadip reconstruct y.png --out x.png                       (operator from y.operator.json)
-  metadip reconstruct y.png --operator denoise:sigma=25 --init random --stop wmv --out x.png
+  metadip reconstruct y.png --operator denoise:sigma=25 --init random --stop holdout --out x.png
   metadip reconstruct y.png --reference sample:astronaut --history h.json --out x.png
   metadip reconstruct y.npy --operator fourier:ratio=0.3 --iterations 500 --stop budget --out x.png
 
 \b
-Stopping rules: wmv (windowed moving variance, default), discrepancy (loss reaches the noise
-level), holdout (held-out measurements), budget (exactly --iterations), oracle (best PSNR; needs
---reference, evaluation only).
+Stopping rules: holdout (10% of the measurements kept out of the loss; stop when their error
+stops falling; the default), wmv (windowed moving variance), discrepancy (loss reaches the noise
+level; needs sigma), budget (exactly --iterations), oracle (best PSNR; needs --reference,
+evaluation only). A meta-learned init brings its own default rule and settings.
 """
 )
 @click.argument("measurement", metavar="Y")
@@ -299,7 +300,7 @@ level), holdout (held-out measurements), budget (exactly --iterations), oracle (
     help="Iteration budget (default: the init's recipe).",
 )
 @click.option(
-    "--stop", type=click.Choice(STOP_RULES), default=None, help="Early-stopping rule (default: wmv)."
+    "--stop", type=click.Choice(STOP_RULES), default=None, help="Early-stopping rule (default: the init's recipe, else holdout)."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, input z and jitter.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where to run.")

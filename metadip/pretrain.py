@@ -595,7 +595,7 @@ def run_pretrain(
         if rows:
             tiles = [t for row in rows for t in row]
             logger.log_images(
-                "val/x|y|meta_K|meta_4K|random_K|random_4K", image_grid(tiles, len(rows[0])), step
+                "val/images_x_y_metaK_metaNK_randomK_randomNK", image_grid(tiles, len(rows[0])), step
             )
         return summary
 
@@ -639,7 +639,10 @@ def run_pretrain(
         for step in range(start, end):
             indices = [step * config.meta_batch + i for i in range(config.meta_batch)]
             tasks = [sampler(k).to(device) for k in distributed.shard(indices, info)]
-            grads, record = learner.meta_gradient(tasks, normalize=config.meta_batch)
+            try:
+                grads, record = learner.meta_gradient(tasks, normalize=config.meta_batch)
+            except FloatingPointError as exc:
+                raise MetadipError(f"meta-step {step + 1}: {exc}; lower inner.lr") from None
             record = {key: record.get(key, 0.0) for key in METRIC_KEYS}
             distributed.all_reduce_sum_(grads, info)
             record = distributed.all_reduce_metrics(record, device, info)

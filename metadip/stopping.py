@@ -20,7 +20,7 @@ import torch
 from metadip.errors import MetadipError
 
 STOPPING_RULES = ("wmv", "holdout", "discrepancy", "budget", "oracle")
-DEFAULT_STOP = "wmv"
+DEFAULT_STOP = "holdout"
 
 
 @dataclass
@@ -118,7 +118,7 @@ class HoldoutValidation(StoppingRule):
     """Stop when the error on held-out measurements (kept out of the loss) stops falling; return the output at
     the smoothed minimum. Works for any operator and unknown noise."""
 
-    def __init__(self, patience: int = 100, smoothing: float = 0.9) -> None:
+    def __init__(self, patience: int = 150, smoothing: float = 0.9) -> None:
         super().__init__(name="holdout")
         self.patience = patience
         self.smoothing = smoothing

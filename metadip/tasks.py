@@ -192,13 +192,19 @@ def to_toml_text(data: Mapping[str, Any], header: str = "") -> str:
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
-def read_toml(path: Any) -> dict:
-    """Parse a TOML file; a missing file or a syntax error is a MetadipError."""
+def _tomllib():
     try:
         import tomllib
     except ModuleNotFoundError:  # pragma: no cover - Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
+    return tomllib
+
+
+def read_toml(path: Any) -> dict:
+    """Parse a TOML file; a missing file or a syntax error is a MetadipError."""
     from pathlib import Path
+
+    tomllib = _tomllib()
 
     path = Path(path)
     if not path.is_file():
@@ -349,9 +355,11 @@ class TaskDistribution:
 
     @classmethod
     def from_toml(cls, text: str) -> TaskDistribution:
-        import tomllib
-
-        data = tomllib.loads(text)
+        tomllib = _tomllib()
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise MetadipError(f"not valid TOML: {exc}") from None
         return cls.from_dict(data.get("tasks", data))
 
     @property

@@ -150,6 +150,25 @@ def test_first_order_maml_is_plain_gradient_at_adapted_weights():
         torch.testing.assert_close(g, param.grad, rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.parametrize("loss_steps", ["last", "all"])
+def test_truncated_second_order_interpolates_between_first_order_and_full(loss_steps):
+    """second_order_steps = 0 is first-order MAML; = K (or more) is full second-order MAML."""
+    net = tiny_net(torch.float64)
+    task = tiny_task(torch.float64)
+
+    def grads(first_order, second_order_steps=None):
+        inner = InnerConfig(steps=3, reg_noise_std=0.03, second_order_steps=second_order_steps)
+        maml = MAML(net, inner, policy(), first_order=first_order, loss_steps=loss_steps)
+        return maml.task_gradient(task)[0]
+
+    for a, b in zip(grads(False, 0), grads(True), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-13)
+    for a, b in zip(grads(False, 5), grads(False, None), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-13)
+    partial, full = grads(False, 1), grads(False, None)
+    assert any(not torch.allclose(a, b) for a, b in zip(partial, full, strict=True))
+
+
 def test_first_order_multi_step_loss_sums_gradients_at_each_iterate():
     net = tiny_net(torch.float64)
     task = tiny_task(torch.float64)

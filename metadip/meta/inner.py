@@ -24,7 +24,7 @@ the measurement, see :mod:`metadip.conditioning`)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -44,7 +44,9 @@ _SQRT_FLOOR = 1e-30
 @dataclass(frozen=True)
 class InnerConfig:
     """The inner (per-task DIP) optimiser. ``steps``: K; ``sample_steps``: draw K per task uniformly from this
-    inclusive range instead (``None`` = always ``steps``); ``reg_noise_std``: input jitter σ (0 = off)."""
+    inclusive range instead (``None`` = always ``steps``); ``reg_noise_std``: input jitter σ (0 = off).
+    ``second_order_steps``: in second-order MAML, differentiate exactly through only the last T inner steps
+    (earlier steps are first-order: their Jacobian is taken as the identity); ``None``: all K; 0: FO-MAML."""
 
     steps: int = 10
     optimizer: str = "adam"
@@ -55,6 +57,7 @@ class InnerConfig:
     momentum: float = 0.0
     reg_noise_std: float = 1.0 / 30.0
     sample_steps: tuple[int, int] | None = None
+    second_order_steps: int | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -65,6 +68,8 @@ class InnerConfig:
             raise MetadipError(f"inner.lr must be > 0, got {self.lr}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1 and self.eps > 0 and 0 <= self.momentum < 1):
             raise MetadipError("inner: need 0 <= beta1, beta2, momentum < 1 and eps > 0")
+        if self.second_order_steps is not None and self.second_order_steps < 0:
+            raise MetadipError("inner.second_order_steps must be >= 0")
         if self.reg_noise_std < 0:
             raise MetadipError("inner.reg_noise_std must be >= 0")
         if self.sample_steps is not None and not 1 <= self.sample_steps[0] <= self.sample_steps[1]:
@@ -128,6 +133,7 @@ def inner_loop(
     hook: StepHook | None = None,
     hook_steps: Iterable[int] = (),
     lr: float | None = None,
+    frozen: Collection[str] = (),
 ) -> InnerResult:
     """Run ``steps`` (default ``config.steps``) DIP steps on ``task`` from ``params``.
 
@@ -141,8 +147,9 @@ def inner_loop(
     steps = config.steps if steps is None else int(steps)
     base_lr = config.lr if lr is None else float(lr)
     hook_at = set(int(t) for t in hook_steps) if hook is not None else set()
+    exact_steps = steps if config.second_order_steps is None else min(steps, config.second_order_steps)
     size = task.size
-    names = list(params)
+    names = [n for n in params if n not in frozen]
     if create_graph:
         current = dict(params)
     else:
@@ -165,10 +172,16 @@ def inner_loop(
             if not math.isfinite(value):
                 raise FloatingPointError(f"inner loss became {value} at step {t + 1} on task {task.spec!r}")
             losses.append(value)
+            # with second_order_steps = T only the last T steps are differentiated through
+            straight_through = create_graph and t < steps - exact_steps
             grads = torch.autograd.grad(
-                loss, [current[n] for n in names], create_graph=create_graph, materialize_grads=True
+                loss,
+                [current[n] for n in names],
+                create_graph=create_graph and not straight_through,
+                retain_graph=create_graph,
+                materialize_grads=True,
             )
-            updated: dict[str, Tensor] = {}
+            updated: dict[str, Tensor] = dict(current)  # frozen tensors carry over unchanged
             for name, grad in zip(names, grads, strict=True):
                 param = current[name]
                 if config.optimizer == "adam":
@@ -198,6 +211,12 @@ def inner_loop(
                         direction = grad
                 step_size = base_lr if scale is None else base_lr * scale[name]
                 new = param - step_size * direction
+                if straight_through:  # value of the step, Jacobian of the identity (first-order step)
+                    new = param + (new - param).detach()
+                    if name in state_m:
+                        state_m[name] = state_m[name].detach()
+                    if name in state_v:
+                        state_v[name] = state_v[name].detach()
                 if not create_graph:
                     new = new.detach().requires_grad_(True)
                     if name in state_m:

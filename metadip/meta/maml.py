@@ -12,6 +12,11 @@ only on "be good at step K" can overshoot (fit noise) right after K, while the a
 trajectory that improves quickly *and* keeps improving. Sampling K per task (``InnerConfig.sample_steps``)
 spreads the evaluation points further.
 
+Second order can be truncated (``InnerConfig.second_order_steps = T``): only the last T inner steps are
+differentiated exactly, earlier ones count as identity Jacobians (first order). The exact gradient through
+many inner Adam steps at DIP's learning rate grows with K and is dominated by elements whose gradient is
+near zero (Adam's step ≈ lr·sign(g) is a near-step function of θ0), so T = 1–2 is the practical setting.
+
 First-order MAML treats every θ_t as independent of θ0, so the meta-gradient is Σ_t ∇ℓ(θ_t) / |loss_steps|
 (the plain gradient at the adapted weights). For a learned log-lr of tensor n it uses ``⟨∇ℓ(θ_t)_n, θ_{t,n} −
 θ_{0,n}⟩``: the exact derivative when the update directions are held fixed (every inner update of tensor n is

@@ -1,0 +1,1126 @@
+"""Evaluation: how fast and how well DIP converges from a meta-learned init versus random init.
+
+For every (image, operator, seed) the measurement ``y`` is drawn once, from a generator seeded by a hash of
+(seed, image, operator), and DIP runs from each init on the same architecture — each with its own recipe; the
+random arm is the DIP paper's — for a fixed budget (``stop="budget"``) with the clean image as ``reference``
+(so full PSNR / SSIM curves are recorded) and the no-ground-truth stopping rule as a watch-only ``monitor``
+(where it would have stopped and what it would have returned). A :class:`~metadip.spectral.SpectralRecorder`
+callback records per-band errors and power spectra at log-spaced iterations.
+
+Each finished arm is stored as ``DIR/cases/<name>_<key>.json`` (atomically), keyed by a hash of everything
+that determines it (image content, operator, seed, size, init and its hash, architecture, budget, stopping
+rule), and skipped when the same evaluation is run again; ``DIR/results.json`` / ``results.csv`` /
+``config.toml`` / figures / ``report.md`` are then rebuilt from the stored cases.
+
+``results.json`` keys (stable; other tools read them):
+
+* ``cases``: one entry per (image, operator, seed, init) with ``image, operator, seed, init`` (``"meta"`` or
+  ``"random"``), ``psnr`` and ``ssim`` (per iteration), ``peak_psnr, peak_iteration, stop_iteration, stop_psnr,
+  seconds, ms_per_iteration`` and more (``size, family, tag, coverage, stop_output_iteration, stop_ssim,
+  final_psnr, target_psnr, iterations_to_target, baselines, spectral, files, pair_key``).
+* ``summary``: ``overall`` and ``by_operator`` (operator spec) → ``speedup_median, speedup_iqr,
+  delta_peak_median, delta_stop_median, wall_clock_ratio_median, n_cases`` (+ medians of peaks, stops,
+  iterations-to-target, baselines); also ``by_setting`` (operator @ size), ``by_family``, ``by_size``,
+  ``by_tag``.
+* ``config``: everything to re-run (options, command, init name + sha256, seeds, sizes, versions, date).
+* ``problems``: per (image, operator, seed): baselines and the power spectra of the clean image and the
+  measurement (for the spectral figure).
+
+speedup = iterations random init needs to first reach (its peak − 0.5 dB) ÷ iterations meta init needs to reach
+that PSNR (a meta run that never reaches it scores 0 and is counted). wall_clock_ratio is the same ratio in
+seconds (iterations × ms per iteration of each arm).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metadip import api, metrics
+from metadip.errors import MetadipError
+from metadip.fileio import atomic_write_json, atomic_write_text
+
+CASE_FORMAT = 1
+MARGIN_DB = 0.5
+ARMS = ("random", "meta")
+BASELINE_CHOICES = ("random", "none")
+
+#: ``metadip evaluate --quick``: the settings of ``evaluate/suites/quick.toml`` (a test keeps them equal).
+QUICK_SUITE: dict[str, Any] = {
+    "name": "quick",
+    "description": "smoke test: 2 held-out images, 2 operators, 40 px, 150 iterations, 1 seed (<= 2 min, 2 cores)",
+    "init": "auto",
+    "baseline": "random",
+    "stop": "wmv",
+    "run": [
+        {
+            "tag": "seen",
+            "images": "held-out",
+            "max_images": 2,
+            "operators": ["denoise:sigma=25", "inpaint:ratio=0.5"],
+            "size": 40,
+            "iterations": 150,
+            "seeds": 1,
+        }
+    ],
+}
+
+
+# ------------------------------------------------------------------------------------------------ configuration
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One block of cases: every image × operator × seed at one size and budget."""
+
+    operators: tuple[str, ...]
+    images: str = "held-out"  # "held-out" | a folder | NAME[,NAME...] (scikit-image samples or files)
+    size: int = 64
+    iterations: int = 600
+    seeds: int = 3
+    max_images: int | None = None
+    tag: str = ""  # free label, e.g. "seen" or "left-out"
+
+    def __post_init__(self) -> None:
+        from metadip.operators import parse_operator_spec
+
+        if isinstance(self.operators, str):
+            object.__setattr__(self, "operators", (self.operators,))
+        object.__setattr__(self, "operators", tuple(str(s).strip() for s in self.operators))
+        if not self.operators:
+            raise MetadipError("no operators given (--operators SPEC [SPEC ...])")
+        for spec in self.operators:
+            parse_operator_spec(spec)
+        if len(set(self.operators)) != len(self.operators):
+            raise MetadipError("an operator is listed twice")
+        for name, low in (("size", 8), ("iterations", 1), ("seeds", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise MetadipError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.max_images is not None and (not isinstance(self.max_images, int) or self.max_images < 1):
+            raise MetadipError(f"max_images must be an integer >= 1, got {self.max_images!r}")
+        if not str(self.images).strip():
+            raise MetadipError("empty --images")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """An evaluation: the inits to compare and one or more :class:`RunSpec` blocks."""
+
+    runs: tuple[RunSpec, ...]
+    init: str = "auto"  # checkpoint name or path; "auto" = first shipped checkpoint; "random" = random arm only
+    baseline: str = "random"  # "random": also run random init; "none": the init's arm only
+    stop: str = "wmv"  # the watched no-ground-truth stopping rule
+    arch: str | None = None  # architecture for --init random (default: skip-slim)
+    name: str = "evaluate"
+    description: str = ""
+    margin_db: float = MARGIN_DB
+    bands: int = 8
+
+    def __post_init__(self) -> None:
+        from metadip.stopping import STOPPING_RULES
+
+        if isinstance(self.runs, RunSpec):
+            object.__setattr__(self, "runs", (self.runs,))
+        object.__setattr__(self, "runs", tuple(self.runs))
+        if not self.runs:
+            raise MetadipError("an evaluation needs at least one run")
+        if self.baseline not in BASELINE_CHOICES:
+            raise MetadipError(f"unknown baseline {self.baseline!r}; valid: {', '.join(BASELINE_CHOICES)}")
+        if str(self.stop).lower() not in STOPPING_RULES:
+            raise MetadipError(f"unknown stopping rule {self.stop!r}; valid: {', '.join(STOPPING_RULES)}")
+        object.__setattr__(self, "stop", str(self.stop).lower())
+        if not str(self.init).strip():
+            raise MetadipError("empty --init")
+        if not self.margin_db > 0:
+            raise MetadipError("margin_db must be > 0")
+        if not isinstance(self.bands, int) or self.bands < 2:
+            raise MetadipError("bands must be an integer >= 2")
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "runs"}
+        data["run"] = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(r).items()} for r in self.runs]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "suite") -> EvalConfig:
+        data = dict(data)
+        runs = data.pop("run", data.pop("runs", None))
+        if not runs or not isinstance(runs, list):
+            raise MetadipError(f"{where}: needs at least one [[run]] table")
+        known = {f.name for f in fields(cls)} - {"runs"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise MetadipError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}, run")
+        run_keys = {f.name for f in fields(RunSpec)}
+        specs = []
+        for index, run in enumerate(runs):
+            if not isinstance(run, dict):
+                raise MetadipError(f"{where}: run {index + 1} is not a table")
+            bad = sorted(set(run) - run_keys)
+            if bad:
+                raise MetadipError(f"{where}: run {index + 1}: unknown key(s) {', '.join(bad)}; "
+                                   f"valid: {', '.join(sorted(run_keys))}")
+            if "operators" not in run:
+                raise MetadipError(f"{where}: run {index + 1} has no operators")
+            specs.append(RunSpec(**{**run, "operators": tuple(run["operators"])}))
+        if data.get("arch") == "":
+            data["arch"] = None
+        return cls(runs=tuple(specs), **data)
+
+    def to_toml(self, header: str = "") -> str:
+        lines = [f"# {line}" for line in header.splitlines()] if header else []
+        for key, value in self.to_dict().items():
+            if key != "run" and value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+        for run in self.to_dict()["run"]:
+            lines += ["", "[[run]]"]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in run.items() if v is not None]
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def load_suite(path: str | os.PathLike) -> EvalConfig:
+    """Read a suite file (``evaluate/suites/*.toml``, or a run's ``config.toml``)."""
+    from metadip.tasks import read_toml
+
+    return EvalConfig.from_dict(read_toml(path), where=str(path))
+
+
+def quick_config() -> EvalConfig:
+    """The ``--quick`` evaluation (same settings as ``evaluate/suites/quick.toml``)."""
+    return EvalConfig.from_dict(json.loads(json.dumps(QUICK_SUITE)), where="quick suite")
+
+
+# ----------------------------------------------------------------------------------------------------- inits
+
+
+@dataclass
+class Arm:
+    """One side of the comparison: what to pass to :func:`metadip.api.reconstruct` and how to describe it."""
+
+    label: str  # "meta" | "random"
+    init: str  # api.reconstruct(init=...)
+    arch: str | dict | None  # api.reconstruct(arch=...) (random arm only)
+    name: str
+    sha256: str
+    arch_config: dict
+    inner: dict
+    card: str = ""
+    training: dict = field(default_factory=dict)
+
+    @property
+    def out_channels(self) -> int:
+        return int(self.arch_config.get("out_channels", 3))
+
+
+def _short_hash(obj: Any, length: int = 16) -> str:
+    text = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def _auto_init() -> str | None:
+    from metadip.checkpoint import list_checkpoints
+
+    try:
+        entries = list_checkpoints()
+    except (MetadipError, OSError):
+        return None
+    return entries[0][0] if entries else None
+
+
+def resolve_arms(config: EvalConfig) -> tuple[list[Arm], list[str]]:
+    """The arms to run (random first) and notes for the user (e.g. "random arm only")."""
+    from metadip import checkpoint
+    from metadip.generators import DEFAULT_ARCH, build_generator
+
+    notes: list[str] = []
+    init = str(config.init).strip()
+    if init == "auto":
+        found = _auto_init()
+        if found is None:
+            notes.append("no meta-learned checkpoint is installed: running the random-init arm only")
+            init = "random"
+        else:
+            notes.append(f"--init auto: using the shipped checkpoint {found!r}")
+            init = found
+    arms: list[Arm] = []
+    meta: Arm | None = None
+    if init != "random":
+        loaded = checkpoint.load_checkpoint(init)
+        arch_name = loaded.arch_config.get("name")
+        if config.arch is not None and config.arch != arch_name:
+            raise MetadipError(f"--arch {config.arch} does not match the checkpoint's architecture {arch_name!r}; "
+                               "drop --arch (the random arm uses the checkpoint's architecture)")
+        meta = Arm(label="meta", init=str(loaded.path or init), arch=None, name=loaded.name,
+                   sha256=str(loaded.sidecar.get("sha256", "")), arch_config=dict(loaded.arch_config),
+                   inner=dict(loaded.inner), card=loaded.card, training=dict(loaded.training))
+    elif config.baseline == "none":
+        raise MetadipError("--baseline none needs a meta-learned --init (with --init random there is nothing left)")
+    else:
+        notes.append("--init random: no meta-learned init given, running the random-init arm only")
+    if meta is None or config.baseline == "random":
+        if meta is not None:
+            arch_config = dict(meta.arch_config)
+        else:
+            arch_config = build_generator(config.arch or DEFAULT_ARCH).config
+        recipe = checkpoint.dip_recipe()
+        arms.append(Arm(label="random", init="random", arch=arch_config, name="random",
+                        sha256="random-" + _short_hash({"arch": arch_config, "recipe": recipe}, 24),
+                        arch_config=arch_config, inner=recipe, card="random init, DIP paper recipe"))
+    if meta is not None:
+        arms.append(meta)
+    return arms, notes
+
+
+# ----------------------------------------------------------------------------------------------------- images
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    name: str  # what results call it: sample name or path relative to its folder
+    kind: str  # "sample" | "file"
+    path: str | None = None
+
+
+def _training_images(meta: Arm | None) -> tuple[str | None, list[str], list[str]]:
+    if meta is None:
+        return None, [], []
+    training = meta.training
+    held = training.get("held_out_images", training.get("held_out")) or []
+    train = training.get("train_images") or []
+    return str(training.get("image_source", "samples")), [str(n) for n in held], [str(n) for n in train]
+
+
+def resolve_images(spec: str, meta: Arm | None = None, max_images: int | None = None) -> list[ImageItem]:
+    """``held-out`` (the init's held-out images, else :data:`metadip.images.DEFAULT_HELD_OUT`), a folder of
+    images, or a comma list of scikit-image sample names / image files."""
+    from metadip import images as image_sources
+    from metadip.imageio import SAMPLE_IMAGES
+
+    text = str(spec).strip()
+    source, held, train = _training_images(meta)
+    items: list[ImageItem]
+    if text.lower() in ("held-out", "heldout", "held_out"):
+        if meta is not None and held:
+            if source in (None, image_sources.SAMPLES):
+                items = [ImageItem(n, "sample") for n in held]
+            else:
+                folder = Path(source)
+                if not folder.is_dir():
+                    raise MetadipError(f"the init's held-out images are in folder {folder}, which is not here; "
+                                       "pass --images DIR|NAME")
+                items = [ImageItem(n, "file", str(folder / n)) for n in held]
+        else:
+            items = [ImageItem(n, "sample") for n in image_sources.DEFAULT_HELD_OUT]
+    elif Path(text).is_dir():
+        root = Path(text)
+        files = image_sources.find_image_files(root)
+        if not files:
+            raise MetadipError(f"no images ({', '.join(image_sources.IMAGE_EXTENSIONS)}) found below {root}")
+        items = [ImageItem(p.relative_to(root).as_posix(), "file", str(p)) for p in files]
+    else:
+        items = []
+        for token in (t.strip() for t in text.split(",")):
+            if not token:
+                continue
+            name = token.split(":", 1)[1].strip() if token.lower().startswith("sample:") else token
+            if name.lower() in SAMPLE_IMAGES:
+                items.append(ImageItem(name.lower(), "sample"))
+            elif Path(token).is_file():
+                items.append(ImageItem(Path(token).name, "file", token))
+            else:
+                raise MetadipError(f"--images: {token!r} is neither a folder, an image file, 'held-out' nor a "
+                                   f"scikit-image sample ({', '.join(SAMPLE_IMAGES)})")
+        if not items:
+            raise MetadipError("--images is empty")
+    if meta is not None and source in (None, image_sources.SAMPLES):
+        seen = [i.name for i in items if i.kind == "sample" and i.name in train]
+        if seen:
+            raise MetadipError(f"image(s) {', '.join(seen)} were in {meta.name!r}'s meta-training set; evaluate on "
+                               f"held-out images ({', '.join(held) or 'see the checkpoint'})")
+    names = [i.name for i in items]
+    if len(set(names)) != len(names):
+        raise MetadipError("--images lists an image twice")
+    return items[:max_images] if max_images else items
+
+
+def _match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
+    have = image.shape[1]
+    if have == channels:
+        return image
+    if have == 1 and channels == 3:
+        return image.expand(-1, 3, -1, -1).contiguous()
+    if have == 3 and channels == 1:
+        weights = torch.tensor([0.2125, 0.7154, 0.0721], dtype=image.dtype).view(1, 3, 1, 1)
+        return (image * weights).sum(dim=1, keepdim=True)
+    raise MetadipError(f"cannot convert a {have}-channel image to {channels} channels")
+
+
+def load_clean(item: ImageItem, size: int, channels: int) -> torch.Tensor:
+    """The image as 1×channels×size×size in [0, 1]: centre square crop, anti-aliased resize."""
+    from metadip.imageio import load_image_source
+
+    source = f"sample:{item.name}" if item.kind == "sample" else str(item.path)
+    image = load_image_source(source, size=size, max_pixels=None)
+    return _match_channels(image.float(), channels).contiguous()
+
+
+def _tensor_hash(tensor: torch.Tensor) -> str:
+    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+# -------------------------------------------------------------------------------------------------- problems
+
+
+def measurement_seed(seed: int, image: str, operator: str) -> int:
+    """The generator seed of one measurement: a hash of (seed, image, operator), reproducible everywhere."""
+    digest = hashlib.sha256(f"{int(seed)}|{image}|{operator}".encode()).digest()
+    return int.from_bytes(digest[:7], "big")
+
+
+def make_problem(x: torch.Tensor, operator: str, seed: int, image: str):
+    """(op, y): the operator (random parts drawn) and the measurement, from one seeded generator."""
+    from metadip.operators import build_operator, simulate
+
+    generator = torch.Generator().manual_seed(measurement_seed(seed, image, operator))
+    op = build_operator(operator, tuple(x.shape[1:]), generator=generator)
+    y = simulate(x, op, generator)
+    return op, y
+
+
+def measurement_view(y: torch.Tensor, op) -> tuple[torch.Tensor, str]:
+    """An image-shaped view of ``y``: itself when it is one, bicubic upsampling for superres, else the
+    back-projection ``A_adjoint y`` (zero-filled inverse FFT for fourier). Clamped to [0, 1]."""
+    channels, height, width = op.image_shape
+    if not y.is_complex() and tuple(y.shape[-3:]) == (channels, height, width):
+        return y.detach().clamp(0, 1), "measurement"
+    if getattr(op, "name", "") == "superres":
+        return _bicubic(y, height, width), "bicubic"
+    return op.A_adjoint(y).detach().real.clamp(0, 1), "back-projection"
+
+
+def _bicubic(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Bicubic upsampling (scikit-image order 3) of a superres measurement to the image size; when the factor
+    does not divide the size the covered top-left region is upsampled and the rest edge-padded."""
+    from skimage.transform import resize
+
+    _, channels, h, w = y.shape
+    factor = max(1, round(height / max(h, 1)))
+    cover_h, cover_w = min(height, h * factor), min(width, w * factor)
+    array = y[0].detach().cpu().permute(1, 2, 0).double().numpy()
+    up = resize(array, (cover_h, cover_w), order=3, mode="edge", anti_aliasing=False)
+    up = np.pad(up, ((0, height - cover_h), (0, width - cover_w), (0, 0)), mode="edge")
+    return torch.from_numpy(np.clip(up, 0, 1).astype(np.float32).transpose(2, 0, 1)).unsqueeze(0)
+
+
+def tv_weight(sigma_255: float) -> float:
+    """The fixed rule for the TV baseline's weight: σ in [0, 1] units (≈ the best weight for σ 10–50 on
+    natural images at 64–256 px with ``denoise_tv_chambolle``), at least 0.01."""
+    return max(0.01, float(sigma_255) / 255.0)
+
+
+def compute_baselines(x: torch.Tensor, y: torch.Tensor, op) -> dict[str, float]:
+    """Context baselines on the same measurement (PSNR in dB): the measurement view itself, TV (denoise),
+    bicubic (superres), zero-filled back-projection (fourier), BM3D (denoise; only when ``bm3d`` imports)."""
+    view, kind = measurement_view(y, op)
+    family = getattr(op, "name", "")
+    out: dict[str, float] = {}
+    if family == "superres":
+        out["bicubic"] = metrics.psnr(view, x)
+    elif family == "fourier":
+        out["zero_filled"] = metrics.psnr(view, x)
+    else:
+        out["measurement"] = metrics.psnr(view, x)
+    if family == "denoise" and op.sigma > 0:
+        from skimage.restoration import denoise_tv_chambolle
+
+        noisy = y[0].detach().cpu().permute(1, 2, 0).double().numpy()
+        tv = denoise_tv_chambolle(noisy, weight=tv_weight(op.sigma), channel_axis=-1)
+        out["tv"] = metrics.psnr(torch.from_numpy(np.clip(tv, 0, 1)).permute(2, 0, 1)[None].float(), x)
+        bm3d_psnr = _bm3d(noisy, op.sigma / 255.0, x)
+        if bm3d_psnr is not None:
+            out["bm3d"] = bm3d_psnr
+    return {k: round(float(v), 4) for k, v in out.items()}
+
+
+def _bm3d(noisy: np.ndarray, sigma: float, x: torch.Tensor) -> float | None:
+    try:
+        import bm3d  # optional extra [baselines]
+    except Exception:  # noqa: BLE001 - any import problem means "not available"
+        return None
+    try:
+        if noisy.shape[-1] == 3:
+            out = bm3d.bm3d_rgb(noisy, sigma)
+        else:
+            out = bm3d.bm3d(noisy[..., 0], sigma)[..., None]
+    except Exception:  # noqa: BLE001 - a failing optional baseline must not end the evaluation
+        return None
+    out = np.clip(np.asarray(out, dtype=np.float64).reshape(noisy.shape), 0, 1)
+    return metrics.psnr(torch.from_numpy(out).permute(2, 0, 1)[None].float(), x)
+
+
+def coverage(operator: str, training: dict) -> str | None:
+    """Whether ``operator`` was inside the init's meta-training distribution: ``"seen"``, ``"unseen family"``
+    or ``"unseen <key>"`` (a parameter outside the trained range); None when the checkpoint does not say."""
+    from metadip.operators import parse_operator_spec
+
+    tasks = training.get("tasks") if isinstance(training, dict) else None
+    if not isinstance(tasks, dict) or not isinstance(tasks.get("weights"), dict):
+        return None
+    spec = parse_operator_spec(operator)
+    family, params = spec.name, spec.params
+    if float(tasks["weights"].get(family, 0) or 0) <= 0:
+        return "unseen family"
+
+    def within(key: str, value: Any, tol: float = 1e-9) -> bool:
+        low, high = tasks.get(key, (value, value))
+        return float(low) - tol <= float(value) <= float(high) + tol
+
+    def default(key: str) -> Any:
+        from metadip.operators import OPERATORS
+
+        return params.get(key, OPERATORS[family].keys()[key].default)
+
+    try:
+        if family == "denoise" and not within("denoise_sigma", default("sigma")):
+            return "unseen sigma"
+        if family != "denoise" and "noise_sigma" in tasks and not within("noise_sigma", default("sigma")):
+            return "unseen sigma"
+        if family == "inpaint":
+            if default("holes") not in tasks.get("inpaint_holes", [default("holes")]):
+                return "unseen holes"
+            if not within("inpaint_ratio", default("ratio")):
+                return "unseen ratio"
+        if family == "superres":
+            if int(default("factor")) not in [int(f) for f in tasks.get("superres_factors", [default("factor")])]:
+                return "unseen factor"
+            if default("filter") not in tasks.get("superres_filters", [default("filter")]):
+                return "unseen filter"
+        if family == "deblur":
+            kernel = default("kernel")
+            if kernel not in tasks.get("deblur_kernels", [kernel]):
+                return "unseen kernel"
+            if kernel == "gauss" and not within("deblur_width", default("width")):
+                return "unseen width"
+        if family == "fourier" and not within("fourier_ratio", default("ratio")):
+            return "unseen ratio"
+    except (KeyError, TypeError, ValueError):
+        return None
+    return "seen"
+
+
+# ------------------------------------------------------------------------------------------------------ cases
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^A-Za-z0-9.=]+", "-", str(text)).strip("-")[:limit] or "x"
+
+
+def _round_list(values: Iterable[float], digits: int) -> list[float | None]:
+    return [round(float(v), digits) if math.isfinite(float(v)) else None for v in values]
+
+
+def _monitor_rule(stop: str, inner: dict):
+    from metadip.stopping import make_stopping_rule
+
+    if stop == "wmv" and isinstance(inner.get("wmv"), dict):
+        return make_stopping_rule("wmv", **inner["wmv"])
+    return make_stopping_rule(stop)
+
+
+def run_arm(arm: Arm, x: torch.Tensor, y: torch.Tensor, op, *, seed: int, iterations: int, stop: str,
+            device: str, bands: int, tensorboard: str | Path | None = None) -> tuple[dict, torch.Tensor]:
+    """Run one arm for the full budget and return (record without identity fields, image at the rule's stop)."""
+    from metadip.spectral import SpectralRecorder
+
+    recorder = SpectralRecorder(x, iterations, n_bands=bands)
+    result = api.reconstruct(y, op, init=arm.init, arch=arm.arch, iterations=iterations, stop="budget", seed=seed,
+                             device=device, reference=x, progress=False, tensorboard=tensorboard,
+                             callback=recorder, monitor=_monitor_rule(stop, arm.inner))
+    psnr_curve = [float(v) for v in result.history.get("psnr", [])]
+    ssim_curve = [float(v) for v in result.history.get("ssim", [])]
+    if not psnr_curve:
+        raise MetadipError(f"DIP produced no iterations for {op.spec()} ({result.stop_reason})")
+    peak_index = int(np.nanargmax(np.asarray(psnr_curve)))
+    monitor = result.extras.get("monitor") or {}
+    stop_image = monitor.get("image", result.image).detach().cpu().float()
+    run = len(psnr_curve)
+    watched_stop = monitor.get("stop_iteration")
+    record = {
+        "psnr": _round_list(psnr_curve, 3),
+        "ssim": _round_list(ssim_curve, 4),
+        "peak_psnr": round(psnr_curve[peak_index], 4),
+        "peak_iteration": peak_index + 1,
+        "final_psnr": round(psnr_curve[-1], 4),
+        "stop_rule": stop,
+        "stop_iteration": int(watched_stop) if watched_stop is not None else run,
+        "stop_triggered": watched_stop is not None,
+        "stop_output_iteration": monitor.get("output_iteration"),
+        "stop_psnr": round(metrics.psnr(stop_image, x), 4),
+        "stop_ssim": round(metrics.ssim(stop_image, x), 4),
+        "iterations": run,
+        "seconds": round(float(result.seconds), 4),
+        "ms_per_iteration": round(1000.0 * float(result.seconds) / run, 4),
+        "end": result.stop_reason,
+        "rollbacks": result.extras.get("rollbacks", 0),
+        "spectral": recorder.to_dict(),
+    }
+    return record, stop_image
+
+
+@dataclass
+class Problem:
+    """One (image, operator, seed, size) with its two-arm cache keys."""
+
+    run_index: int
+    item: ImageItem
+    operator: str
+    seed: int
+    size: int
+    iterations: int
+    tag: str
+    x: torch.Tensor
+    image_sha: str
+    pair_key: str
+
+
+def _pair_key(image: str, image_sha: str, operator: str, seed: int, size: int, channels: int) -> str:
+    return _short_hash({"image": image, "image_sha": image_sha, "operator": operator, "seed": int(seed),
+                        "size": int(size), "channels": int(channels), "format": CASE_FORMAT})
+
+
+def arm_key(problem: Problem, arm: Arm, stop: str, bands: int) -> str:
+    """The cache key of one arm on one problem: everything that determines its result."""
+    return _short_hash({"pair": problem.pair_key, "init": arm.label, "init_sha256": arm.sha256,
+                        "arch": _short_hash(arm.arch_config), "iterations": int(problem.iterations),
+                        "stop": stop, "bands": int(bands), "format": CASE_FORMAT})
+
+
+def _case_name(problem: Problem, label: str, key: str) -> str:
+    family = problem.operator.split(":", 1)[0]
+    return f"{_slug(problem.item.name, 24)}_{family}_s{problem.seed}_{problem.size}px_{label}_{key}"
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def plan(config: EvalConfig, arms: Sequence[Arm]) -> list[Problem]:
+    """Every problem of ``config`` in run → image → operator → seed order (loads the clean images)."""
+    meta = next((a for a in arms if a.label == "meta"), None)
+    channels = arms[0].out_channels
+    problems: list[Problem] = []
+    seen_keys: set[str] = set()
+    for index, run in enumerate(config.runs):
+        items = resolve_images(run.images, meta, run.max_images)
+        for item in items:
+            x = load_clean(item, run.size, channels)
+            image_sha = _tensor_hash(x)
+            for operator in run.operators:
+                for seed in range(run.seeds):
+                    key = _pair_key(item.name, image_sha, operator, seed, run.size, channels)
+                    if key in seen_keys:
+                        continue  # the same problem listed in two runs: evaluated once
+                    seen_keys.add(key)
+                    problems.append(Problem(index, item, operator, seed, run.size, run.iterations, run.tag, x,
+                                            image_sha, key))
+    return problems
+
+
+def _save_png(path: Path, image: torch.Tensor) -> None:
+    from metadip.imageio import write_image
+
+    write_image(path, image.detach().cpu().float().clamp(0, 1))
+
+
+def _problem_record(problem: Problem, out: Path, cases_dir: Path, images_dir: Path, arms: Sequence[Arm],
+                    bands: int) -> tuple[dict, Any, torch.Tensor]:
+    """Load or build the problem record (baselines, clean / measurement spectra and PNGs); returns it with
+    the operator and y (drawn again — deterministic — when an arm still has to run)."""
+    from metadip.spectral import spectrum_record
+
+    op, y = make_problem(problem.x, problem.operator, problem.seed, problem.item.name)
+    path = cases_dir / f"{_case_name(problem, 'problem', problem.pair_key)}.json"
+    cached = _read_json(path)
+    base = f"{_slug(problem.item.name, 24)}_{problem.operator.split(':', 1)[0]}_s{problem.seed}_" \
+           f"{problem.size}px_{problem.pair_key}"
+    files = {"clean": f"images/{base}_clean.png", "measurement": f"images/{base}_measurement.png"}
+    if cached and cached.get("pair_key") == problem.pair_key and all((out / f).is_file() for f in files.values()):
+        return cached, op, y
+    view, kind = measurement_view(y, op)
+    _save_png(out / files["clean"], problem.x)
+    _save_png(out / files["measurement"], view)
+    meta = next((a for a in arms if a.label == "meta"), None)
+    record = {
+        "pair_key": problem.pair_key,
+        "image": problem.item.name,
+        "image_sha256": problem.image_sha,
+        "operator": problem.operator,
+        "operator_canonical": op.spec(),
+        "family": op.name,
+        "seed": problem.seed,
+        "size": problem.size,
+        "tag": problem.tag,
+        "coverage": coverage(problem.operator, meta.training) if meta is not None else None,
+        "measurement_seed": measurement_seed(problem.seed, problem.item.name, problem.operator),
+        "measurement_kind": kind,
+        "baselines": compute_baselines(problem.x, y, op),
+        "spectra": {"clean": spectrum_record(problem.x), "measurement": spectrum_record(view)},
+        "files": files,
+    }
+    atomic_write_json(path, record)
+    return record, op, y
+
+
+ProgressFactory = Callable[[int], Any]
+
+
+def run_cases(config: EvalConfig, out: str | Path, *, device: str = "auto", tensorboard: str | Path | None = None,
+              progress: bool = True, echo: Callable[[str], None] | None = None,
+              arms: Sequence[Arm] | None = None) -> tuple[list[dict], list[dict], list[Arm], dict]:
+    """Run (or load from ``out/cases``) every arm of every problem. Returns (case records, problem records,
+    arms, counts {"run": n, "skipped": m})."""
+    echo = echo or (lambda message: print(message, file=sys.stderr))
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise MetadipError(f"--out {out} exists and is not a directory")
+    if arms is None:
+        arms, notes = resolve_arms(config)
+        for note in notes:
+            echo(note)
+    problems = plan(config, arms)
+    cases_dir, images_dir = out / "cases", out / "images"
+    todo_total = len(problems) * len(arms)
+    counts = {"run": 0, "skipped": 0}
+    records: list[dict] = []
+    problem_records: list[dict] = []
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=todo_total, desc="evaluate", unit="case", disable=None if progress else True,
+               dynamic_ncols=True)
+    try:
+        for problem in problems:
+            prob, op, y = _problem_record(problem, out, cases_dir, images_dir, arms, config.bands)
+            problem_records.append(prob)
+            for arm in arms:
+                key = arm_key(problem, arm, config.stop, config.bands)
+                name = _case_name(problem, arm.label, key)
+                path = cases_dir / f"{name}.json"
+                stop_png = f"images/{name}_stop.png"
+                cached = _read_json(path)
+                if cached and cached.get("key") == key and (out / stop_png).is_file():
+                    records.append(cached)
+                    counts["skipped"] += 1
+                    bar.update(1)
+                    continue
+                bar.set_postfix_str(f"{problem.item.name} {problem.operator} s{problem.seed} {arm.label}",
+                                    refresh=False)
+                tb = None
+                if tensorboard is not None:
+                    tb = Path(tensorboard) / _slug(problem.item.name) / _slug(problem.operator) / \
+                        f"s{problem.seed}_{problem.size}px" / arm.label
+                body, stop_image = run_arm(arm, problem.x, y, op, seed=problem.seed, iterations=problem.iterations,
+                                           stop=config.stop, device=device, bands=config.bands, tensorboard=tb)
+                _save_png(out / stop_png, stop_image)
+                record = {
+                    "key": key,
+                    "pair_key": problem.pair_key,
+                    "image": problem.item.name,
+                    "operator": problem.operator,
+                    "family": prob["family"],
+                    "size": problem.size,
+                    "tag": problem.tag,
+                    "coverage": prob.get("coverage"),
+                    "seed": problem.seed,
+                    "init": arm.label,
+                    "init_name": arm.name,
+                    "init_sha256": arm.sha256,
+                    "budget": problem.iterations,
+                    **body,
+                    "files": {**prob["files"], "stop": stop_png},
+                }
+                atomic_write_json(path, record)
+                records.append(record)
+                counts["run"] += 1
+                bar.update(1)
+    finally:
+        bar.close()
+    return records, problem_records, list(arms), counts
+
+
+# ------------------------------------------------------------------------------------------------- statistics
+
+
+def _finite(values: Iterable[Any]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def median(values: Iterable[Any]) -> float | None:
+    """Median of the finite values (None if there are none)."""
+    vals = _finite(values)
+    return float(np.median(vals)) if vals else None
+
+
+def quantiles(values: Iterable[Any]) -> tuple[float | None, float | None]:
+    vals = _finite(values)
+    if not vals:
+        return None, None
+    return float(np.percentile(vals, 25)), float(np.percentile(vals, 75))
+
+
+def iqr(values: Iterable[Any]) -> float | None:
+    """Interquartile range q75 − q25 (linear interpolation, numpy's default)."""
+    q25, q75 = quantiles(values)
+    return None if q25 is None else q75 - q25
+
+
+def pair_statistics(random_case: dict, meta_case: dict, margin_db: float = MARGIN_DB) -> dict:
+    """Speed / quality comparison of one (image, operator, seed): target = random's peak − margin;
+    iterations each arm needs to first reach it (None = never), speedup (0 when meta never reaches it),
+    wall-clock ratio (the same in seconds), delta_peak and delta_stop (meta − random, dB)."""
+    random_curve = _finite(random_case["psnr"])
+    meta_curve = [float(v) if v is not None else -math.inf for v in meta_case["psnr"]]
+    target = max(random_curve) - margin_db
+    random_iters = metrics.first_reaching(random_curve, target)
+    meta_iters = metrics.first_reaching(meta_curve, target)
+    speed = metrics.speedup(random_curve, meta_curve, margin_db)
+    if meta_iters is None:
+        wall = 0.0
+    else:
+        wall = (random_iters * float(random_case["ms_per_iteration"])) / max(
+            meta_iters * float(meta_case["ms_per_iteration"]), 1e-12)
+    return {
+        "target_psnr": target,
+        "iterations_random": random_iters,
+        "iterations_meta": meta_iters,
+        "speedup": speed,
+        "wall_clock_ratio": wall,
+        "delta_peak": float(meta_case["peak_psnr"]) - float(random_case["peak_psnr"]),
+        "delta_stop": float(meta_case["stop_psnr"]) - float(random_case["stop_psnr"]),
+    }
+
+
+def _rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
+
+
+def _median_with_never(values: Sequence[int | None]) -> float | None:
+    """Median counting never (None) as +inf; None when the median itself is 'never'."""
+    if not values:
+        return None
+    vals = [math.inf if v is None else float(v) for v in values]
+    result = float(np.median(vals))
+    return None if math.isinf(result) or math.isnan(result) else result
+
+
+def summarize(cases: Sequence[dict], margin_db: float = MARGIN_DB) -> dict:
+    """Summary statistics of a group of cases (both arms; pairs matched by ``pair_key``)."""
+    by_arm: dict[str, dict[str, dict]] = {label: {} for label in ARMS}
+    for case in cases:
+        by_arm.setdefault(case["init"], {})[case["pair_key"]] = case
+    random_cases, meta_cases = by_arm.get("random", {}), by_arm.get("meta", {})
+    pairs = [pair_statistics(random_cases[k], meta_cases[k], margin_db)
+             for k in random_cases if k in meta_cases]
+    keys = list(dict.fromkeys(c["pair_key"] for c in cases))
+    summary: dict[str, Any] = {
+        "n_cases": len(keys),
+        "n_pairs": len(pairs),
+        "n_images": len({c["image"] for c in cases}),
+        "n_seeds": len({c["seed"] for c in cases}),
+    }
+    speedups = [p["speedup"] for p in pairs]
+    q25, q75 = quantiles(speedups)
+    summary.update({
+        "speedup_median": _rounded(median(speedups)),
+        "speedup_iqr": _rounded(iqr(speedups)),
+        "speedup_q25": _rounded(q25),
+        "speedup_q75": _rounded(q75),
+        "meta_reached_fraction": _rounded(sum(p["iterations_meta"] is not None for p in pairs) / len(pairs))
+        if pairs else None,
+        "iterations_to_target_random_median": _rounded(_median_with_never([p["iterations_random"] for p in pairs]),
+                                                       1),
+        "iterations_to_target_meta_median": _rounded(_median_with_never([p["iterations_meta"] for p in pairs]), 1),
+        "delta_peak_median": _rounded(median(p["delta_peak"] for p in pairs)),
+        "delta_stop_median": _rounded(median(p["delta_stop"] for p in pairs)),
+        "wall_clock_ratio_median": _rounded(median(p["wall_clock_ratio"] for p in pairs)),
+    })
+    for label, group in (("random", random_cases), ("meta", meta_cases)):
+        if not group:
+            continue
+        values = list(group.values())
+        summary[f"{label}_peak_psnr_median"] = _rounded(median(c["peak_psnr"] for c in values))
+        summary[f"{label}_peak_iteration_median"] = _rounded(median(c["peak_iteration"] for c in values), 1)
+        summary[f"{label}_stop_psnr_median"] = _rounded(median(c["stop_psnr"] for c in values))
+        summary[f"{label}_stop_iteration_median"] = _rounded(median(c["stop_iteration"] for c in values), 1)
+        summary[f"{label}_ms_per_iteration_median"] = _rounded(median(c["ms_per_iteration"] for c in values), 2)
+    baselines: dict[str, list[float]] = {}
+    seen_pairs: set[str] = set()
+    for case in cases:
+        if case["pair_key"] in seen_pairs:
+            continue
+        seen_pairs.add(case["pair_key"])
+        for name, value in (case.get("baselines") or {}).items():
+            baselines.setdefault(name, []).append(value)
+    summary["baselines_median"] = {k: _rounded(median(v)) for k, v in baselines.items()}
+    return summary
+
+
+def setting_label(case: dict) -> str:
+    """``operator @ SIZEpx`` — the unit the report and README rows are about."""
+    return f"{case['operator']} @ {case['size']}px"
+
+
+def build_summary(cases: Sequence[dict], margin_db: float = MARGIN_DB) -> dict:
+    """``overall``, ``by_operator`` (spec), ``by_setting`` (spec @ size), ``by_family``, ``by_size``,
+    ``by_tag``."""
+
+    def grouped(key: Callable[[dict], str]) -> dict[str, dict]:
+        groups: dict[str, list[dict]] = {}
+        for case in cases:
+            groups.setdefault(key(case), []).append(case)
+        return {name: summarize(group, margin_db) for name, group in groups.items()}
+
+    summary = {
+        "overall": summarize(cases, margin_db),
+        "by_operator": grouped(lambda c: c["operator"]),
+        "by_setting": grouped(setting_label),
+        "by_family": grouped(lambda c: c["family"]),
+        "by_size": grouped(lambda c: str(c["size"])),
+    }
+    if any(c.get("tag") for c in cases):
+        summary["by_tag"] = grouped(lambda c: c.get("tag") or "untagged")
+    for name, case in ((setting_label(c), c) for c in cases):
+        entry = summary["by_setting"][name]
+        entry.setdefault("operator", case["operator"])
+        entry.setdefault("size", case["size"])
+        entry.setdefault("tag", case.get("tag", ""))
+        entry.setdefault("coverage", case.get("coverage"))
+    return summary
+
+
+def annotate_pairs(cases: list[dict], margin_db: float = MARGIN_DB) -> None:
+    """Add ``target_psnr`` and ``iterations_to_target`` (and ``speedup`` on meta cases) in place."""
+    random_cases = {c["pair_key"]: c for c in cases if c["init"] == "random"}
+    meta_cases = {c["pair_key"]: c for c in cases if c["init"] == "meta"}
+    for key, random_case in random_cases.items():
+        curve = _finite(random_case["psnr"])
+        target = max(curve) - margin_db
+        random_case["target_psnr"] = round(target, 4)
+        random_case["iterations_to_target"] = metrics.first_reaching(curve, target)
+        meta_case = meta_cases.get(key)
+        if meta_case is not None:
+            stats = pair_statistics(random_case, meta_case, margin_db)
+            meta_case["target_psnr"] = round(target, 4)
+            meta_case["iterations_to_target"] = stats["iterations_meta"]
+            meta_case["speedup"] = round(stats["speedup"], 4)
+            meta_case["wall_clock_ratio"] = round(stats["wall_clock_ratio"], 4)
+    for case in cases:
+        case.setdefault("target_psnr", None)
+        case.setdefault("iterations_to_target", None)
+
+
+# ------------------------------------------------------------------------------------------------ results files
+
+CASE_KEYS = ("image", "operator", "seed", "init", "psnr", "ssim", "peak_psnr", "peak_iteration", "stop_iteration",
+             "stop_psnr", "seconds", "ms_per_iteration")
+SUMMARY_KEYS = ("speedup_median", "speedup_iqr", "delta_peak_median", "delta_stop_median", "wall_clock_ratio_median",
+                "n_cases")
+CSV_COLUMNS = ("image", "operator", "family", "size", "tag", "coverage", "seed", "init", "init_name", "budget",
+               "iterations", "peak_psnr", "peak_iteration", "final_psnr", "stop_iteration", "stop_triggered",
+               "stop_output_iteration", "stop_psnr", "stop_ssim", "target_psnr", "iterations_to_target", "speedup",
+               "wall_clock_ratio", "seconds", "ms_per_iteration")
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    import metadip
+
+    out = {"metadip": metadip.__version__, "torch": torch.__version__, "numpy": np.__version__,
+           "python": platform.python_version(), "platform": platform.platform()}
+    for package in ("scikit-image", "matplotlib", "bm3d"):
+        try:
+            out[package] = md.version(package)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def command_line(config: EvalConfig, out: str | Path, config_path: str | Path | None = None) -> list[str]:
+    """argv that re-runs ``config`` (one run: plain options; several: ``--config FILE``)."""
+    argv = ["metadip", "evaluate"]
+    if len(config.runs) == 1:
+        run = config.runs[0]
+        argv += ["--images", run.images, "--operators", *run.operators, "--size", str(run.size),
+                 "--iterations", str(run.iterations), "--seeds", str(run.seeds)]
+        if run.max_images:
+            argv += ["--max-images", str(run.max_images)]
+        if run.tag:
+            argv += ["--tag", run.tag]
+    else:
+        argv += ["--config", str(config_path or Path(out) / "config.toml")]
+    argv += ["--init", config.init, "--baseline", config.baseline, "--stop", config.stop]
+    if config.arch:
+        argv += ["--arch", config.arch]
+    return argv + ["--out", str(out)]
+
+
+def assemble(config: EvalConfig, records: Sequence[dict], problem_records: Sequence[dict], arms: Sequence[Arm],
+             *, out: str | Path, device: str = "auto", notes: Sequence[str] = ()) -> dict:
+    """The ``results.json`` object (see the module docstring)."""
+    from metadip.runtime import resolve_device
+
+    cases = [dict(r) for r in records]
+    annotate_pairs(cases, config.margin_db)
+    problems = {p["pair_key"]: p for p in problem_records}
+    for case in cases:
+        case["baselines"] = dict(problems.get(case["pair_key"], {}).get("baselines", {}))
+    meta = next((a for a in arms if a.label == "meta"), None)
+    sizes = sorted({r.size for r in config.runs})
+    try:
+        resolved_device = str(resolve_device(device))
+    except MetadipError:
+        resolved_device = str(device)
+    config_record = {
+        "name": config.name,
+        "description": config.description,
+        "command": " ".join(_quote(a) for a in command_line(config, out)),
+        "options": config.to_dict(),
+        "arms": [a.label for a in arms],
+        "init": {"requested": config.init, "name": meta.name if meta else "random",
+                 "sha256": meta.sha256 if meta else None, "card": meta.card if meta else None,
+                 "arch": (meta or arms[0]).arch_config,
+                 "recipe": meta.inner if meta else None,
+                 "held_out_images": _training_images(meta)[1] if meta else None},
+        "random": {"recipe": next((a.inner for a in arms if a.label == "random"), None),
+                   "arch": next((a.arch_config.get("name") for a in arms if a.label == "random"), None)},
+        "seeds": sorted({c["seed"] for c in cases}),
+        "sizes": sizes,
+        "iterations": sorted({r.iterations for r in config.runs}),
+        "operators": list(dict.fromkeys(op for r in config.runs for op in r.operators)),
+        "images": list(dict.fromkeys(c["image"] for c in cases)),
+        "stop_rule": config.stop,
+        "margin_db": config.margin_db,
+        "bands": config.bands,
+        "device": resolved_device,
+        "threads": torch.get_num_threads(),
+        "versions": _versions(),
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "notes": list(notes),
+    }
+    return {
+        "cases": cases,
+        "summary": build_summary(cases, config.margin_db),
+        "config": config_record,
+        "problems": list(problems.values()),
+    }
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(str(arg))
+
+
+def results_csv(results: dict) -> str:
+    """One row per case (no per-iteration lists); baseline PSNRs as ``baseline_<name>`` columns."""
+    baseline_names = sorted({n for c in results["cases"] for n in (c.get("baselines") or {})})
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*CSV_COLUMNS, *(f"baseline_{n}" for n in baseline_names)])
+    for case in results["cases"]:
+        row = ["" if case.get(k) is None else case.get(k) for k in CSV_COLUMNS]
+        row += ["" if (case.get("baselines") or {}).get(n) is None else case["baselines"][n] for n in baseline_names]
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def write_results(out: str | Path, results: dict, config: EvalConfig) -> list[Path]:
+    out = Path(out)
+    paths = [out / "results.json", out / "results.csv", out / "config.toml"]
+    atomic_write_text(paths[0], json.dumps(results, indent=1, allow_nan=False, default=_json_default) + "\n")
+    atomic_write_text(paths[1], results_csv(results))
+    header = (f"metadip evaluate config (re-run: metadip evaluate --config {paths[2]} --out {out})\n"
+              f"written {results['config']['date']}")
+    atomic_write_text(paths[2], config.to_toml(header))
+    return paths
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def load_results(path: str | Path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    data = _read_json(path)
+    if data is None or "cases" not in data:
+        raise MetadipError(f"{path} is not a metadip results.json")
+    return data
+
+
+# ------------------------------------------------------------------------------------------------------- entry
+
+
+def evaluate(config: EvalConfig, out: str | Path, *, device: str = "auto", tensorboard: str | Path | None = None,
+             progress: bool = True, report: bool = True, echo: Callable[[str], None] | None = None) -> dict:
+    """Run ``config`` into ``out`` (resuming finished cases) and write results.json / results.csv /
+    config.toml and, with ``report``, the figures and report.md. Returns the results object with an extra
+    ``_counts`` entry {"run", "skipped"} (not written)."""
+    echo = echo or (lambda message: print(message, file=sys.stderr))
+    arms, notes = resolve_arms(config)
+    for note in notes:
+        echo(note)
+    records, problem_records, arms, counts = run_cases(config, out, device=device, tensorboard=tensorboard,
+                                                       progress=progress, echo=echo, arms=arms)
+    results = assemble(config, records, problem_records, arms, out=out, device=device, notes=notes)
+    write_results(out, results, config)
+    if report:
+        from metadip.report import build_report
+
+        build_report(out, results)
+    results["_counts"] = counts
+    return results
+
+
+def with_overrides(config: EvalConfig, **changes: Any) -> EvalConfig:
+    """``config`` with top-level fields replaced (None values ignored)."""
+    return replace(config, **{k: v for k, v in changes.items() if v is not None})

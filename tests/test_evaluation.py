@@ -1,0 +1,343 @@
+"""Evaluation: speedup / peak / stop summaries on synthetic curves, the spectral measures, results.json keys,
+resume skipping, and a 2-image × 2-operator tiny-net run end to end through the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from metadip import api, evaluation, spectral
+from metadip.cli_evaluate import evaluate
+from metadip.errors import MetadipError
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"kind": "skip", "name": "tiny", "in_channels": 4, "channels_down": [4, 4], "channels_up": [4, 4],
+        "channels_skip": [2, 2]}
+
+
+# ----------------------------------------------------------------------------------------------- synthetic curves
+
+
+def rising(peak: float, at: int, length: int, start: float = 10.0) -> list[float]:
+    """A curve rising linearly from ``start`` to ``peak`` at iteration ``at`` then decaying slowly."""
+    curve = []
+    for i in range(1, length + 1):
+        if i <= at:
+            curve.append(start + (peak - start) * i / at)
+        else:
+            curve.append(peak - 0.01 * (i - at))
+    return curve
+
+
+def case(init, psnr, pair="p", ms=10.0, stop_psnr=None, image="img", operator="denoise:sigma=25", seed=0):
+    peak = int(np.argmax(psnr))
+    return {"pair_key": pair, "init": init, "psnr": psnr, "peak_psnr": psnr[peak], "peak_iteration": peak + 1,
+            "stop_psnr": psnr[-1] if stop_psnr is None else stop_psnr, "stop_iteration": len(psnr),
+            "ms_per_iteration": ms, "image": image, "seed": seed, "operator": operator, "family": "denoise",
+            "size": 32, "tag": "", "baselines": {"tv": 20.0}}
+
+
+def test_pair_statistics_speedup_peak_stop():
+    random_curve = rising(30.0, 100, 200)  # target 29.5 first reached at iteration ceil(100*19.5/20) = 98
+    meta_curve = rising(31.0, 20, 200)  # 29.5 reached at iteration ceil(20*19.5/21) = 19
+    stats = evaluation.pair_statistics(case("random", random_curve, stop_psnr=29.0),
+                                       case("meta", meta_curve, ms=20.0, stop_psnr=29.6))
+    assert stats["target_psnr"] == pytest.approx(29.5)
+    assert stats["iterations_random"] == 98 and stats["iterations_meta"] == 19
+    assert stats["speedup"] == pytest.approx(98 / 19)
+    assert stats["wall_clock_ratio"] == pytest.approx(98 * 10.0 / (19 * 20.0))
+    assert stats["delta_peak"] == pytest.approx(1.0)
+    assert stats["delta_stop"] == pytest.approx(0.6)
+
+
+def test_never_reached_counts_as_zero_and_iqr():
+    random_curve = rising(30.0, 100, 200)
+    cases = []
+    # four pairs: meta never reaches (0), and speedups 2, 4, 6 (meta reaches the target at 49, 24.5→25, 16.3→17)
+    for key, meta_at in (("a", None), ("b", 50), ("c", 25), ("d", 17)):
+        meta_curve = rising(25.0, 100, 200) if meta_at is None else rising(30.0, meta_at, 200)
+        cases += [case("random", random_curve, pair=key), case("meta", meta_curve, pair=key)]
+    summary = evaluation.summarize(cases)
+    speedups = sorted(evaluation.pair_statistics(c, m)["speedup"]
+                      for c, m in zip(cases[0::2], cases[1::2], strict=True))
+    assert speedups[0] == 0.0 and len(speedups) == 4  # counted, never dropped
+    assert summary["n_cases"] == 4 and summary["n_pairs"] == 4
+    assert summary["speedup_median"] == pytest.approx(round(float(np.median(speedups)), 4))
+    q25, q75 = np.percentile(speedups, [25, 75])
+    assert summary["speedup_iqr"] == pytest.approx(round(q75 - q25, 4))
+    assert summary["meta_reached_fraction"] == pytest.approx(0.75)
+    assert summary["delta_peak_median"] == pytest.approx(0.0)
+    assert summary["baselines_median"] == {"tv": 20.0}
+
+
+def test_median_iterations_with_never():
+    assert evaluation._median_with_never([10, 20, None]) == 20
+    assert evaluation._median_with_never([10, None, None]) is None  # median is "never"
+    assert evaluation.median([1.0, None, float("nan"), 3.0]) == 2.0
+    assert evaluation.iqr([]) is None
+
+
+def test_build_summary_groups():
+    random_curve = rising(30.0, 100, 150)
+    cases = [case("random", random_curve, pair="1"), case("meta", rising(30.0, 10, 150), pair="1"),
+             case("random", random_curve, pair="2", operator="inpaint:ratio=0.5"),
+             case("meta", rising(30.0, 50, 150), pair="2", operator="inpaint:ratio=0.5")]
+    for c in cases[2:]:
+        c["family"] = "inpaint"
+    summary = evaluation.build_summary(cases)
+    assert set(summary) >= {"overall", "by_operator", "by_setting", "by_family", "by_size"}
+    assert set(summary["by_operator"]) == {"denoise:sigma=25", "inpaint:ratio=0.5"}
+    for entry in summary["by_operator"].values():
+        assert set(evaluation.SUMMARY_KEYS) <= set(entry)
+        assert entry["n_cases"] == 1
+    assert summary["by_setting"]["inpaint:ratio=0.5 @ 32px"]["speedup_median"] == pytest.approx(
+        evaluation.pair_statistics(cases[2], cases[3])["speedup"], abs=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------------- spectral
+
+
+def test_white_noise_power_spectrum_is_flat():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0.0, 0.1, size=(3, 128, 128))
+    freqs, power = spectral.radial_power_spectrum(noise)
+    assert len(freqs) == 64 and np.all(np.diff(freqs) > 0) and freqs[-1] == pytest.approx(0.5)
+    # orthonormal FFT: expected power = variance in every ring; rings with many coefficients are tight
+    assert np.nanmedian(power) == pytest.approx(0.01, rel=0.05)
+    assert np.all(np.abs(power[8:] / 0.01 - 1) < 0.25)
+    slope = np.polyfit(np.log(freqs[4:]), np.log(power[4:]), 1)[0]
+    assert abs(slope) < 0.1
+
+
+def test_natural_image_spectrum_falls_off():
+    from conftest import sample_image
+
+    freqs, power = spectral.radial_power_spectrum(sample_image("camera", 64))
+    slope = np.polyfit(np.log(freqs), np.log(power), 1)[0]
+    assert slope < -1.0
+
+
+def test_band_error_zero_for_identical_and_one_for_zero_estimate():
+    rng = np.random.default_rng(1)
+    image = torch.from_numpy(rng.random((1, 3, 24, 24)).astype(np.float32))
+    assert np.allclose(spectral.band_relative_error(image, image, 6), 0.0)
+    assert np.allclose(spectral.band_relative_error(torch.zeros_like(image), image, 6), 1.0)
+    # an error confined to high frequencies leaves the low bands untouched
+    checker = torch.from_numpy(((np.indices((24, 24)).sum(0) % 2 - 0.5) * 0.1).astype(np.float32))
+    errors = spectral.band_relative_error(image + checker, image, 6)
+    assert np.allclose(errors[:-1], 0.0, atol=1e-6) and errors[-1] > 0
+
+
+def test_log_spaced_iterations_and_recorder():
+    its = spectral.log_spaced_iterations(600)
+    assert its[0] == 1 and its[-1] == 600 and its == sorted(set(its)) and 10 <= len(its) <= 30
+    assert spectral.log_spaced_iterations(1) == [1]
+    reference = torch.rand(1, 3, 16, 16)
+    recorder = spectral.SpectralRecorder(reference, 20, n_bands=4)
+    for i in range(1, 21):
+        recorder(i, reference if i == 20 else torch.zeros_like(reference), {}, None)
+    data = recorder.to_dict()
+    assert data["iterations"] == spectral.log_spaced_iterations(20)
+    assert len(data["band_error"][0]) == 4 and len(data["band_edges"]) == 5
+    assert all(v == 0 for v in data["band_error"][-1])
+    assert len(data["power"][0]) == len(data["frequencies"]) == 8
+
+
+# ------------------------------------------------------------------------------------------------ configuration
+
+
+def test_quick_suite_file_matches_quick_option():
+    suite = evaluation.load_suite(ROOT / "evaluate" / "suites" / "quick.toml")
+    assert suite == evaluation.quick_config()
+
+
+@pytest.mark.parametrize("name", ["quick", "default", "size256"])
+def test_suites_parse(name):
+    suite = evaluation.load_suite(ROOT / "evaluate" / "suites" / f"{name}.toml")
+    assert suite.runs and suite.name == name
+
+
+def test_config_toml_round_trip(tmp_path):
+    config = evaluation.EvalConfig(runs=(evaluation.RunSpec(operators=("denoise:sigma=25", "deblur:kernel=gauss,width=2"),
+                                                            images="camera,coffee", size=32, iterations=7, seeds=2,
+                                                            tag="seen"),
+                                         evaluation.RunSpec(operators=("fourier:ratio=0.3",), max_images=1)),
+                                   init="random", description='a "quoted" text')
+    path = tmp_path / "c.toml"
+    path.write_text(config.to_toml("header"))
+    assert evaluation.load_suite(path) == config
+
+
+def test_bad_configs():
+    with pytest.raises(MetadipError, match="unknown operator|operator"):
+        evaluation.RunSpec(operators=("blur:x=1",))
+    with pytest.raises(MetadipError, match="unknown key"):
+        evaluation.EvalConfig.from_dict({"run": [{"operators": ["denoise"]}], "bogus": 1})
+    with pytest.raises(MetadipError, match="stopping rule"):
+        evaluation.EvalConfig(runs=(evaluation.RunSpec(operators=("denoise",)),), stop="never")
+
+
+def test_measurement_is_reproducible(tiny_rgb):
+    op1, y1 = evaluation.make_problem(tiny_rgb, "inpaint:ratio=0.5,sigma=10", 3, "astronaut")
+    op2, y2 = evaluation.make_problem(tiny_rgb, "inpaint:ratio=0.5,sigma=10", 3, "astronaut")
+    _, y3 = evaluation.make_problem(tiny_rgb, "inpaint:ratio=0.5,sigma=10", 4, "astronaut")
+    assert torch.equal(y1, y2) and not torch.equal(y1, y3)
+
+
+def test_baselines(tiny_rgb):
+    op, y = evaluation.make_problem(tiny_rgb, "denoise:sigma=25", 0, "astronaut")
+    base = evaluation.compute_baselines(tiny_rgb, y, op)
+    assert base["tv"] > base["measurement"]  # TV with the fixed weight rule beats the noisy image
+    op, y = evaluation.make_problem(tiny_rgb, "superres:factor=2", 0, "astronaut")
+    assert set(evaluation.compute_baselines(tiny_rgb, y, op)) == {"bicubic"}
+    op, y = evaluation.make_problem(tiny_rgb, "fourier:ratio=0.3", 0, "astronaut")
+    view, kind = evaluation.measurement_view(y, op)
+    assert kind == "back-projection" and view.shape == tiny_rgb.shape
+
+
+def test_coverage():
+    training = {"tasks": {"weights": {"denoise": 1.0, "inpaint": 1.0, "fourier": 0.0}, "denoise_sigma": [10, 50],
+                          "noise_sigma": [0, 5], "inpaint_ratio": [0.3, 0.8], "inpaint_holes": ["pixels"]}}
+    assert evaluation.coverage("denoise:sigma=25", training) == "seen"
+    assert evaluation.coverage("denoise:sigma=75", training) == "unseen sigma"
+    assert evaluation.coverage("inpaint:holes=blocks", training) == "unseen holes"
+    assert evaluation.coverage("fourier:ratio=0.3", training) == "unseen family"
+    assert evaluation.coverage("denoise", {}) is None
+
+
+def test_images_refuse_training_images(tmp_path):
+    arm = evaluation.Arm(label="meta", init="x", arch=None, name="x", sha256="s", arch_config={}, inner={},
+                         training={"train_images": ["coins"], "held_out_images": ["camera"],
+                                   "image_source": "samples"})
+    assert [i.name for i in evaluation.resolve_images("held-out", arm)] == ["camera"]
+    with pytest.raises(MetadipError, match="meta-training set"):
+        evaluation.resolve_images("coins", arm)
+    with pytest.raises(MetadipError, match="neither a folder"):
+        evaluation.resolve_images("no-such-image", None)
+    assert [i.name for i in evaluation.resolve_images("held-out", None, max_images=2)] == ["astronaut", "camera"]
+
+
+# ----------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    from metadip.checkpoint import save_checkpoint
+    from metadip.generators import InputRecipe, build_generator
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_generator(TINY, out_channels=3)
+    save_checkpoint(tmp_path / "tiny", net, arch_config=net.config, input_recipe=InputRecipe(channels=4, seed=3),
+                    inner={"optimizer": "adam", "lr": 0.01, "reg_noise_std": 1 / 30, "ema": 0.99, "iterations": 12,
+                           "stop": "wmv", "wmv": {"window": 4, "patience": 4}},
+                    training={"algorithm": "maml", "steps": 1, "image_source": "samples", "train_images": ["coins"],
+                              "held_out_images": ["camera"], "tasks": {"weights": {"denoise": 1.0}}})
+    return tmp_path / "tiny"
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((30, 40, 3)) * 255).astype(np.uint8)).save(folder / "wide.png")
+    ramp = (np.linspace(0, 1, 36 * 36).reshape(36, 36) * 255).astype(np.uint8)
+    Image.fromarray(ramp).save(folder / "grey.jpg")  # grey JPEG: repeated to RGB
+    return folder
+
+
+def test_end_to_end_cli_and_resume(tmp_path, tiny_checkpoint, image_folder, monkeypatch):
+    out = tmp_path / "eval"
+    args = ["--images", str(image_folder), "--operators", "denoise:sigma=25", "superres:factor=2",
+            "--init", str(tiny_checkpoint), "--size", "24", "--iterations", "12", "--seeds", "1", "--out", str(out),
+            "--device", "cpu"]
+    calls = []
+    real = api.reconstruct
+
+    def counting(*a, **kw):
+        calls.append(kw.get("init"))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(api, "reconstruct", counting)
+    result = CliRunner().invoke(evaluate, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 8  # 2 images × 2 operators × 1 seed × 2 arms
+    assert "8 run, 0 already done" in result.output
+
+    data = json.loads((out / "results.json").read_text())
+    assert set(data) >= {"cases", "summary", "config"}
+    assert len(data["cases"]) == 8
+    for entry in data["cases"]:
+        assert set(evaluation.CASE_KEYS) <= set(entry)
+        assert entry["init"] in ("meta", "random") and len(entry["psnr"]) == len(entry["ssim"]) == 12
+        assert entry["image"] in ("wide.png", "grey.jpg")
+        assert 1 <= entry["peak_iteration"] <= 12 and entry["peak_psnr"] == pytest.approx(max(entry["psnr"]),
+                                                                                             abs=1e-3)
+        assert math.isfinite(entry["stop_psnr"]) and entry["ms_per_iteration"] > 0
+        assert entry["baselines"] and (out / entry["files"]["stop"]).is_file()
+    summary = data["summary"]
+    assert set(summary["overall"]) >= set(evaluation.SUMMARY_KEYS)
+    assert set(summary["by_operator"]) == {"denoise:sigma=25", "superres:factor=2"}
+    for entry in summary["by_operator"].values():
+        assert set(evaluation.SUMMARY_KEYS) <= set(entry) and entry["n_cases"] == 2
+    config = data["config"]
+    assert config["init"]["name"] == "tiny" and len(config["init"]["sha256"]) == 64
+    assert config["seeds"] == [0] and config["sizes"] == [24] and config["versions"]["torch"]
+    assert config["command"].startswith("metadip evaluate")
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 8 and "psnr" not in rows[0] and "baseline_tv" in rows[0]
+    for name in ("report.md", "curves.png", "speedup.png", "config.toml"):
+        assert (out / name).is_file(), name
+    assert len(list(out.glob("grid_*.png"))) == 2 and len(list(out.glob("spectral_*.png"))) == 2
+    report = (out / "report.md").read_text()
+    assert "median of" in report and "spectral" in report.lower()
+
+    # resume: the same command does no DIP work and rewrites identical cases
+    calls.clear()
+    result = CliRunner().invoke(evaluate, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert calls == [] and "0 run, 8 already done" in result.output
+    again = json.loads((out / "results.json").read_text())
+    assert [c["psnr"] for c in again["cases"]] == [c["psnr"] for c in data["cases"]]
+
+    # a larger budget is a different case: only those re-run; the report rebuilds from results.json alone
+    from metadip.report import build_report
+
+    (out / "report.md").unlink()
+    build_report(out)
+    assert (out / "report.md").is_file()
+
+
+def test_random_only_and_greedy_operators(tmp_path, monkeypatch):
+    """--init random runs one arm and says so; --operators takes several words up to the next option."""
+    monkeypatch.setattr(evaluation, "_auto_init", lambda: None)
+    out = tmp_path / "r"
+    args = ["--init", "random", "--images", "astronaut", "--operators", "denoise:sigma=25", "inpaint:ratio=0.5",
+            "--size", "24", "--iterations", "6", "--seeds", "1", "--out", str(out), "--arch", "skip-slim",
+            "--no-report"]
+    result = CliRunner().invoke(evaluate, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "random-init arm only" in result.output
+    data = json.loads((out / "results.json").read_text())
+    assert {c["init"] for c in data["cases"]} == {"random"} and len(data["cases"]) == 2
+    assert data["summary"]["overall"]["speedup_median"] is None
+    assert data["config"]["options"]["run"][0]["operators"] == ["denoise:sigma=25", "inpaint:ratio=0.5"]
+
+
+def test_evaluate_registered_on_main_cli():
+    from metadip.cli import main
+
+    if "evaluate" not in main.commands:
+        pytest.skip("the lead registers evaluate on the main group")
+    result = CliRunner().invoke(main, ["evaluate", "--help"])
+    assert result.exit_code == 0 and "--operators" in result.output
