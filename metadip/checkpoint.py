@@ -4,10 +4,10 @@ the init uses one) and ``NAME.json`` (everything that rebuilds and describes it)
 Sidecar keys: ``format_version``, ``name``, ``metadip_version``, ``created``, ``weights`` (file name),
 ``sha256`` (of the weights file), ``num_parameters``, ``arch`` (generator config: ``build_generator(arch)``
 rebuilds the net), ``input`` (the :class:`InputRecipe`), ``z_mode`` (``fixed`` | ``resample`` |
-``conditioned``, see :mod:`metadip.meta.inner`), ``inner`` (the online recipe the init expects: optimizer, lr,
-optional per-tensor ``lr_per_tensor``, reg_noise_std, ema, iterations, stop), ``training`` (algorithm, task
-distribution, train and held-out images, steps, wall seconds, seed, the resolved config) and ``card`` (a
-one-line model card).
+``conditioned``, see :mod:`metadip.meta.inner`), ``noise_channels`` (conditioned z only), ``inner`` (the
+online recipe the init expects: optimizer, lr, optional per-tensor ``lr_per_tensor``, reg_noise_std, ema,
+iterations, stop), ``training`` (algorithm, task distribution, train and held-out images, steps, wall seconds,
+seed, the resolved config) and ``card`` (a one-line model card).
 
 Loading never unpickles: the weights are read with ``safetensors`` from bytes whose SHA-256 was checked first,
 and the sidecar is JSON. Every problem (missing or truncated file, hash mismatch, unknown format version,
@@ -54,6 +54,7 @@ class Init:
     sidecar: dict = field(default_factory=dict)
     z_mode: str = "resample"
     path: Path | None = None
+    noise_channels: int = 0  # z_mode "conditioned": noise channels appended to the back-projection
 
     def build(self, device: str | torch.device = "cpu") -> nn.Module:
         """The generator holding these weights (strict load; a mismatch is a MetadipError)."""
@@ -123,6 +124,7 @@ def save_checkpoint(
     training: dict,
     z: Tensor | None = None,
     z_mode: str | None = None,
+    noise_channels: int = 0,
     card: str | None = None,
 ) -> tuple[Path, Path]:
     """Write ``path_stem.safetensors`` and ``path_stem.json`` (each atomically; weights first, so a sidecar
@@ -153,6 +155,7 @@ def save_checkpoint(
         "input": _json_safe(recipe),
         "z_mode": z_mode or ("fixed" if z is not None else "resample"),
         "fixed_z_shape": list(z.shape) if z is not None else None,
+        "noise_channels": int(noise_channels),
         "inner": _json_safe(dict(inner)),
         "training": _json_safe(dict(training)),
         "card": card or make_card(name, dict(arch_config), dict(training)),
@@ -274,6 +277,7 @@ def load_checkpoint(name_or_path: str | os.PathLike) -> Init:
         sidecar=meta,
         z_mode=z_mode,
         path=sidecar_path,
+        noise_channels=int(meta.get("noise_channels") or 0),
     )
     net = build_generator(init.arch_config)  # MetadipError for an unknown/invalid architecture
     load_weights(net, tensors, name)

@@ -64,37 +64,109 @@ Outputs in --out: results.json (curves, summary, config), results.csv, config.to
 speedup.png, grid_*.png, spectral_*.png, report.md, images/, cases/ (finished cases; a re-run skips them).
 """,
 )
-@click.option("--images", default="held-out", show_default=True, metavar="held-out|DIR|NAME[,NAME]",
-              help="The init's held-out images, a folder of PNG/JPG (centre-cropped, resized to --size), or "
-                   "scikit-image sample names / image files.")
-@click.option("--operators", multiple=True, metavar="SPEC [SPEC ...]",
-              help=f"Operator specs (default: {' '.join(DEFAULT_OPERATORS)}).")
-@click.option("--init", default="auto", show_default=True, metavar="NAME|PATH|auto|random",
-              help="Meta-learned checkpoint; auto = the first shipped one (random if none); random = random arm only.")
-@click.option("--baseline", type=click.Choice(["random", "none"]), default="random", show_default=True,
-              help="Also run random init on the same architecture (its own recipe: the DIP paper's).")
-@click.option("--size", type=click.IntRange(min=8), default=64, show_default=True, metavar="PX",
-              help="Image side in pixels.")
-@click.option("--iterations", type=click.IntRange(min=1), default=600, show_default=True, metavar="N",
-              help="Fixed budget per run (curves are recorded for all of it).")
-@click.option("--seeds", type=click.IntRange(min=1), default=3, show_default=True, metavar="K",
-              help="Seeds 0..K-1 per (image, operator): measurement noise/mask and init draw.")
-@click.option("--max-images", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Use only the first N images.")
-@click.option("--stop", type=click.Choice(STOPPING_RULES), default="wmv", show_default=True,
-              help="The no-ground-truth stopping rule to record (watched, never obeyed).")
-@click.option("--arch", default=None, metavar="NAME", help="Architecture for --init random (default skip-slim).")
+@click.option(
+    "--images",
+    default="held-out",
+    show_default=True,
+    metavar="held-out|DIR|NAME[,NAME]",
+    help="The init's held-out images, a folder of PNG/JPG (centre-cropped, resized to --size), or "
+    "scikit-image sample names / image files.",
+)
+@click.option(
+    "--operators",
+    multiple=True,
+    metavar="SPEC [SPEC ...]",
+    help=f"Operator specs (default: {' '.join(DEFAULT_OPERATORS)}).",
+)
+@click.option(
+    "--init",
+    default="auto",
+    show_default=True,
+    metavar="NAME|PATH|auto|random",
+    help="Meta-learned checkpoint; auto = the first shipped one (random if none); random = random arm only.",
+)
+@click.option(
+    "--baseline",
+    type=click.Choice(["random", "none"]),
+    default="random",
+    show_default=True,
+    help="Also run random init on the same architecture (its own recipe: the DIP paper's).",
+)
+@click.option(
+    "--size",
+    type=click.IntRange(min=8),
+    default=64,
+    show_default=True,
+    metavar="PX",
+    help="Image side in pixels.",
+)
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=1),
+    default=600,
+    show_default=True,
+    metavar="N",
+    help="Fixed budget per run (curves are recorded for all of it).",
+)
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    metavar="K",
+    help="Seeds 0..K-1 per (image, operator): measurement noise/mask and init draw.",
+)
+@click.option(
+    "--max-images", type=click.IntRange(min=1), default=None, metavar="N", help="Use only the first N images."
+)
+@click.option(
+    "--stop",
+    type=click.Choice(STOPPING_RULES),
+    default="wmv",
+    show_default=True,
+    help="The no-ground-truth stopping rule to record (watched, never obeyed).",
+)
+@click.option(
+    "--arch", default=None, metavar="NAME", help="Architecture for --init random (default skip-slim)."
+)
 @click.option("--tag", default="", metavar="TEXT", help="Label for these cases (e.g. seen, left-out).")
 @click.option("--out", default="metadip-evaluate", show_default=True, metavar="DIR", help="Output folder.")
-@click.option("--quick", is_flag=True, help="The quick suite's settings (options given explicitly still win).")
-@click.option("--config", "config_path", default=None, metavar="FILE",
-              help="Run a suite file (evaluate/suites/*.toml or a previous run's config.toml).")
-@click.option("--tensorboard", default=None, metavar="DIR", help="Also log every case's curves to TensorBoard.")
+@click.option(
+    "--quick", is_flag=True, help="The quick suite's settings (options given explicitly still win)."
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=None,
+    metavar="FILE",
+    help="Run a suite file (evaluate/suites/*.toml or a previous run's config.toml).",
+)
+@click.option(
+    "--tensorboard", default=None, metavar="DIR", help="Also log every case's curves to TensorBoard."
+)
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where to run.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write figures and report.md.")
 @click.pass_context
-def evaluate(ctx: click.Context, images, operators, init, baseline, size, iterations, seeds, max_images, stop, arch,
-             tag, out, quick, config_path, tensorboard, device, report) -> None:
+def evaluate(
+    ctx: click.Context,
+    images,
+    operators,
+    init,
+    baseline,
+    size,
+    iterations,
+    seeds,
+    max_images,
+    stop,
+    arch,
+    tag,
+    out,
+    quick,
+    config_path,
+    tensorboard,
+    device,
+    report,
+) -> None:
     """Compare DIP from a meta-learned init with DIP from random init: same measurement, same architecture,
     a fixed budget, PSNR/SSIM at every iteration, where the no-ground-truth stopping rule stops, speedups,
     figures (curves, speedup, images, spectral view) and report.md. Re-running skips finished cases.
@@ -111,7 +183,9 @@ def evaluate(ctx: click.Context, images, operators, init, baseline, size, iterat
     if config_path:
         clashing = [f"--{n.replace('_', '-')}" for n in RUN_OPTIONS if given(n)]
         if clashing:
-            raise MetadipError(f"{', '.join(clashing)} cannot be combined with --config (edit the suite file)")
+            raise MetadipError(
+                f"{', '.join(clashing)} cannot be combined with --config (edit the suite file)"
+            )
         base = evaluation.load_suite(config_path)
     elif quick:
         base = evaluation.quick_config()
@@ -121,8 +195,18 @@ def evaluate(ctx: click.Context, images, operators, init, baseline, size, iterat
     if base is not None:
         runs = base.runs
         if quick:  # explicit run options override the quick suite's
-            changes = {n: v for n, v in (("images", images), ("size", size), ("iterations", iterations),
-                                         ("seeds", seeds), ("max_images", max_images), ("tag", tag)) if given(n)}
+            changes = {
+                n: v
+                for n, v in (
+                    ("images", images),
+                    ("size", size),
+                    ("iterations", iterations),
+                    ("seeds", seeds),
+                    ("max_images", max_images),
+                    ("tag", tag),
+                )
+                if given(n)
+            }
             if operators:
                 changes["operators"] = tuple(operators)
             if changes:
@@ -141,22 +225,39 @@ def evaluate(ctx: click.Context, images, operators, init, baseline, size, iterat
             bands=base.bands,
         )
     else:
-        run = evaluation.RunSpec(operators=tuple(operators) or DEFAULT_OPERATORS, images=images, size=size,
-                                 iterations=iterations, seeds=seeds, max_images=max_images, tag=tag)
-        config = evaluation.EvalConfig(runs=(run,), init=init, baseline=baseline, stop=stop, arch=arch,
-                                       name=Path(out).name or "evaluate")
+        run = evaluation.RunSpec(
+            operators=tuple(operators) or DEFAULT_OPERATORS,
+            images=images,
+            size=size,
+            iterations=iterations,
+            seeds=seeds,
+            max_images=max_images,
+            tag=tag,
+        )
+        config = evaluation.EvalConfig(
+            runs=(run,), init=init, baseline=baseline, stop=stop, arch=arch, name=Path(out).name or "evaluate"
+        )
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise MetadipError(f"--out {out_dir} exists and is not a directory")
 
     started = time.perf_counter()
-    results = evaluation.evaluate(config, out_dir, device=device, tensorboard=tensorboard, progress=True,
-                                  report=report, echo=lambda m: click.echo(m, err=True))
+    results = evaluation.evaluate(
+        config,
+        out_dir,
+        device=device,
+        tensorboard=tensorboard,
+        progress=True,
+        report=report,
+        echo=lambda m: click.echo(m, err=True),
+    )
     counts = results.get("_counts", {})
     click.echo(f"cases: {counts.get('run', 0)} run, {counts.get('skipped', 0)} already done (skipped)")
     _echo_summary(results)
     written = ["results.json", "results.csv", "config.toml"] + (["report.md", "*.png"] if report else [])
-    click.echo(f"wrote {', '.join(str(out_dir / w) for w in written)} ({time.perf_counter() - started:.0f} s)")
+    click.echo(
+        f"wrote {', '.join(str(out_dir / w) for w in written)} ({time.perf_counter() - started:.0f} s)"
+    )
 
 
 def _echo_summary(results: dict) -> None:
@@ -167,17 +268,25 @@ def _echo_summary(results: dict) -> None:
 
     width = max((len(s) for s in by_setting), default=10)
     if any(v.get("n_pairs") for v in by_setting.values()):
-        click.echo(f"{'setting':<{width}}  {'n':>3}  {'rand peak':>9}  {'meta peak':>9}  {'dPeak':>6}  {'dStop':>6}  "
-                   f"{'speedup':>7}  {'IQR':>5}")
+        click.echo(
+            f"{'setting':<{width}}  {'n':>3}  {'rand peak':>9}  {'meta peak':>9}  {'dPeak':>6}  "
+            f"{'dStop':>6}  "
+            f"{'speedup':>7}  {'IQR':>5}"
+        )
         for name, s in by_setting.items():
-            click.echo(f"{name:<{width}}  {s['n_cases']:>3}  {fmt(s.get('random_peak_psnr_median')):>9}  "
-                       f"{fmt(s.get('meta_peak_psnr_median')):>9}  {fmt(s.get('delta_peak_median')):>6}  "
-                       f"{fmt(s.get('delta_stop_median')):>6}  {fmt(s.get('speedup_median'), 1):>7}  "
-                       f"{fmt(s.get('speedup_iqr'), 1):>5}")
+            click.echo(
+                f"{name:<{width}}  {s['n_cases']:>3}  {fmt(s.get('random_peak_psnr_median')):>9}  "
+                f"{fmt(s.get('meta_peak_psnr_median')):>9}  {fmt(s.get('delta_peak_median')):>6}  "
+                f"{fmt(s.get('delta_stop_median')):>6}  {fmt(s.get('speedup_median'), 1):>7}  "
+                f"{fmt(s.get('speedup_iqr'), 1):>5}"
+            )
     else:
         arm = "random" if any(c["init"] == "random" for c in results["cases"]) else "meta"
         click.echo(f"{'setting':<{width}}  {'n':>3}  {'peak':>6}  {'at':>5}  {'stop':>6}  {'at':>5}")
         for name, s in by_setting.items():
-            click.echo(f"{name:<{width}}  {s['n_cases']:>3}  {fmt(s.get(f'{arm}_peak_psnr_median')):>6}  "
-                       f"{fmt(s.get(f'{arm}_peak_iteration_median'), 0):>5}  "
-                       f"{fmt(s.get(f'{arm}_stop_psnr_median')):>6}  {fmt(s.get(f'{arm}_stop_iteration_median'), 0):>5}")
+            click.echo(
+                f"{name:<{width}}  {s['n_cases']:>3}  {fmt(s.get(f'{arm}_peak_psnr_median')):>6}  "
+                f"{fmt(s.get(f'{arm}_peak_iteration_median'), 0):>5}  "
+                f"{fmt(s.get(f'{arm}_stop_psnr_median')):>6}  "
+                f"{fmt(s.get(f'{arm}_stop_iteration_median'), 0):>5}"
+            )

@@ -15,9 +15,9 @@ rule), and skipped when the same evaluation is run again; ``DIR/results.json`` /
 ``results.json`` keys (stable; other tools read them):
 
 * ``cases``: one entry per (image, operator, seed, init) with ``image, operator, seed, init`` (``"meta"`` or
-  ``"random"``), ``psnr`` and ``ssim`` (per iteration), ``peak_psnr, peak_iteration, stop_iteration, stop_psnr,
-  seconds, ms_per_iteration`` and more (``size, family, tag, coverage, stop_output_iteration, stop_ssim,
-  final_psnr, target_psnr, iterations_to_target, baselines, spectral, files, pair_key``).
+  ``"random"``), ``psnr`` and ``ssim`` (per iteration), ``peak_psnr, peak_iteration, stop_iteration,
+  stop_psnr, seconds, ms_per_iteration`` and more (``size, family, tag, coverage, stop_output_iteration,
+  stop_ssim, final_psnr, target_psnr, iterations_to_target, baselines, spectral, files, pair_key``).
 * ``summary``: ``overall`` and ``by_operator`` (operator spec) → ``speedup_median, speedup_iqr,
   delta_peak_median, delta_stop_median, wall_clock_ratio_median, n_cases`` (+ medians of peaks, stops,
   iterations-to-target, baselines); also ``by_setting`` (operator @ size), ``by_family``, ``by_size``,
@@ -26,9 +26,9 @@ rule), and skipped when the same evaluation is run again; ``DIR/results.json`` /
 * ``problems``: per (image, operator, seed): baselines and the power spectra of the clean image and the
   measurement (for the spectral figure).
 
-speedup = iterations random init needs to first reach (its peak − 0.5 dB) ÷ iterations meta init needs to reach
-that PSNR (a meta run that never reaches it scores 0 and is counted). wall_clock_ratio is the same ratio in
-seconds (iterations × ms per iteration of each arm).
+speedup = iterations random init needs to first reach (its peak − 0.5 dB) ÷ iterations meta init needs to
+reach that PSNR (a meta run that never reaches it scores 0 and is counted). wall_clock_ratio is the same
+ratio in seconds (iterations × ms per iteration of each arm).
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ BASELINE_CHOICES = ("random", "none")
 #: ``metadip evaluate --quick``: the settings of ``evaluate/suites/quick.toml`` (a test keeps them equal).
 QUICK_SUITE: dict[str, Any] = {
     "name": "quick",
-    "description": "smoke test: 2 held-out images, 2 operators, 40 px, 150 iterations, 1 seed (<= 2 min, 2 cores)",
+    "description": "smoke test: 2 held-out images, 2 operators, 40 px, 150 iterations, 1 seed "
+    "(<= 2 min, 2 cores)",
     "init": "auto",
     "baseline": "random",
     "stop": "wmv",
@@ -81,7 +82,7 @@ QUICK_SUITE: dict[str, Any] = {
 }
 
 
-# ------------------------------------------------------------------------------------------------ configuration
+# ---------------------------------------------------------------------------------------------- configuration
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,9 @@ class EvalConfig:
     """An evaluation: the inits to compare and one or more :class:`RunSpec` blocks."""
 
     runs: tuple[RunSpec, ...]
-    init: str = "auto"  # checkpoint name or path; "auto" = first shipped checkpoint; "random" = random arm only
+    init: str = (
+        "auto"  # checkpoint name or path; "auto" = first shipped checkpoint; "random" = random arm only
+    )
     baseline: str = "random"  # "random": also run random init; "none": the init's arm only
     stop: str = "wmv"  # the watched no-ground-truth stopping rule
     arch: str | None = None  # architecture for --init random (default: skip-slim)
@@ -154,7 +157,9 @@ class EvalConfig:
 
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "runs"}
-        data["run"] = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(r).items()} for r in self.runs]
+        data["run"] = [
+            {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(r).items()} for r in self.runs
+        ]
         return data
 
     @classmethod
@@ -166,7 +171,9 @@ class EvalConfig:
         known = {f.name for f in fields(cls)} - {"runs"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise MetadipError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}, run")
+            raise MetadipError(
+                f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}, run"
+            )
         run_keys = {f.name for f in fields(RunSpec)}
         specs = []
         for index, run in enumerate(runs):
@@ -174,8 +181,10 @@ class EvalConfig:
                 raise MetadipError(f"{where}: run {index + 1} is not a table")
             bad = sorted(set(run) - run_keys)
             if bad:
-                raise MetadipError(f"{where}: run {index + 1}: unknown key(s) {', '.join(bad)}; "
-                                   f"valid: {', '.join(sorted(run_keys))}")
+                raise MetadipError(
+                    f"{where}: run {index + 1}: unknown key(s) {', '.join(bad)}; "
+                    f"valid: {', '.join(sorted(run_keys))}"
+                )
             if "operators" not in run:
                 raise MetadipError(f"{where}: run {index + 1} has no operators")
             specs.append(RunSpec(**{**run, "operators": tuple(run["operators"])}))
@@ -276,13 +285,25 @@ def resolve_arms(config: EvalConfig) -> tuple[list[Arm], list[str]]:
         loaded = checkpoint.load_checkpoint(init)
         arch_name = loaded.arch_config.get("name")
         if config.arch is not None and config.arch != arch_name:
-            raise MetadipError(f"--arch {config.arch} does not match the checkpoint's architecture {arch_name!r}; "
-                               "drop --arch (the random arm uses the checkpoint's architecture)")
-        meta = Arm(label="meta", init=str(loaded.path or init), arch=None, name=loaded.name,
-                   sha256=str(loaded.sidecar.get("sha256", "")), arch_config=dict(loaded.arch_config),
-                   inner=dict(loaded.inner), card=loaded.card, training=dict(loaded.training))
+            raise MetadipError(
+                f"--arch {config.arch} does not match the checkpoint's architecture {arch_name!r}; "
+                "drop --arch (the random arm uses the checkpoint's architecture)"
+            )
+        meta = Arm(
+            label="meta",
+            init=str(loaded.path or init),
+            arch=None,
+            name=loaded.name,
+            sha256=str(loaded.sidecar.get("sha256", "")),
+            arch_config=dict(loaded.arch_config),
+            inner=dict(loaded.inner),
+            card=loaded.card,
+            training=dict(loaded.training),
+        )
     elif config.baseline == "none":
-        raise MetadipError("--baseline none needs a meta-learned --init (with --init random there is nothing left)")
+        raise MetadipError(
+            "--baseline none needs a meta-learned --init (with --init random there is nothing left)"
+        )
     else:
         notes.append("--init random: no meta-learned init given, running the random-init arm only")
     if meta is None or config.baseline == "random":
@@ -291,9 +312,18 @@ def resolve_arms(config: EvalConfig) -> tuple[list[Arm], list[str]]:
         else:
             arch_config = build_generator(config.arch or DEFAULT_ARCH).config
         recipe = checkpoint.dip_recipe()
-        arms.append(Arm(label="random", init="random", arch=arch_config, name="random",
-                        sha256="random-" + _short_hash({"arch": arch_config, "recipe": recipe}, 24),
-                        arch_config=arch_config, inner=recipe, card="random init, DIP paper recipe"))
+        arms.append(
+            Arm(
+                label="random",
+                init="random",
+                arch=arch_config,
+                name="random",
+                sha256="random-" + _short_hash({"arch": arch_config, "recipe": recipe}, 24),
+                arch_config=arch_config,
+                inner=recipe,
+                card="random init, DIP paper recipe",
+            )
+        )
     if meta is not None:
         arms.append(meta)
     return arms, notes
@@ -334,8 +364,10 @@ def resolve_images(spec: str, meta: Arm | None = None, max_images: int | None = 
             else:
                 folder = Path(source)
                 if not folder.is_dir():
-                    raise MetadipError(f"the init's held-out images are in folder {folder}, which is not here; "
-                                       "pass --images DIR|NAME")
+                    raise MetadipError(
+                        f"the init's held-out images are in folder {folder}, which is not here; "
+                        "pass --images DIR|NAME"
+                    )
                 items = [ImageItem(n, "file", str(folder / n)) for n in held]
         else:
             items = [ImageItem(n, "sample") for n in image_sources.DEFAULT_HELD_OUT]
@@ -356,15 +388,19 @@ def resolve_images(spec: str, meta: Arm | None = None, max_images: int | None = 
             elif Path(token).is_file():
                 items.append(ImageItem(Path(token).name, "file", token))
             else:
-                raise MetadipError(f"--images: {token!r} is neither a folder, an image file, 'held-out' nor a "
-                                   f"scikit-image sample ({', '.join(SAMPLE_IMAGES)})")
+                raise MetadipError(
+                    f"--images: {token!r} is neither a folder, an image file, 'held-out' nor a "
+                    f"scikit-image sample ({', '.join(SAMPLE_IMAGES)})"
+                )
         if not items:
             raise MetadipError("--images is empty")
     if meta is not None and source in (None, image_sources.SAMPLES):
         seen = [i.name for i in items if i.kind == "sample" and i.name in train]
         if seen:
-            raise MetadipError(f"image(s) {', '.join(seen)} were in {meta.name!r}'s meta-training set; evaluate on "
-                               f"held-out images ({', '.join(held) or 'see the checkpoint'})")
+            raise MetadipError(
+                f"image(s) {', '.join(seen)} were in {meta.name!r}'s meta-training set; evaluate on "
+                f"held-out images ({', '.join(held) or 'see the checkpoint'})"
+            )
     names = [i.name for i in items]
     if len(set(names)) != len(names):
         raise MetadipError("--images lists an image twice")
@@ -519,7 +555,9 @@ def coverage(operator: str, training: dict) -> str | None:
             if not within("inpaint_ratio", default("ratio")):
                 return "unseen ratio"
         if family == "superres":
-            if int(default("factor")) not in [int(f) for f in tasks.get("superres_factors", [default("factor")])]:
+            if int(default("factor")) not in [
+                int(f) for f in tasks.get("superres_factors", [default("factor")])
+            ]:
                 return "unseen factor"
             if default("filter") not in tasks.get("superres_filters", [default("filter")]):
                 return "unseen filter"
@@ -555,15 +593,38 @@ def _monitor_rule(stop: str, inner: dict):
     return make_stopping_rule(stop)
 
 
-def run_arm(arm: Arm, x: torch.Tensor, y: torch.Tensor, op, *, seed: int, iterations: int, stop: str,
-            device: str, bands: int, tensorboard: str | Path | None = None) -> tuple[dict, torch.Tensor]:
-    """Run one arm for the full budget and return (record without identity fields, image at the rule's stop)."""
+def run_arm(
+    arm: Arm,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    op,
+    *,
+    seed: int,
+    iterations: int,
+    stop: str,
+    device: str,
+    bands: int,
+    tensorboard: str | Path | None = None,
+) -> tuple[dict, torch.Tensor]:
+    """Run one arm for the full budget; return (record without identity fields, image at the rule's stop)."""
     from metadip.spectral import SpectralRecorder
 
     recorder = SpectralRecorder(x, iterations, n_bands=bands)
-    result = api.reconstruct(y, op, init=arm.init, arch=arm.arch, iterations=iterations, stop="budget", seed=seed,
-                             device=device, reference=x, progress=False, tensorboard=tensorboard,
-                             callback=recorder, monitor=_monitor_rule(stop, arm.inner))
+    result = api.reconstruct(
+        y,
+        op,
+        init=arm.init,
+        arch=arm.arch,
+        iterations=iterations,
+        stop="budget",
+        seed=seed,
+        device=device,
+        reference=x,
+        progress=False,
+        tensorboard=tensorboard,
+        callback=recorder,
+        monitor=_monitor_rule(stop, arm.inner),
+    )
     psnr_curve = [float(v) for v in result.history.get("psnr", [])]
     ssim_curve = [float(v) for v in result.history.get("ssim", [])]
     if not psnr_curve:
@@ -612,15 +673,33 @@ class Problem:
 
 
 def _pair_key(image: str, image_sha: str, operator: str, seed: int, size: int, channels: int) -> str:
-    return _short_hash({"image": image, "image_sha": image_sha, "operator": operator, "seed": int(seed),
-                        "size": int(size), "channels": int(channels), "format": CASE_FORMAT})
+    return _short_hash(
+        {
+            "image": image,
+            "image_sha": image_sha,
+            "operator": operator,
+            "seed": int(seed),
+            "size": int(size),
+            "channels": int(channels),
+            "format": CASE_FORMAT,
+        }
+    )
 
 
 def arm_key(problem: Problem, arm: Arm, stop: str, bands: int) -> str:
     """The cache key of one arm on one problem: everything that determines its result."""
-    return _short_hash({"pair": problem.pair_key, "init": arm.label, "init_sha256": arm.sha256,
-                        "arch": _short_hash(arm.arch_config), "iterations": int(problem.iterations),
-                        "stop": stop, "bands": int(bands), "format": CASE_FORMAT})
+    return _short_hash(
+        {
+            "pair": problem.pair_key,
+            "init": arm.label,
+            "init_sha256": arm.sha256,
+            "arch": _short_hash(arm.arch_config),
+            "iterations": int(problem.iterations),
+            "stop": stop,
+            "bands": int(bands),
+            "format": CASE_FORMAT,
+        }
+    )
 
 
 def _case_name(problem: Problem, label: str, key: str) -> str:
@@ -653,8 +732,11 @@ def plan(config: EvalConfig, arms: Sequence[Arm]) -> list[Problem]:
                     if key in seen_keys:
                         continue  # the same problem listed in two runs: evaluated once
                     seen_keys.add(key)
-                    problems.append(Problem(index, item, operator, seed, run.size, run.iterations, run.tag, x,
-                                            image_sha, key))
+                    problems.append(
+                        Problem(
+                            index, item, operator, seed, run.size, run.iterations, run.tag, x, image_sha, key
+                        )
+                    )
     return problems
 
 
@@ -664,8 +746,9 @@ def _save_png(path: Path, image: torch.Tensor) -> None:
     write_image(path, image.detach().cpu().float().clamp(0, 1))
 
 
-def _problem_record(problem: Problem, out: Path, cases_dir: Path, images_dir: Path, arms: Sequence[Arm],
-                    bands: int) -> tuple[dict, Any, torch.Tensor]:
+def _problem_record(
+    problem: Problem, out: Path, cases_dir: Path, images_dir: Path, arms: Sequence[Arm], bands: int
+) -> tuple[dict, Any, torch.Tensor]:
     """Load or build the problem record (baselines, clean / measurement spectra and PNGs); returns it with
     the operator and y (drawn again — deterministic — when an arm still has to run)."""
     from metadip.spectral import spectrum_record
@@ -673,10 +756,16 @@ def _problem_record(problem: Problem, out: Path, cases_dir: Path, images_dir: Pa
     op, y = make_problem(problem.x, problem.operator, problem.seed, problem.item.name)
     path = cases_dir / f"{_case_name(problem, 'problem', problem.pair_key)}.json"
     cached = _read_json(path)
-    base = f"{_slug(problem.item.name, 24)}_{problem.operator.split(':', 1)[0]}_s{problem.seed}_" \
-           f"{problem.size}px_{problem.pair_key}"
+    base = (
+        f"{_slug(problem.item.name, 24)}_{problem.operator.split(':', 1)[0]}_s{problem.seed}_"
+        f"{problem.size}px_{problem.pair_key}"
+    )
     files = {"clean": f"images/{base}_clean.png", "measurement": f"images/{base}_measurement.png"}
-    if cached and cached.get("pair_key") == problem.pair_key and all((out / f).is_file() for f in files.values()):
+    if (
+        cached
+        and cached.get("pair_key") == problem.pair_key
+        and all((out / f).is_file() for f in files.values())
+    ):
         return cached, op, y
     view, kind = measurement_view(y, op)
     _save_png(out / files["clean"], problem.x)
@@ -706,9 +795,16 @@ def _problem_record(problem: Problem, out: Path, cases_dir: Path, images_dir: Pa
 ProgressFactory = Callable[[int], Any]
 
 
-def run_cases(config: EvalConfig, out: str | Path, *, device: str = "auto", tensorboard: str | Path | None = None,
-              progress: bool = True, echo: Callable[[str], None] | None = None,
-              arms: Sequence[Arm] | None = None) -> tuple[list[dict], list[dict], list[Arm], dict]:
+def run_cases(
+    config: EvalConfig,
+    out: str | Path,
+    *,
+    device: str = "auto",
+    tensorboard: str | Path | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = None,
+    arms: Sequence[Arm] | None = None,
+) -> tuple[list[dict], list[dict], list[Arm], dict]:
     """Run (or load from ``out/cases``) every arm of every problem. Returns (case records, problem records,
     arms, counts {"run": n, "skipped": m})."""
     echo = echo or (lambda message: print(message, file=sys.stderr))
@@ -727,8 +823,9 @@ def run_cases(config: EvalConfig, out: str | Path, *, device: str = "auto", tens
     problem_records: list[dict] = []
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=todo_total, desc="evaluate", unit="case", disable=None if progress else True,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=todo_total, desc="evaluate", unit="case", disable=None if progress else True, dynamic_ncols=True
+    )
     try:
         for problem in problems:
             prob, op, y = _problem_record(problem, out, cases_dir, images_dir, arms, config.bands)
@@ -744,14 +841,30 @@ def run_cases(config: EvalConfig, out: str | Path, *, device: str = "auto", tens
                     counts["skipped"] += 1
                     bar.update(1)
                     continue
-                bar.set_postfix_str(f"{problem.item.name} {problem.operator} s{problem.seed} {arm.label}",
-                                    refresh=False)
+                bar.set_postfix_str(
+                    f"{problem.item.name} {problem.operator} s{problem.seed} {arm.label}", refresh=False
+                )
                 tb = None
                 if tensorboard is not None:
-                    tb = Path(tensorboard) / _slug(problem.item.name) / _slug(problem.operator) / \
-                        f"s{problem.seed}_{problem.size}px" / arm.label
-                body, stop_image = run_arm(arm, problem.x, y, op, seed=problem.seed, iterations=problem.iterations,
-                                           stop=config.stop, device=device, bands=config.bands, tensorboard=tb)
+                    tb = (
+                        Path(tensorboard)
+                        / _slug(problem.item.name)
+                        / _slug(problem.operator)
+                        / f"s{problem.seed}_{problem.size}px"
+                        / arm.label
+                    )
+                body, stop_image = run_arm(
+                    arm,
+                    problem.x,
+                    y,
+                    op,
+                    seed=problem.seed,
+                    iterations=problem.iterations,
+                    stop=config.stop,
+                    device=device,
+                    bands=config.bands,
+                    tensorboard=tb,
+                )
                 _save_png(out / stop_png, stop_image)
                 record = {
                     "key": key,
@@ -819,7 +932,8 @@ def pair_statistics(random_case: dict, meta_case: dict, margin_db: float = MARGI
         wall = 0.0
     else:
         wall = (random_iters * float(random_case["ms_per_iteration"])) / max(
-            meta_iters * float(meta_case["ms_per_iteration"]), 1e-12)
+            meta_iters * float(meta_case["ms_per_iteration"]), 1e-12
+        )
     return {
         "target_psnr": target,
         "iterations_random": random_iters,
@@ -850,8 +964,9 @@ def summarize(cases: Sequence[dict], margin_db: float = MARGIN_DB) -> dict:
     for case in cases:
         by_arm.setdefault(case["init"], {})[case["pair_key"]] = case
     random_cases, meta_cases = by_arm.get("random", {}), by_arm.get("meta", {})
-    pairs = [pair_statistics(random_cases[k], meta_cases[k], margin_db)
-             for k in random_cases if k in meta_cases]
+    pairs = [
+        pair_statistics(random_cases[k], meta_cases[k], margin_db) for k in random_cases if k in meta_cases
+    ]
     keys = list(dict.fromkeys(c["pair_key"] for c in cases))
     summary: dict[str, Any] = {
         "n_cases": len(keys),
@@ -861,20 +976,28 @@ def summarize(cases: Sequence[dict], margin_db: float = MARGIN_DB) -> dict:
     }
     speedups = [p["speedup"] for p in pairs]
     q25, q75 = quantiles(speedups)
-    summary.update({
-        "speedup_median": _rounded(median(speedups)),
-        "speedup_iqr": _rounded(iqr(speedups)),
-        "speedup_q25": _rounded(q25),
-        "speedup_q75": _rounded(q75),
-        "meta_reached_fraction": _rounded(sum(p["iterations_meta"] is not None for p in pairs) / len(pairs))
-        if pairs else None,
-        "iterations_to_target_random_median": _rounded(_median_with_never([p["iterations_random"] for p in pairs]),
-                                                       1),
-        "iterations_to_target_meta_median": _rounded(_median_with_never([p["iterations_meta"] for p in pairs]), 1),
-        "delta_peak_median": _rounded(median(p["delta_peak"] for p in pairs)),
-        "delta_stop_median": _rounded(median(p["delta_stop"] for p in pairs)),
-        "wall_clock_ratio_median": _rounded(median(p["wall_clock_ratio"] for p in pairs)),
-    })
+    summary.update(
+        {
+            "speedup_median": _rounded(median(speedups)),
+            "speedup_iqr": _rounded(iqr(speedups)),
+            "speedup_q25": _rounded(q25),
+            "speedup_q75": _rounded(q75),
+            "meta_reached_fraction": _rounded(
+                sum(p["iterations_meta"] is not None for p in pairs) / len(pairs)
+            )
+            if pairs
+            else None,
+            "iterations_to_target_random_median": _rounded(
+                _median_with_never([p["iterations_random"] for p in pairs]), 1
+            ),
+            "iterations_to_target_meta_median": _rounded(
+                _median_with_never([p["iterations_meta"] for p in pairs]), 1
+            ),
+            "delta_peak_median": _rounded(median(p["delta_peak"] for p in pairs)),
+            "delta_stop_median": _rounded(median(p["delta_stop"] for p in pairs)),
+            "wall_clock_ratio_median": _rounded(median(p["wall_clock_ratio"] for p in pairs)),
+        }
+    )
     for label, group in (("random", random_cases), ("meta", meta_cases)):
         if not group:
             continue
@@ -883,7 +1006,9 @@ def summarize(cases: Sequence[dict], margin_db: float = MARGIN_DB) -> dict:
         summary[f"{label}_peak_iteration_median"] = _rounded(median(c["peak_iteration"] for c in values), 1)
         summary[f"{label}_stop_psnr_median"] = _rounded(median(c["stop_psnr"] for c in values))
         summary[f"{label}_stop_iteration_median"] = _rounded(median(c["stop_iteration"] for c in values), 1)
-        summary[f"{label}_ms_per_iteration_median"] = _rounded(median(c["ms_per_iteration"] for c in values), 2)
+        summary[f"{label}_ms_per_iteration_median"] = _rounded(
+            median(c["ms_per_iteration"] for c in values), 2
+        )
     baselines: dict[str, list[float]] = {}
     seen_pairs: set[str] = set()
     for case in cases:
@@ -950,16 +1075,57 @@ def annotate_pairs(cases: list[dict], margin_db: float = MARGIN_DB) -> None:
         case.setdefault("iterations_to_target", None)
 
 
-# ------------------------------------------------------------------------------------------------ results files
+# ---------------------------------------------------------------------------------------------- results files
 
-CASE_KEYS = ("image", "operator", "seed", "init", "psnr", "ssim", "peak_psnr", "peak_iteration", "stop_iteration",
-             "stop_psnr", "seconds", "ms_per_iteration")
-SUMMARY_KEYS = ("speedup_median", "speedup_iqr", "delta_peak_median", "delta_stop_median", "wall_clock_ratio_median",
-                "n_cases")
-CSV_COLUMNS = ("image", "operator", "family", "size", "tag", "coverage", "seed", "init", "init_name", "budget",
-               "iterations", "peak_psnr", "peak_iteration", "final_psnr", "stop_iteration", "stop_triggered",
-               "stop_output_iteration", "stop_psnr", "stop_ssim", "target_psnr", "iterations_to_target", "speedup",
-               "wall_clock_ratio", "seconds", "ms_per_iteration")
+CASE_KEYS = (
+    "image",
+    "operator",
+    "seed",
+    "init",
+    "psnr",
+    "ssim",
+    "peak_psnr",
+    "peak_iteration",
+    "stop_iteration",
+    "stop_psnr",
+    "seconds",
+    "ms_per_iteration",
+)
+SUMMARY_KEYS = (
+    "speedup_median",
+    "speedup_iqr",
+    "delta_peak_median",
+    "delta_stop_median",
+    "wall_clock_ratio_median",
+    "n_cases",
+)
+CSV_COLUMNS = (
+    "image",
+    "operator",
+    "family",
+    "size",
+    "tag",
+    "coverage",
+    "seed",
+    "init",
+    "init_name",
+    "budget",
+    "iterations",
+    "peak_psnr",
+    "peak_iteration",
+    "final_psnr",
+    "stop_iteration",
+    "stop_triggered",
+    "stop_output_iteration",
+    "stop_psnr",
+    "stop_ssim",
+    "target_psnr",
+    "iterations_to_target",
+    "speedup",
+    "wall_clock_ratio",
+    "seconds",
+    "ms_per_iteration",
+)
 
 
 def _versions() -> dict:
@@ -967,8 +1133,13 @@ def _versions() -> dict:
 
     import metadip
 
-    out = {"metadip": metadip.__version__, "torch": torch.__version__, "numpy": np.__version__,
-           "python": platform.python_version(), "platform": platform.platform()}
+    out = {
+        "metadip": metadip.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
     for package in ("scikit-image", "matplotlib", "bm3d"):
         try:
             out[package] = md.version(package)
@@ -982,8 +1153,18 @@ def command_line(config: EvalConfig, out: str | Path, config_path: str | Path | 
     argv = ["metadip", "evaluate"]
     if len(config.runs) == 1:
         run = config.runs[0]
-        argv += ["--images", run.images, "--operators", *run.operators, "--size", str(run.size),
-                 "--iterations", str(run.iterations), "--seeds", str(run.seeds)]
+        argv += [
+            "--images",
+            run.images,
+            "--operators",
+            *run.operators,
+            "--size",
+            str(run.size),
+            "--iterations",
+            str(run.iterations),
+            "--seeds",
+            str(run.seeds),
+        ]
         if run.max_images:
             argv += ["--max-images", str(run.max_images)]
         if run.tag:
@@ -996,8 +1177,16 @@ def command_line(config: EvalConfig, out: str | Path, config_path: str | Path | 
     return argv + ["--out", str(out)]
 
 
-def assemble(config: EvalConfig, records: Sequence[dict], problem_records: Sequence[dict], arms: Sequence[Arm],
-             *, out: str | Path, device: str = "auto", notes: Sequence[str] = ()) -> dict:
+def assemble(
+    config: EvalConfig,
+    records: Sequence[dict],
+    problem_records: Sequence[dict],
+    arms: Sequence[Arm],
+    *,
+    out: str | Path,
+    device: str = "auto",
+    notes: Sequence[str] = (),
+) -> dict:
     """The ``results.json`` object (see the module docstring)."""
     from metadip.runtime import resolve_device
 
@@ -1018,13 +1207,19 @@ def assemble(config: EvalConfig, records: Sequence[dict], problem_records: Seque
         "command": " ".join(_quote(a) for a in command_line(config, out)),
         "options": config.to_dict(),
         "arms": [a.label for a in arms],
-        "init": {"requested": config.init, "name": meta.name if meta else "random",
-                 "sha256": meta.sha256 if meta else None, "card": meta.card if meta else None,
-                 "arch": (meta or arms[0]).arch_config,
-                 "recipe": meta.inner if meta else None,
-                 "held_out_images": _training_images(meta)[1] if meta else None},
-        "random": {"recipe": next((a.inner for a in arms if a.label == "random"), None),
-                   "arch": next((a.arch_config.get("name") for a in arms if a.label == "random"), None)},
+        "init": {
+            "requested": config.init,
+            "name": meta.name if meta else "random",
+            "sha256": meta.sha256 if meta else None,
+            "card": meta.card if meta else None,
+            "arch": (meta or arms[0]).arch_config,
+            "recipe": meta.inner if meta else None,
+            "held_out_images": _training_images(meta)[1] if meta else None,
+        },
+        "random": {
+            "recipe": next((a.inner for a in arms if a.label == "random"), None),
+            "arch": next((a.arch_config.get("name") for a in arms if a.label == "random"), None),
+        },
         "seeds": sorted({c["seed"] for c in cases}),
         "sizes": sizes,
         "iterations": sorted({r.iterations for r in config.runs}),
@@ -1061,7 +1256,10 @@ def results_csv(results: dict) -> str:
     writer.writerow([*CSV_COLUMNS, *(f"baseline_{n}" for n in baseline_names)])
     for case in results["cases"]:
         row = ["" if case.get(k) is None else case.get(k) for k in CSV_COLUMNS]
-        row += ["" if (case.get("baselines") or {}).get(n) is None else case["baselines"][n] for n in baseline_names]
+        row += [
+            "" if (case.get("baselines") or {}).get(n) is None else case["baselines"][n]
+            for n in baseline_names
+        ]
         writer.writerow(row)
     return buffer.getvalue()
 
@@ -1071,8 +1269,10 @@ def write_results(out: str | Path, results: dict, config: EvalConfig) -> list[Pa
     paths = [out / "results.json", out / "results.csv", out / "config.toml"]
     atomic_write_text(paths[0], json.dumps(results, indent=1, allow_nan=False, default=_json_default) + "\n")
     atomic_write_text(paths[1], results_csv(results))
-    header = (f"metadip evaluate config (re-run: metadip evaluate --config {paths[2]} --out {out})\n"
-              f"written {results['config']['date']}")
+    header = (
+        f"metadip evaluate config (re-run: metadip evaluate --config {paths[2]} --out {out})\n"
+        f"written {results['config']['date']}"
+    )
     atomic_write_text(paths[2], config.to_toml(header))
     return paths
 
@@ -1097,11 +1297,19 @@ def load_results(path: str | Path) -> dict:
     return data
 
 
-# ------------------------------------------------------------------------------------------------------- entry
+# ------------------------------------------------------------------------------------------------------ entry
 
 
-def evaluate(config: EvalConfig, out: str | Path, *, device: str = "auto", tensorboard: str | Path | None = None,
-             progress: bool = True, report: bool = True, echo: Callable[[str], None] | None = None) -> dict:
+def evaluate(
+    config: EvalConfig,
+    out: str | Path,
+    *,
+    device: str = "auto",
+    tensorboard: str | Path | None = None,
+    progress: bool = True,
+    report: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> dict:
     """Run ``config`` into ``out`` (resuming finished cases) and write results.json / results.csv /
     config.toml and, with ``report``, the figures and report.md. Returns the results object with an extra
     ``_counts`` entry {"run", "skipped"} (not written)."""
@@ -1109,8 +1317,9 @@ def evaluate(config: EvalConfig, out: str | Path, *, device: str = "auto", tenso
     arms, notes = resolve_arms(config)
     for note in notes:
         echo(note)
-    records, problem_records, arms, counts = run_cases(config, out, device=device, tensorboard=tensorboard,
-                                                       progress=progress, echo=echo, arms=arms)
+    records, problem_records, arms, counts = run_cases(
+        config, out, device=device, tensorboard=tensorboard, progress=progress, echo=echo, arms=arms
+    )
     results = assemble(config, records, problem_records, arms, out=out, device=device, notes=notes)
     write_results(out, results, config)
     if report:

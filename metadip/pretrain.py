@@ -446,8 +446,7 @@ def run_pretrain(
             val_dist.task(held_images, seed, i, stream="val").to(device) for i in range(config.log.val_tasks)
         ]
 
-    # ---- network, input policy, meta-learner
-    # ------------------------------------------------------------------
+    # ---- network, input policy, meta-learner ---------------------------------------------------------------
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(seed, "theta0"))
         net = build_generator(config.model.arch, out_channels=channels, **config.model.options)
@@ -672,8 +671,7 @@ def run_pretrain(
             if (
                 main
                 and val_tasks
-                and config.log.val_every > 0
-                and (done % config.log.val_every == 0 or done == config.steps)
+                and ((config.log.val_every > 0 and done % config.log.val_every == 0) or done == config.steps)
             ):
                 last_val = validate(done)
                 logger.log(last_val, done)
@@ -749,6 +747,7 @@ def run_pretrain(
             training=training,
             z=inputs.fixed_z if config.input.z_mode == "fixed" else None,
             z_mode=config.input.z_mode,
+            noise_channels=config.input.noise_channels if config.input.z_mode == "conditioned" else 0,
             card=card,
         )
         state_dict = {k: v.detach().cpu() for k, v in net.state_dict().items()}

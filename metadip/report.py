@@ -1,6 +1,7 @@
 """Figures (PNG, matplotlib with the Agg backend, imported inside the functions) and ``report.md`` for an
 evaluation's ``results.json``. Everything is rebuilt from ``results.json`` and the small PNGs under
-``images/`` — no DIP run is repeated: ``python -c "from metadip.report import build_report; build_report('DIR')"``.
+``images/`` — no DIP run is repeated:
+``python -c "from metadip.report import build_report; build_report('DIR')"``.
 
 Figures, per setting (operator @ size):
 
@@ -119,9 +120,15 @@ def plot_curves(results: dict, path: Path) -> Path:
             ax.fill_between(x, low, high, color=COLORS[arm], alpha=0.22, lw=0)
             stop = np.median([c["stop_iteration"] for c in cases])
             ax.axvline(stop, color=COLORS[arm], ls=":", lw=1)
-        target = [c.get("target_psnr") for c in _cases(results, setting, "random") if c.get("target_psnr") is not None]
+        target = [
+            c.get("target_psnr")
+            for c in _cases(results, setting, "random")
+            if c.get("target_psnr") is not None
+        ]
         if target:
-            ax.axhline(float(np.median(target)), color="0.4", ls="--", lw=0.8, label="random peak − 0.5 dB (median)")
+            ax.axhline(
+                float(np.median(target)), color="0.4", ls="--", lw=0.8, label="random peak − 0.5 dB (median)"
+            )
         ax.set_xscale("log")
         ax.set_title(setting, fontsize=9)
         ax.set_xlabel("iteration")
@@ -132,10 +139,13 @@ def plot_curves(results: dict, path: Path) -> Path:
             top = np.nanmax(finite)
             ax.set_ylim(max(np.nanpercentile(finite, 2) - 1, top - 20), top + 1)
         ax.legend(fontsize=7, loc="lower right")
-    for ax in list(axes.flat)[len(names):]:
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
-    fig.suptitle("PSNR vs iteration: median and interquartile band over images × seeds; dotted: median stop "
-                 "of the no-ground-truth rule", fontsize=9)
+    fig.suptitle(
+        "PSNR vs iteration: median and interquartile band over images × seeds; dotted: median stop "
+        "of the no-ground-truth rule",
+        fontsize=9,
+    )
     fig.tight_layout()
     return _save(fig, path)
 
@@ -146,11 +156,18 @@ def plot_speedup(results: dict, path: Path) -> Path:
     data = [[c["speedup"] for c in _cases(results, s, "meta") if c.get("speedup") is not None] for s in names]
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(names) + 2), 3.8))
     positions = np.arange(1, len(names) + 1)
-    ax.boxplot([d if d else [np.nan] for d in data], positions=positions, widths=0.5, showfliers=False,
-               medianprops={"color": COLORS["meta"], "lw": 2})
+    ax.boxplot(
+        [d if d else [np.nan] for d in data],
+        positions=positions,
+        widths=0.5,
+        showfliers=False,
+        medianprops={"color": COLORS["meta"], "lw": 2},
+    )
     rng = np.random.default_rng(0)
     for pos, values in zip(positions, data, strict=True):
-        ax.scatter(pos + rng.uniform(-0.12, 0.12, len(values)), values, s=14, color="0.25", alpha=0.7, zorder=3)
+        ax.scatter(
+            pos + rng.uniform(-0.12, 0.12, len(values)), values, s=14, color="0.25", alpha=0.7, zorder=3
+        )
     ax.axhline(1.0, color="0.4", ls="--", lw=0.8)
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_xticks(positions, [n.replace(" @ ", "\n@ ") for n in names], fontsize=7, rotation=0)
@@ -167,10 +184,18 @@ def plot_convergence(results: dict, path: Path) -> Path:
     names = settings(results)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(names) + 2), 3.8))
     positions = np.arange(1, len(names) + 1)
-    for key, shift, color in (("iterations_to_target", -0.15, COLORS["random"]), ("peak_iteration", 0.15, "0.5")):
+    for key, shift, color in (
+        ("iterations_to_target", -0.15, COLORS["random"]),
+        ("peak_iteration", 0.15, "0.5"),
+    ):
         values = [[c[key] for c in _cases(results, s, "random") if c.get(key) is not None] for s in names]
-        ax.boxplot([v if v else [np.nan] for v in values], positions=positions + shift, widths=0.25,
-                   showfliers=False, medianprops={"color": color, "lw": 2})
+        ax.boxplot(
+            [v if v else [np.nan] for v in values],
+            positions=positions + shift,
+            widths=0.25,
+            showfliers=False,
+            medianprops={"color": color, "lw": 2},
+        )
     ax.set_yscale("log")
     ax.set_xticks(positions, [n.replace(" @ ", "\n@ ") for n in names], fontsize=7)
     ax.set_ylabel("iterations")
@@ -202,7 +227,7 @@ def plot_grid(results: dict, setting: str, out: Path, path: Path, max_rows: int 
     pairs = _pairs(results, setting)
     chosen: list[tuple[dict | None, dict | None]] = []
     seen_images: set[str] = set()
-    for pair in sorted(pairs, key=lambda p: (next(c for c in p if c)["seed"])):
+    for pair in sorted(pairs, key=lambda p: next(c for c in p if c)["seed"]):
         image = next(c for c in pair if c)["image"]
         if image not in seen_images:
             seen_images.add(image)
@@ -222,13 +247,19 @@ def plot_grid(results: dict, setting: str, out: Path, path: Path, max_rows: int 
         baselines = any_case.get("baselines") or {}
         kind = problem.get("measurement_kind", "measurement")
         first = next(iter(baselines.values()), None)
-        panels = [("clean", files.get("clean")),
-                  (f"{kind}" + (f" {first:.1f} dB" if first is not None else ""), files.get("measurement"))]
+        panels = [
+            ("clean", files.get("clean")),
+            (f"{kind}" + (f" {first:.1f} dB" if first is not None else ""), files.get("measurement")),
+        ]
         by_arm = dict(zip(("random", "meta"), pair, strict=True))
         for arm in arms:
             case = by_arm.get(arm)
-            title = f"{arm} @ {case['stop_output_iteration'] or case['stop_iteration']}: {case['stop_psnr']:.1f} dB" \
-                if case else f"{arm}: n/a"
+            title = (
+                f"{arm} @ {case['stop_output_iteration'] or case['stop_iteration']}: "
+                f"{case['stop_psnr']:.1f} dB"
+                if case
+                else f"{arm}: n/a"
+            )
             panels.append((title, case["files"].get("stop") if case else None))
         for col, (title, relative) in enumerate(panels):
             ax = axes[row][col]
@@ -288,23 +319,41 @@ def plot_spectral(results: dict, setting: str, path: Path) -> Path | None:
     spectra = problem.get("spectra", {})
     n = len(cases)
     columns = max(n + 1, 3) if n == 2 else 2
-    fig, axes = plt.subplots(2, columns, figsize=(4.4 * columns, 7.0), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(2, columns, figsize=(4.4 * columns, 7.0), squeeze=False)
+    fig.subplots_adjust(left=0.07, right=0.97, top=0.92, bottom=0.08, wspace=0.35, hspace=0.35)
     # -- top row: power spectra per arm, then band error at the rule's stop -------------------------------
     for col, (arm, case) in enumerate(cases):
         ax = axes[0][col]
         spectral = case["spectral"]
         freqs = np.asarray(spectral["frequencies"])
         if spectra.get("clean"):
-            ax.plot(spectra["clean"]["frequencies"], _arr(spectra["clean"]["power"]), color="k", lw=2, label="clean")
+            ax.plot(
+                spectra["clean"]["frequencies"],
+                _arr(spectra["clean"]["power"]),
+                color="k",
+                lw=2,
+                label="clean",
+            )
         if spectra.get("measurement"):
-            ax.plot(spectra["measurement"]["frequencies"], _arr(spectra["measurement"]["power"]), color="0.55",
-                    lw=1.5, ls="--", label=problem.get("measurement_kind", "measurement"))
+            ax.plot(
+                spectra["measurement"]["frequencies"],
+                _arr(spectra["measurement"]["power"]),
+                color="0.55",
+                lw=1.5,
+                ls="--",
+                label=problem.get("measurement_kind", "measurement"),
+            )
         rows = _snapshot_rows(spectral)
         cmap = plt.get_cmap("Blues" if arm == "random" else "Oranges")
         for k, index in enumerate(rows):
             shade = cmap(0.35 + 0.6 * k / max(1, len(rows) - 1))
-            ax.plot(freqs, _arr(spectral["power"][index]), color=shade, lw=1.2,
-                    label=f"it {spectral['iterations'][index]}")
+            ax.plot(
+                freqs,
+                _arr(spectral["power"][index]),
+                color=shade,
+                lw=1.2,
+                label=f"it {spectral['iterations'][index]}",
+            )
         ax.set_yscale("log")
         ax.set_xlabel("radial frequency (cycles/pixel)")
         ax.set_ylabel("power")
@@ -316,17 +365,30 @@ def plot_spectral(results: dict, setting: str, path: Path) -> Path | None:
         spectral = case["spectral"]
         edges = np.asarray(spectral["band_edges"])
         centres = 0.5 * (edges[:-1] + edges[1:])
-        stop_row = int(np.argmin([abs(i - (case.get("stop_output_iteration") or case["stop_iteration"]))
-                                  for i in spectral["iterations"]]))
+        stop_row = int(
+            np.argmin(
+                [
+                    abs(i - (case.get("stop_output_iteration") or case["stop_iteration"]))
+                    for i in spectral["iterations"]
+                ]
+            )
+        )
         for index, ls in ((0, ":"), (stop_row, "-")):
-            ax.plot(centres, _arr(spectral["band_error"][index]), color=COLORS[arm], ls=ls, marker="o", ms=3,
-                    label=f"{arm} it {spectral['iterations'][index]}")
+            ax.plot(
+                centres,
+                _arr(spectral["band_error"][index]),
+                color=COLORS[arm],
+                ls=ls,
+                marker="o",
+                ms=3,
+                label=f"{arm} it {spectral['iterations'][index]}",
+            )
     ax.set_xlabel("band centre (cycles/pixel)")
     ax.set_ylabel("relative error")
     ax.set_title("relative error per band: first iterate vs at the rule's stop", fontsize=8)
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3, lw=0.4)
-    for ax in axes[0][n + 1:]:
+    for ax in axes[0][n + 1 :]:
         ax.axis("off")
     # -- bottom row: heat maps ------------------------------------------------------------------------------
     matrices = {arm: _arr(case["spectral"]["band_error"]).T for arm, case in cases}
@@ -336,25 +398,40 @@ def plot_spectral(results: dict, setting: str, path: Path) -> Path | None:
     for col, (arm, case) in enumerate(cases):
         ax = axes[1][col]
         spectral = case["spectral"]
-        image = ax.imshow(matrices[arm], aspect="auto", origin="lower", cmap="magma_r", vmin=0, vmax=vmax,
-                          interpolation="nearest")
+        image = ax.imshow(
+            matrices[arm],
+            aspect="auto",
+            origin="lower",
+            cmap="magma_r",
+            vmin=0,
+            vmax=vmax,
+            interpolation="nearest",
+        )
         images.append(image)
         _heat_axes(ax, spectral)
         ax.set_title(f"{LABELS[arm]}: relative error per band", fontsize=8)
-    fig.colorbar(images[0], ax=[axes[1][c] for c in range(n)], fraction=0.04, pad=0.02)
+    fig.colorbar(images[-1], ax=axes[1][n - 1], fraction=0.05, pad=0.02)
     if n == 2 and matrices["random"].shape == matrices["meta"].shape:
         ax = axes[1][2]
         diff = matrices["meta"] - matrices["random"]
         limit = max(0.05, float(np.nanmax(np.abs(diff))))
-        image = ax.imshow(diff, aspect="auto", origin="lower", cmap="RdBu_r",
-                          norm=mcolors.TwoSlopeNorm(0.0, -limit, limit), interpolation="nearest")
+        image = ax.imshow(
+            diff,
+            aspect="auto",
+            origin="lower",
+            cmap="RdBu_r",
+            norm=mcolors.TwoSlopeNorm(0.0, -limit, limit),
+            interpolation="nearest",
+        )
         _heat_axes(ax, cases[0][1]["spectral"])
         ax.set_title("meta − random (blue: meta closer)", fontsize=8)
         fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
     else:
         for ax in axes[1][n:]:
             ax.axis("off")
-    fig.suptitle(f"{setting} — {any_case['image']}, seed {any_case['seed']} (representative pair)", fontsize=9)
+    fig.suptitle(
+        f"{setting} — {any_case['image']}, seed {any_case['seed']} (representative pair)", fontsize=9
+    )
     return _save(fig, path)
 
 
@@ -368,8 +445,11 @@ def _heat_axes(ax, spectral: dict) -> None:
     step = max(1, len(iterations) // 8)
     ticks = list(range(0, len(iterations), step))
     ax.set_xticks(ticks, [str(iterations[t]) for t in ticks], fontsize=7)
-    ax.set_yticks(range(len(edges) - 1), [f"{edges[b]:.2f}–{edges[b + 1]:.2f}" for b in range(len(edges) - 1)],
-                  fontsize=6)
+    ax.set_yticks(
+        range(len(edges) - 1),
+        [f"{edges[b]:.2f}–{edges[b + 1]:.2f}" for b in range(len(edges) - 1)],
+        fontsize=6,
+    )
     ax.set_xlabel("iteration (log-spaced)")
     ax.set_ylabel("band (cycles/pixel)")
 
@@ -399,8 +479,10 @@ def curves_reading(results: dict) -> list[str]:
                 f"{_fmt(100 * (s.get('meta_reached_fraction') or 0), 0)}% of pairs). Peak PSNR "
                 f"{_fmt(s.get('meta_peak_psnr_median'))} vs {_fmt(s.get('random_peak_psnr_median'))} dB "
                 f"(Δ {_signed(s.get('delta_peak_median'))} dB, meta's peak at iteration "
-                f"{_iters(s.get('meta_peak_iteration_median'))} vs {_iters(s.get('random_peak_iteration_median'))})"
-                f"; at the {results['config'].get('stop_rule', 'wmv')} stop {_fmt(s.get('meta_stop_psnr_median'))} vs "
+                f"{_iters(s.get('meta_peak_iteration_median'))} vs "
+                f"{_iters(s.get('random_peak_iteration_median'))})"
+                f"; at the {results['config'].get('stop_rule', 'wmv')} stop "
+                f"{_fmt(s.get('meta_stop_psnr_median'))} vs "
                 f"{_fmt(s.get('random_stop_psnr_median'))} dB (Δ {_signed(s.get('delta_stop_median'))})."
             )
         else:
@@ -410,14 +492,19 @@ def curves_reading(results: dict) -> list[str]:
                 gap = s[f"{arm}_peak_psnr_median"] - s[f"{arm}_stop_psnr_median"]
             budget = max((c["iterations"] for c in _cases(results, setting, arm)), default=0)
             late = sum(c["peak_iteration"] >= 0.95 * c["iterations"] for c in _cases(results, setting, arm))
+            to_target = s.get("iterations_to_target_random_median") if arm == "random" else None
             out.append(
                 f"**{setting}** ({n} images×seeds, {arm} init only): median peak "
                 f"{_fmt(s.get(f'{arm}_peak_psnr_median'))} dB at iteration "
                 f"{_iters(s.get(f'{arm}_peak_iteration_median'))}; it is within 0.5 dB of its peak after "
-                f"{_iters(s.get('iterations_to_target_random_median') if arm == 'random' else None)} iterations; "
+                f"{_iters(to_target)} iterations; "
                 f"the stopping rule stops at {_iters(s.get(f'{arm}_stop_iteration_median'))} with "
                 f"{_fmt(s.get(f'{arm}_stop_psnr_median'))} dB ({_fmt(gap)} dB below the peak)."
-                + (f" {late} of {n} runs still improve at the end of the {budget}-iteration budget." if late else "")
+                + (
+                    f" {late} of {n} runs still improve at the end of the {budget}-iteration budget."
+                    if late
+                    else ""
+                )
             )
     return out
 
@@ -425,21 +512,31 @@ def curves_reading(results: dict) -> list[str]:
 def speedup_reading(results: dict) -> str:
     overall = results["summary"]["overall"]
     by_setting = results["summary"]["by_setting"]
-    ranked = sorted(((s, v["speedup_median"]) for s, v in by_setting.items() if v.get("speedup_median") is not None),
-                    key=lambda item: item[1])
+    ranked = sorted(
+        ((s, v["speedup_median"]) for s, v in by_setting.items() if v.get("speedup_median") is not None),
+        key=lambda item: item[1],
+    )
     if not ranked:
         return ""
     never = sum(1 for c in results["cases"] if c["init"] == "meta" and c.get("iterations_to_target") is None)
-    text = (f"Over all {overall['n_pairs']} pairs the median speedup is ×{_fmt(overall['speedup_median'], 1)} "
-            f"(IQR {_fmt(overall['speedup_iqr'], 1)}, quartiles {_fmt(overall['speedup_q25'], 1)}–"
-            f"{_fmt(overall['speedup_q75'], 1)}); in wall-clock time ×{_fmt(overall['wall_clock_ratio_median'], 1)} "
-            f"(meta {_fmt(overall.get('meta_ms_per_iteration_median'), 1)} ms/iteration vs random "
-            f"{_fmt(overall.get('random_ms_per_iteration_median'), 1)}). ")
+    text = (
+        f"Over all {overall['n_pairs']} pairs the median speedup is ×{_fmt(overall['speedup_median'], 1)} "
+        f"(IQR {_fmt(overall['speedup_iqr'], 1)}, quartiles {_fmt(overall['speedup_q25'], 1)}–"
+        f"{_fmt(overall['speedup_q75'], 1)}); in wall-clock time "
+        f"×{_fmt(overall['wall_clock_ratio_median'], 1)} "
+        f"(meta {_fmt(overall.get('meta_ms_per_iteration_median'), 1)} ms/iteration vs random "
+        f"{_fmt(overall.get('random_ms_per_iteration_median'), 1)}). "
+    )
     if len(ranked) > 1:
-        text += (f"Largest for {ranked[-1][0]} (×{_fmt(ranked[-1][1], 1)}), smallest for {ranked[0][0]} "
-                 f"(×{_fmt(ranked[0][1], 1)}). ")
-    text += (f"Meta never reached random's target in {never} of {overall['n_pairs']} pairs (counted as 0)."
-             if never else "Meta reached random's target in every pair.")
+        text += (
+            f"Largest for {ranked[-1][0]} (×{_fmt(ranked[-1][1], 1)}), smallest for {ranked[0][0]} "
+            f"(×{_fmt(ranked[0][1], 1)}). "
+        )
+    text += (
+        f"Meta never reached random's target in {never} of {overall['n_pairs']} pairs (counted as 0)."
+        if never
+        else "Meta reached random's target in every pair."
+    )
     below = [s for s, v in ranked if v < 1]
     if below:
         text += f" Meta was slower than random (median < 1) for: {', '.join(below)}."
@@ -451,18 +548,25 @@ def grid_reading(results: dict, setting: str) -> str:
     baselines = s.get("baselines_median") or {}
     parts = []
     if s.get("n_pairs"):
-        parts.append(f"At the stopping rule's output the median PSNR is {_fmt(s.get('meta_stop_psnr_median'))} dB "
-                     f"for meta and {_fmt(s.get('random_stop_psnr_median'))} dB for random "
-                     f"(Δ {_signed(s.get('delta_stop_median'))} dB), stopping at a median iteration of "
-                     f"{_iters(s.get('meta_stop_iteration_median'))} vs "
-                     f"{_iters(s.get('random_stop_iteration_median'))}.")
+        parts.append(
+            f"At the stopping rule's output the median PSNR is {_fmt(s.get('meta_stop_psnr_median'))} dB "
+            f"for meta and {_fmt(s.get('random_stop_psnr_median'))} dB for random "
+            f"(Δ {_signed(s.get('delta_stop_median'))} dB), stopping at a median iteration of "
+            f"{_iters(s.get('meta_stop_iteration_median'))} vs "
+            f"{_iters(s.get('random_stop_iteration_median'))}."
+        )
     else:
         arm = "random" if s.get("random_stop_psnr_median") is not None else "meta"
-        parts.append(f"At the stopping rule's output the median PSNR is {_fmt(s.get(f'{arm}_stop_psnr_median'))} dB "
-                     f"(iteration {_iters(s.get(f'{arm}_stop_iteration_median'))}).")
+        parts.append(
+            f"At the stopping rule's output the median PSNR is {_fmt(s.get(f'{arm}_stop_psnr_median'))} dB "
+            f"(iteration {_iters(s.get(f'{arm}_stop_iteration_median'))})."
+        )
     if baselines:
-        parts.append("Context on the same measurements: " + ", ".join(
-            f"{name.replace('_', ' ')} {_fmt(v)} dB" for name, v in baselines.items()) + ".")
+        parts.append(
+            "Context on the same measurements: "
+            + ", ".join(f"{name.replace('_', ' ')} {_fmt(v)} dB" for name, v in baselines.items())
+            + "."
+        )
     return " ".join(parts)
 
 
@@ -478,13 +582,17 @@ def spectral_reading(results: dict, setting: str) -> str:
         spectral = case["spectral"]
         low, high = _first_below(spectral, 0, 0.2), _first_below(spectral, bands - 1, 0.5)
         final = spectral["band_error"][-1]
-        low_text = (f"falls below 0.2 at iteration {low}" if low is not None
-                    else "never falls below 0.2")
-        high_text = (f"the highest band's falls below 0.5 at iteration {high}" if high is not None
-                     else "the highest band's never gets below 0.5")
+        low_text = f"falls below 0.2 at iteration {low}" if low is not None else "never falls below 0.2"
+        high_text = (
+            f"the highest band's falls below 0.5 at iteration {high}"
+            if high is not None
+            else "the highest band's never gets below 0.5"
+        )
         sentences.append(
-            f"{LABELS[arm].capitalize()}: the lowest band's relative error {low_text}, {high_text}; at iteration "
-            f"{spectral['iterations'][-1]} they are {_fmt(final[0])} and {_fmt(final[-1])}.")
+            f"{LABELS[arm].capitalize()}: the lowest band's relative error {low_text}, {high_text}; "
+            f"at iteration "
+            f"{spectral['iterations'][-1]} they are {_fmt(final[0])} and {_fmt(final[-1])}."
+        )
     if len(cases) == 2:
         r, m = cases[0][1]["spectral"], cases[1][1]["spectral"]
         common = [i for i in r["iterations"] if i in m["iterations"]]
@@ -493,28 +601,43 @@ def spectral_reading(results: dict, setting: str) -> str:
             it = early[0]
             re_row = r["band_error"][r["iterations"].index(it)]
             me_row = m["band_error"][m["iterations"].index(it)]
-            better = sum(1 for a, b in zip(me_row, re_row, strict=True)
-                         if a is not None and b is not None and a < b - 0.01)
-            worse = sum(1 for a, b in zip(me_row, re_row, strict=True)
-                        if a is not None and b is not None and a > b + 0.01)
+            better = sum(
+                1
+                for a, b in zip(me_row, re_row, strict=True)
+                if a is not None and b is not None and a < b - 0.01
+            )
+            worse = sum(
+                1
+                for a, b in zip(me_row, re_row, strict=True)
+                if a is not None and b is not None and a > b + 0.01
+            )
             sentences.append(
-                f"At iteration {it} meta is closer to the clean image in {better} of {bands} bands and further in "
-                f"{worse} (lowest band {_fmt(me_row[0])} vs {_fmt(re_row[0])} for random, highest {_fmt(me_row[-1])} "
-                f"vs {_fmt(re_row[-1])}).")
+                f"At iteration {it} meta is closer to the clean image in {better} of {bands} bands "
+                f"and further in "
+                f"{worse} (lowest band {_fmt(me_row[0])} vs {_fmt(re_row[0])} for random, highest "
+                f"{_fmt(me_row[-1])} "
+                f"vs {_fmt(re_row[-1])})."
+            )
         end_r, end_m = r["band_error"][-1][-1], m["band_error"][-1][-1]
         if end_r is not None and end_m is not None:
             family = first.get("family", "")
             if end_m > end_r + 0.02:
                 sentences.append(
-                    f"At the end of the budget meta's highest band is further from the clean image than random's "
+                    f"At the end of the budget meta's highest band is further from the clean image "
+                    f"than random's "
                     f"({_fmt(end_m)} vs {_fmt(end_r)})"
-                    + (": it has fitted more of the noise." if family == "denoise" else "."))
+                    + (": it has fitted more of the noise." if family == "denoise" else ".")
+                )
             elif end_m < end_r - 0.02:
-                sentences.append(f"At the end of the budget meta's highest band is closer to the clean image than "
-                                 f"random's ({_fmt(end_m)} vs {_fmt(end_r)}).")
+                sentences.append(
+                    f"At the end of the budget meta's highest band is closer to the clean image than "
+                    f"random's ({_fmt(end_m)} vs {_fmt(end_r)})."
+                )
             else:
-                sentences.append(f"At the end of the budget both arms' highest band errors are about equal "
-                                 f"({_fmt(end_m)} vs {_fmt(end_r)}).")
+                sentences.append(
+                    f"At the end of the budget both arms' highest band errors are about equal "
+                    f"({_fmt(end_m)} vs {_fmt(end_r)})."
+                )
     return " ".join(sentences)
 
 
@@ -525,32 +648,46 @@ def _summary_table(results: dict) -> list[str]:
     by_setting = results["summary"]["by_setting"]
     with_meta = any(v.get("n_pairs") for v in by_setting.values())
     if with_meta:
-        header = ("| setting | tag | in training? | n | random peak | meta peak | Δ peak | Δ stop | iters to target "
-                  "(random → meta) | speedup median [IQR] | wall-clock ratio |")
+        header = (
+            "| setting | tag | in training? | n | random peak | meta peak | Δ peak | Δ stop | iters "
+            "to target "
+            "(random → meta) | speedup median [IQR] | wall-clock ratio |"
+        )
         lines = [header, "|" + "---|" * 11]
         for name, s in by_setting.items():
             lines.append(
-                f"| {name} | {s.get('tag') or ''} | {s.get('coverage') or '?'} | {s['n_cases']} | {_fmt(s.get('random_peak_psnr_median'))} | "
+                f"| {name} | {s.get('tag') or ''} | {s.get('coverage') or '?'} | {s['n_cases']} | "
+                f"{_fmt(s.get('random_peak_psnr_median'))} | "
                 f"{_fmt(s.get('meta_peak_psnr_median'))} | {_signed(s.get('delta_peak_median'))} | "
-                f"{_signed(s.get('delta_stop_median'))} | {_iters(s.get('iterations_to_target_random_median'))} → "
+                f"{_signed(s.get('delta_stop_median'))} | "
+                f"{_iters(s.get('iterations_to_target_random_median'))} → "
                 f"{_iters(s.get('iterations_to_target_meta_median'))} | ×{_fmt(s.get('speedup_median'), 1)} "
-                f"[{_fmt(s.get('speedup_iqr'), 1)}] | ×{_fmt(s.get('wall_clock_ratio_median'), 1)} |")
+                f"[{_fmt(s.get('speedup_iqr'), 1)}] | ×{_fmt(s.get('wall_clock_ratio_median'), 1)} |"
+            )
         o = results["summary"]["overall"]
-        lines.append(f"| **overall** | | | {o['n_cases']} | {_fmt(o.get('random_peak_psnr_median'))} | "
-                     f"{_fmt(o.get('meta_peak_psnr_median'))} | {_signed(o.get('delta_peak_median'))} | "
-                     f"{_signed(o.get('delta_stop_median'))} | {_iters(o.get('iterations_to_target_random_median'))} "
-                     f"→ {_iters(o.get('iterations_to_target_meta_median'))} | ×{_fmt(o.get('speedup_median'), 1)} "
-                     f"[{_fmt(o.get('speedup_iqr'), 1)}] | ×{_fmt(o.get('wall_clock_ratio_median'), 1)} |")
+        lines.append(
+            f"| **overall** | | | {o['n_cases']} | {_fmt(o.get('random_peak_psnr_median'))} | "
+            f"{_fmt(o.get('meta_peak_psnr_median'))} | {_signed(o.get('delta_peak_median'))} | "
+            f"{_signed(o.get('delta_stop_median'))} | {_iters(o.get('iterations_to_target_random_median'))} "
+            f"→ {_iters(o.get('iterations_to_target_meta_median'))} | ×{_fmt(o.get('speedup_median'), 1)} "
+            f"[{_fmt(o.get('speedup_iqr'), 1)}] | ×{_fmt(o.get('wall_clock_ratio_median'), 1)} |"
+        )
     else:
         arm = _arms(results)[0]
-        lines = [f"| setting | tag | n | {arm} peak | peak iteration | iters to peak − 0.5 dB | stop iteration | "
-                 "stop PSNR |", "|" + "---|" * 8]
+        lines = [
+            f"| setting | tag | n | {arm} peak | peak iteration | iters to peak − 0.5 dB | stop iteration | "
+            "stop PSNR |",
+            "|" + "---|" * 8,
+        ]
         for name, s in by_setting.items():
             lines.append(
-                f"| {name} | {s.get('tag') or ''} | {s['n_cases']} | {_fmt(s.get(f'{arm}_peak_psnr_median'))} | "
+                f"| {name} | {s.get('tag') or ''} | {s['n_cases']} | "
+                f"{_fmt(s.get(f'{arm}_peak_psnr_median'))} | "
                 f"{_iters(s.get(f'{arm}_peak_iteration_median'))} | "
                 f"{_iters(s.get('iterations_to_target_random_median'))} | "
-                f"{_iters(s.get(f'{arm}_stop_iteration_median'))} | {_fmt(s.get(f'{arm}_stop_psnr_median'))} |")
+                f"{_iters(s.get(f'{arm}_stop_iteration_median'))} | "
+                f"{_fmt(s.get(f'{arm}_stop_psnr_median'))} |"
+            )
     return lines
 
 
@@ -560,13 +697,23 @@ def _baseline_table(results: dict) -> list[str]:
     if not names:
         return []
     arms = _arms(results)
-    header = "| setting | " + " | ".join(f"DIP {a} @ stop" for a in arms) + " | " + " | ".join(
-        n.replace("_", " ") for n in names) + " |"
+    header = (
+        "| setting | "
+        + " | ".join(f"DIP {a} @ stop" for a in arms)
+        + " | "
+        + " | ".join(n.replace("_", " ") for n in names)
+        + " |"
+    )
     lines = [header, "|" + "---|" * (1 + len(arms) + len(names))]
     for setting, s in by_setting.items():
         base = s.get("baselines_median") or {}
-        lines.append(f"| {setting} | " + " | ".join(_fmt(s.get(f"{a}_stop_psnr_median")) for a in arms) + " | "
-                     + " | ".join(_fmt(base.get(n)) for n in names) + " |")
+        lines.append(
+            f"| {setting} | "
+            + " | ".join(_fmt(s.get(f"{a}_stop_psnr_median")) for a in arms)
+            + " | "
+            + " | ".join(_fmt(base.get(n)) for n in names)
+            + " |"
+        )
     return lines
 
 
@@ -578,16 +725,22 @@ def write_markdown(results: dict, out: Path, figures: dict) -> Path:
     if config.get("description"):
         lines += [config["description"], ""]
     if "meta" in arms:
-        lines.append(f"Meta-learned init **{init.get('name')}** (sha256 `{str(init.get('sha256'))[:16]}…`; "
-                     f"{init.get('card') or ''}) against random init on the same architecture "
-                     f"(`{(init.get('arch') or {}).get('name', 'custom')}`), each with its own recipe.")
+        lines.append(
+            f"Meta-learned init **{init.get('name')}** (sha256 `{str(init.get('sha256'))[:16]}…`; "
+            f"{init.get('card') or ''}) against random init on the same architecture "
+            f"(`{(init.get('arch') or {}).get('name', 'custom')}`), each with its own recipe."
+        )
     else:
-        lines.append(f"Random init only (`{config.get('random', {}).get('arch')}`, the DIP paper's recipe): "
-                     "no meta-learned init was given.")
+        lines.append(
+            f"Random init only (`{config.get('random', {}).get('arch')}`, the DIP paper's recipe): "
+            "no meta-learned init was given."
+        )
     lines += [
         "",
-        f"Images: {', '.join(config.get('images', []))}; sizes {', '.join(f'{s} px' for s in config.get('sizes', []))};"
-        f" seeds {', '.join(map(str, config.get('seeds', [])))}; budget {', '.join(map(str, config['iterations']))}"
+        f"Images: {', '.join(config.get('images', []))}; sizes "
+        f"{', '.join(f'{s} px' for s in config.get('sizes', []))};"
+        f" seeds {', '.join(map(str, config.get('seeds', [])))}; budget "
+        f"{', '.join(map(str, config['iterations']))}"
         f" iterations (fixed; PSNR/SSIM recorded every iteration); watched stopping rule "
         f"`{config.get('stop_rule')}` (no ground truth). Device {config.get('device')}, "
         f"{config.get('threads')} threads; {config.get('date')}.",
@@ -597,53 +750,98 @@ def write_markdown(results: dict, out: Path, figures: dict) -> Path:
     ]
     for note in config.get("notes", []):
         lines.append(f"> {note}")
-    lines += ["", "## Summary", "",
-              "PSNR in dB (medians over images × seeds). *Target* = random init's peak − "
-              f"{config.get('margin_db', 0.5)} dB; *speedup* = iterations random needs to first reach it ÷ iterations"
-              " meta needs (0 when meta never does); Δ = meta − random; *stop* = the output of the no-ground-truth "
-              "rule.", ""]
+    lines += [
+        "",
+        "## Summary",
+        "",
+        "PSNR in dB (medians over images × seeds). *Target* = random init's peak − "
+        f"{config.get('margin_db', 0.5)} dB; *speedup* = iterations random needs to first reach it "
+        f"÷ iterations"
+        " meta needs (0 when meta never does); Δ = meta − random; *stop* = the output of the no-ground-truth "
+        "rule.",
+        "",
+    ]
     lines += _summary_table(results)
     lines += [""]
     lines += ["## Convergence", "", f"![PSNR vs iteration]({figures['curves'].name})", ""]
     lines += [f"- {sentence}" for sentence in curves_reading(results)]
     lines += [""]
     if "speedup" in figures:
-        lines += ["## Speedup", "", f"![speedup per setting]({figures['speedup'].name})", "",
-                  speedup_reading(results), ""]
+        lines += [
+            "## Speedup",
+            "",
+            f"![speedup per setting]({figures['speedup'].name})",
+            "",
+            speedup_reading(results),
+            "",
+        ]
     elif "convergence" in figures:
-        lines += ["## Iterations to converge", "", f"![iterations to target]({figures['convergence'].name})", "",
-                  "Without a meta-learned init there is no speedup to show; the figure gives the iteration budget "
-                  "random init needs, the quantity a meta init has to beat.", ""]
+        lines += [
+            "## Iterations to converge",
+            "",
+            f"![iterations to target]({figures['convergence'].name})",
+            "",
+            "Without a meta-learned init there is no speedup to show; the figure gives the iteration budget "
+            "random init needs, the quantity a meta init has to beat.",
+            "",
+        ]
     lines += ["## Reconstructions", ""]
     for setting in settings(results):
         figure = figures.get(f"grid:{setting}")
         if figure is None:
             continue
-        lines += [f"### {setting}", "", f"![{setting}]({figure.name})", "", grid_reading(results, setting), ""]
-    lines += ["## Spectral view", "",
-              "Radially averaged power spectrum of the reconstruction at a few iterations against the clean image and "
-              "the measurement (top), and the relative error ‖F(x̂) − F(x)‖/‖F(x)‖ in each radial frequency band "
-              "over iterations (bottom; log-spaced columns) — which frequencies each init gets right, and when.", ""]
+        lines += [
+            f"### {setting}",
+            "",
+            f"![{setting}]({figure.name})",
+            "",
+            grid_reading(results, setting),
+            "",
+        ]
+    lines += [
+        "## Spectral view",
+        "",
+        "Radially averaged power spectrum of the reconstruction at a few iterations against the "
+        "clean image and "
+        "the measurement (top), and the relative error ‖F(x̂) − F(x)‖/‖F(x)‖ in each radial frequency band "
+        "over iterations (bottom; log-spaced columns) — which frequencies each init gets right, and when.",
+        "",
+    ]
     for setting in settings(results):
         figure = figures.get(f"spectral:{setting}")
         if figure is None:
             continue
-        lines += [f"### {setting}", "", f"![spectral view {setting}]({figure.name})", "",
-                  spectral_reading(results, setting), ""]
+        lines += [
+            f"### {setting}",
+            "",
+            f"![spectral view {setting}]({figure.name})",
+            "",
+            spectral_reading(results, setting),
+            "",
+        ]
     baseline_lines = _baseline_table(results)
     if baseline_lines:
-        lines += ["## Context baselines", "",
-                  "Median PSNR (dB) on the same measurements: the measurement itself (or bicubic upsampling / "
-                  "zero-filled back-projection), TV (`denoise_tv_chambolle`, weight = σ/255) for denoising, BM3D "
-                  "when the optional `bm3d` package is installed.", ""]
+        lines += [
+            "## Context baselines",
+            "",
+            "Median PSNR (dB) on the same measurements: the measurement itself (or bicubic upsampling / "
+            "zero-filled back-projection), TV (`denoise_tv_chambolle`, weight = σ/255) for denoising, BM3D "
+            "when the optional `bm3d` package is installed.",
+            "",
+        ]
         lines += baseline_lines + [""]
     versions = config.get("versions", {})
-    lines += ["## Configuration", "",
-              "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform") + ".",
-              f"Platform: {versions.get('platform', '?')}.", "",
-              "Files: `results.json` (every curve; keys documented in `metadip/evaluation.py`), `results.csv` "
-              "(one row per case), `config.toml` (re-run with `metadip evaluate --config config.toml`), `images/`, "
-              "`cases/` (the resume cache).", ""]
+    lines += [
+        "## Configuration",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform") + ".",
+        f"Platform: {versions.get('platform', '?')}.",
+        "",
+        "Files: `results.json` (every curve; keys documented in `metadip/evaluation.py`), `results.csv` "
+        "(one row per case), `config.toml` (re-run with `metadip evaluate --config config.toml`), `images/`, "
+        "`cases/` (the resume cache).",
+        "",
+    ]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path

@@ -3,9 +3,9 @@
 DIP fits low spatial frequencies before high ones (its "spectral bias"); a meta-learned init may start with
 the low frequencies already right, or fit the high ones sooner. Two measures show it:
 
-* :func:`radial_power_spectrum` — the power |FFT|² averaged over rings of equal radial frequency (cycles per
-  pixel, 0 … 0.5; DC left out), mean over channels. With the orthonormal FFT, white noise of variance σ² has a flat
-  spectrum at σ²; natural images fall off roughly as 1/f².
+* :func:`radial_power_spectrum` — the power |FFT|² averaged over rings of equal radial frequency (cycles
+  per pixel, 0 … 0.5; DC left out), mean over channels. With the orthonormal FFT, white noise of variance σ²
+  has a flat spectrum at σ²; natural images fall off roughly as 1/f².
 * :func:`band_relative_error` — for ``n_bands`` equal-width radial bands, ‖F(x̂) − F(x)‖ / ‖F(x)‖ over the
   frequencies in each band: 0 for a perfect reconstruction, 1 for an estimate that has nothing of the band (or
   is as wrong as the band is strong).
@@ -80,7 +80,7 @@ def radial_power_spectrum(image, n_bins: int | None = None) -> tuple[np.ndarray,
 
 
 def band_edges(n_bands: int = DEFAULT_BANDS) -> np.ndarray:
-    """The ``n_bands + 1`` edges (cycles per pixel) of the radial bands; the last band also takes |f| > 0.5."""
+    """The ``n_bands + 1`` edges (cycles/pixel) of the radial bands; the last band also takes |f| > 0.5."""
     return np.linspace(0.0, 0.5, n_bands + 1)
 
 
@@ -116,8 +116,15 @@ class SpectralRecorder:
     """``callback(iteration, estimate, row, raw)`` recording the band errors and the power spectrum of the
     estimate at ``iterations`` (default: log-spaced up to ``budget``)."""
 
-    def __init__(self, reference: torch.Tensor, budget: int, *, n_bands: int = DEFAULT_BANDS,
-                 iterations: list[int] | None = None, n_bins: int | None = None) -> None:
+    def __init__(
+        self,
+        reference: torch.Tensor,
+        budget: int,
+        *,
+        n_bands: int = DEFAULT_BANDS,
+        iterations: list[int] | None = None,
+        n_bins: int | None = None,
+    ) -> None:
         self.reference = reference.detach().to("cpu", torch.float32)
         self.n_bands = int(n_bands)
         self.n_bins = n_bins
@@ -138,8 +145,8 @@ class SpectralRecorder:
         self.power.append([float(p) for p in power])
 
     def to_dict(self, digits: int = 5) -> dict:
-        """JSON-ready record: ``iterations``, ``band_edges``, ``band_error`` [iteration][band], ``frequencies``,
-        ``power`` [iteration][bin] (rounded to ``digits`` significant digits)."""
+        """JSON-ready record: ``iterations``, ``band_edges``, ``band_error`` [iteration][band],
+        ``frequencies``, ``power`` [iteration][bin] (rounded to ``digits`` significant digits)."""
         return {
             "iterations": list(self.iterations),
             "band_edges": [round(float(e), 6) for e in band_edges(self.n_bands)],
@@ -158,4 +165,7 @@ def _sig(value: float, digits: int) -> float | None:
 def spectrum_record(image, n_bins: int | None = None, digits: int = 5) -> dict:
     """``{"frequencies": [...], "power": [...]}`` of one image, JSON-ready."""
     freqs, power = radial_power_spectrum(image, n_bins)
-    return {"frequencies": [round(float(f), 6) for f in freqs], "power": [_sig(float(p), digits) for p in power]}
+    return {
+        "frequencies": [round(float(f), 6) for f in freqs],
+        "power": [_sig(float(p), digits) for p in power],
+    }

@@ -18,11 +18,17 @@ from metadip.cli_evaluate import evaluate
 from metadip.errors import MetadipError
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {"kind": "skip", "name": "tiny", "in_channels": 4, "channels_down": [4, 4], "channels_up": [4, 4],
-        "channels_skip": [2, 2]}
+TINY = {
+    "kind": "skip",
+    "name": "tiny",
+    "in_channels": 4,
+    "channels_down": [4, 4],
+    "channels_up": [4, 4],
+    "channels_skip": [2, 2],
+}
 
 
-# ----------------------------------------------------------------------------------------------- synthetic curves
+# ------------------------------------------------------------------------------------------- synthetic curves
 
 
 def rising(peak: float, at: int, length: int, start: float = 10.0) -> list[float]:
@@ -38,17 +44,31 @@ def rising(peak: float, at: int, length: int, start: float = 10.0) -> list[float
 
 def case(init, psnr, pair="p", ms=10.0, stop_psnr=None, image="img", operator="denoise:sigma=25", seed=0):
     peak = int(np.argmax(psnr))
-    return {"pair_key": pair, "init": init, "psnr": psnr, "peak_psnr": psnr[peak], "peak_iteration": peak + 1,
-            "stop_psnr": psnr[-1] if stop_psnr is None else stop_psnr, "stop_iteration": len(psnr),
-            "ms_per_iteration": ms, "image": image, "seed": seed, "operator": operator, "family": "denoise",
-            "size": 32, "tag": "", "baselines": {"tv": 20.0}}
+    return {
+        "pair_key": pair,
+        "init": init,
+        "psnr": psnr,
+        "peak_psnr": psnr[peak],
+        "peak_iteration": peak + 1,
+        "stop_psnr": psnr[-1] if stop_psnr is None else stop_psnr,
+        "stop_iteration": len(psnr),
+        "ms_per_iteration": ms,
+        "image": image,
+        "seed": seed,
+        "operator": operator,
+        "family": "denoise",
+        "size": 32,
+        "tag": "",
+        "baselines": {"tv": 20.0},
+    }
 
 
 def test_pair_statistics_speedup_peak_stop():
     random_curve = rising(30.0, 100, 200)  # target 29.5 first reached at iteration ceil(100*19.5/20) = 98
     meta_curve = rising(31.0, 20, 200)  # 29.5 reached at iteration ceil(20*19.5/21) = 19
-    stats = evaluation.pair_statistics(case("random", random_curve, stop_psnr=29.0),
-                                       case("meta", meta_curve, ms=20.0, stop_psnr=29.6))
+    stats = evaluation.pair_statistics(
+        case("random", random_curve, stop_psnr=29.0), case("meta", meta_curve, ms=20.0, stop_psnr=29.6)
+    )
     assert stats["target_psnr"] == pytest.approx(29.5)
     assert stats["iterations_random"] == 98 and stats["iterations_meta"] == 19
     assert stats["speedup"] == pytest.approx(98 / 19)
@@ -60,13 +80,14 @@ def test_pair_statistics_speedup_peak_stop():
 def test_never_reached_counts_as_zero_and_iqr():
     random_curve = rising(30.0, 100, 200)
     cases = []
-    # four pairs: meta never reaches (0), and speedups 2, 4, 6 (meta reaches the target at 49, 24.5→25, 16.3→17)
+    # four pairs: meta never reaches the target (speedup 0), and three that do
     for key, meta_at in (("a", None), ("b", 50), ("c", 25), ("d", 17)):
         meta_curve = rising(25.0, 100, 200) if meta_at is None else rising(30.0, meta_at, 200)
         cases += [case("random", random_curve, pair=key), case("meta", meta_curve, pair=key)]
     summary = evaluation.summarize(cases)
-    speedups = sorted(evaluation.pair_statistics(c, m)["speedup"]
-                      for c, m in zip(cases[0::2], cases[1::2], strict=True))
+    speedups = sorted(
+        evaluation.pair_statistics(c, m)["speedup"] for c, m in zip(cases[0::2], cases[1::2], strict=True)
+    )
     assert speedups[0] == 0.0 and len(speedups) == 4  # counted, never dropped
     assert summary["n_cases"] == 4 and summary["n_pairs"] == 4
     assert summary["speedup_median"] == pytest.approx(round(float(np.median(speedups)), 4))
@@ -86,9 +107,12 @@ def test_median_iterations_with_never():
 
 def test_build_summary_groups():
     random_curve = rising(30.0, 100, 150)
-    cases = [case("random", random_curve, pair="1"), case("meta", rising(30.0, 10, 150), pair="1"),
-             case("random", random_curve, pair="2", operator="inpaint:ratio=0.5"),
-             case("meta", rising(30.0, 50, 150), pair="2", operator="inpaint:ratio=0.5")]
+    cases = [
+        case("random", random_curve, pair="1"),
+        case("meta", rising(30.0, 10, 150), pair="1"),
+        case("random", random_curve, pair="2", operator="inpaint:ratio=0.5"),
+        case("meta", rising(30.0, 50, 150), pair="2", operator="inpaint:ratio=0.5"),
+    ]
     for c in cases[2:]:
         c["family"] = "inpaint"
     summary = evaluation.build_summary(cases)
@@ -98,10 +122,11 @@ def test_build_summary_groups():
         assert set(evaluation.SUMMARY_KEYS) <= set(entry)
         assert entry["n_cases"] == 1
     assert summary["by_setting"]["inpaint:ratio=0.5 @ 32px"]["speedup_median"] == pytest.approx(
-        evaluation.pair_statistics(cases[2], cases[3])["speedup"], abs=1e-4)
+        evaluation.pair_statistics(cases[2], cases[3])["speedup"], abs=1e-4
+    )
 
 
-# ----------------------------------------------------------------------------------------------------- spectral
+# --------------------------------------------------------------------------------------------------- spectral
 
 
 def test_white_noise_power_spectrum_is_flat():
@@ -150,7 +175,7 @@ def test_log_spaced_iterations_and_recorder():
     assert len(data["power"][0]) == len(data["frequencies"]) == 8
 
 
-# ------------------------------------------------------------------------------------------------ configuration
+# ---------------------------------------------------------------------------------------------- configuration
 
 
 def test_quick_suite_file_matches_quick_option():
@@ -165,11 +190,21 @@ def test_suites_parse(name):
 
 
 def test_config_toml_round_trip(tmp_path):
-    config = evaluation.EvalConfig(runs=(evaluation.RunSpec(operators=("denoise:sigma=25", "deblur:kernel=gauss,width=2"),
-                                                            images="camera,coffee", size=32, iterations=7, seeds=2,
-                                                            tag="seen"),
-                                         evaluation.RunSpec(operators=("fourier:ratio=0.3",), max_images=1)),
-                                   init="random", description='a "quoted" text')
+    config = evaluation.EvalConfig(
+        runs=(
+            evaluation.RunSpec(
+                operators=("denoise:sigma=25", "deblur:kernel=gauss,width=2"),
+                images="camera,coffee",
+                size=32,
+                iterations=7,
+                seeds=2,
+                tag="seen",
+            ),
+            evaluation.RunSpec(operators=("fourier:ratio=0.3",), max_images=1),
+        ),
+        init="random",
+        description='a "quoted" text',
+    )
     path = tmp_path / "c.toml"
     path.write_text(config.to_toml("header"))
     assert evaluation.load_suite(path) == config
@@ -203,8 +238,15 @@ def test_baselines(tiny_rgb):
 
 
 def test_coverage():
-    training = {"tasks": {"weights": {"denoise": 1.0, "inpaint": 1.0, "fourier": 0.0}, "denoise_sigma": [10, 50],
-                          "noise_sigma": [0, 5], "inpaint_ratio": [0.3, 0.8], "inpaint_holes": ["pixels"]}}
+    training = {
+        "tasks": {
+            "weights": {"denoise": 1.0, "inpaint": 1.0, "fourier": 0.0},
+            "denoise_sigma": [10, 50],
+            "noise_sigma": [0, 5],
+            "inpaint_ratio": [0.3, 0.8],
+            "inpaint_holes": ["pixels"],
+        }
+    }
     assert evaluation.coverage("denoise:sigma=25", training) == "seen"
     assert evaluation.coverage("denoise:sigma=75", training) == "unseen sigma"
     assert evaluation.coverage("inpaint:holes=blocks", training) == "unseen holes"
@@ -213,15 +255,25 @@ def test_coverage():
 
 
 def test_images_refuse_training_images(tmp_path):
-    arm = evaluation.Arm(label="meta", init="x", arch=None, name="x", sha256="s", arch_config={}, inner={},
-                         training={"train_images": ["coins"], "held_out_images": ["camera"],
-                                   "image_source": "samples"})
+    arm = evaluation.Arm(
+        label="meta",
+        init="x",
+        arch=None,
+        name="x",
+        sha256="s",
+        arch_config={},
+        inner={},
+        training={"train_images": ["coins"], "held_out_images": ["camera"], "image_source": "samples"},
+    )
     assert [i.name for i in evaluation.resolve_images("held-out", arm)] == ["camera"]
     with pytest.raises(MetadipError, match="meta-training set"):
         evaluation.resolve_images("coins", arm)
     with pytest.raises(MetadipError, match="neither a folder"):
         evaluation.resolve_images("no-such-image", None)
-    assert [i.name for i in evaluation.resolve_images("held-out", None, max_images=2)] == ["astronaut", "camera"]
+    assert [i.name for i in evaluation.resolve_images("held-out", None, max_images=2)] == [
+        "astronaut",
+        "camera",
+    ]
 
 
 # ----------------------------------------------------------------------------------------------- end to end
@@ -235,11 +287,29 @@ def tiny_checkpoint(tmp_path):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = build_generator(TINY, out_channels=3)
-    save_checkpoint(tmp_path / "tiny", net, arch_config=net.config, input_recipe=InputRecipe(channels=4, seed=3),
-                    inner={"optimizer": "adam", "lr": 0.01, "reg_noise_std": 1 / 30, "ema": 0.99, "iterations": 12,
-                           "stop": "wmv", "wmv": {"window": 4, "patience": 4}},
-                    training={"algorithm": "maml", "steps": 1, "image_source": "samples", "train_images": ["coins"],
-                              "held_out_images": ["camera"], "tasks": {"weights": {"denoise": 1.0}}})
+    save_checkpoint(
+        tmp_path / "tiny",
+        net,
+        arch_config=net.config,
+        input_recipe=InputRecipe(channels=4, seed=3),
+        inner={
+            "optimizer": "adam",
+            "lr": 0.01,
+            "reg_noise_std": 1 / 30,
+            "ema": 0.99,
+            "iterations": 12,
+            "stop": "wmv",
+            "wmv": {"window": 4, "patience": 4},
+        },
+        training={
+            "algorithm": "maml",
+            "steps": 1,
+            "image_source": "samples",
+            "train_images": ["coins"],
+            "held_out_images": ["camera"],
+            "tasks": {"weights": {"denoise": 1.0}},
+        },
+    )
     return tmp_path / "tiny"
 
 
@@ -258,9 +328,25 @@ def image_folder(tmp_path):
 
 def test_end_to_end_cli_and_resume(tmp_path, tiny_checkpoint, image_folder, monkeypatch):
     out = tmp_path / "eval"
-    args = ["--images", str(image_folder), "--operators", "denoise:sigma=25", "superres:factor=2",
-            "--init", str(tiny_checkpoint), "--size", "24", "--iterations", "12", "--seeds", "1", "--out", str(out),
-            "--device", "cpu"]
+    args = [
+        "--images",
+        str(image_folder),
+        "--operators",
+        "denoise:sigma=25",
+        "superres:factor=2",
+        "--init",
+        str(tiny_checkpoint),
+        "--size",
+        "24",
+        "--iterations",
+        "12",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     calls = []
     real = api.reconstruct
 
@@ -281,8 +367,9 @@ def test_end_to_end_cli_and_resume(tmp_path, tiny_checkpoint, image_folder, monk
         assert set(evaluation.CASE_KEYS) <= set(entry)
         assert entry["init"] in ("meta", "random") and len(entry["psnr"]) == len(entry["ssim"]) == 12
         assert entry["image"] in ("wide.png", "grey.jpg")
-        assert 1 <= entry["peak_iteration"] <= 12 and entry["peak_psnr"] == pytest.approx(max(entry["psnr"]),
-                                                                                             abs=1e-3)
+        assert 1 <= entry["peak_iteration"] <= 12 and entry["peak_psnr"] == pytest.approx(
+            max(entry["psnr"]), abs=1e-3
+        )
         assert math.isfinite(entry["stop_psnr"]) and entry["ms_per_iteration"] > 0
         assert entry["baselines"] and (out / entry["files"]["stop"]).is_file()
     summary = data["summary"]
@@ -302,15 +389,15 @@ def test_end_to_end_cli_and_resume(tmp_path, tiny_checkpoint, image_folder, monk
     report = (out / "report.md").read_text()
     assert "median of" in report and "spectral" in report.lower()
 
-    # resume: the same command does no DIP work and rewrites identical cases
+    # resume: the same command does no DIP work and gives the same cases
     calls.clear()
-    result = CliRunner().invoke(evaluate, args, catch_exceptions=False)
+    result = CliRunner().invoke(evaluate, [*args, "--no-report"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert calls == [] and "0 run, 8 already done" in result.output
     again = json.loads((out / "results.json").read_text())
     assert [c["psnr"] for c in again["cases"]] == [c["psnr"] for c in data["cases"]]
 
-    # a larger budget is a different case: only those re-run; the report rebuilds from results.json alone
+    # the report rebuilds from results.json and the stored images alone
     from metadip.report import build_report
 
     (out / "report.md").unlink()
@@ -322,9 +409,26 @@ def test_random_only_and_greedy_operators(tmp_path, monkeypatch):
     """--init random runs one arm and says so; --operators takes several words up to the next option."""
     monkeypatch.setattr(evaluation, "_auto_init", lambda: None)
     out = tmp_path / "r"
-    args = ["--init", "random", "--images", "astronaut", "--operators", "denoise:sigma=25", "inpaint:ratio=0.5",
-            "--size", "24", "--iterations", "6", "--seeds", "1", "--out", str(out), "--arch", "skip-slim",
-            "--no-report"]
+    args = [
+        "--init",
+        "random",
+        "--images",
+        "astronaut",
+        "--operators",
+        "denoise:sigma=25",
+        "inpaint:ratio=0.5",
+        "--size",
+        "24",
+        "--iterations",
+        "6",
+        "--seeds",
+        "1",
+        "--out",
+        str(out),
+        "--arch",
+        "skip-slim",
+        "--no-report",
+    ]
     result = CliRunner().invoke(evaluate, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "random-init arm only" in result.output
@@ -332,6 +436,37 @@ def test_random_only_and_greedy_operators(tmp_path, monkeypatch):
     assert {c["init"] for c in data["cases"]} == {"random"} and len(data["cases"]) == 2
     assert data["summary"]["overall"]["speedup_median"] is None
     assert data["config"]["options"]["run"][0]["operators"] == ["denoise:sigma=25", "inpaint:ratio=0.5"]
+
+
+def test_readme_table_touches_only_its_block(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_table", ROOT / "evaluate" / "readme_table.py")
+    readme_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme_table)
+    random_curve = rising(30.0, 100, 150)
+    cases = [case("random", random_curve, pair="1"), case("meta", rising(30.0, 10, 150), pair="1")]
+    results = {
+        "cases": cases,
+        "summary": evaluation.build_summary(cases),
+        "config": {"init": {"name": "tiny", "sha256": "ab" * 32}, "date": "today", "device": "cpu"},
+    }
+    (tmp_path / "results" / "default").mkdir(parents=True)
+    (tmp_path / "results" / "default" / "results.json").write_text(json.dumps(results))
+    readme = tmp_path / "README.md"
+    before, after = "# Title\n\nintro\n\n", "\n\n## Later\ntext\n"
+    readme.write_text(before + readme_table.BEGIN + "\nold table\n" + readme_table.END + after)
+    assert (
+        readme_table.main(["--update", "--results", str(tmp_path / "results"), "--readme", str(readme)]) == 0
+    )
+    text = readme.read_text()
+    assert text.startswith(before + readme_table.BEGIN) and text.endswith(readme_table.END + after)
+    assert "old table" not in text and "denoise:sigma=25 @ 32px" in text and "×9.8" in text
+    assert "(default/report.md)" in text
+    readme.write_text("no markers")
+    with pytest.raises(SystemExit):
+        readme_table.main(["--update", "--results", str(tmp_path / "results"), "--readme", str(readme)])
+    assert readme.read_text() == "no markers"
 
 
 def test_evaluate_registered_on_main_cli():
