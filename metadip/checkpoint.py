@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 import metadip
 from metadip.errors import MetadipError
+from metadip.stopping import DEFAULT_STOP
 from metadip.fileio import atomic_write_bytes, atomic_write_json
 from metadip.generators import InputRecipe, build_generator, default_input_recipe
 
@@ -324,7 +325,7 @@ def dip_recipe() -> dict:
         "reg_noise_std": dip.DEFAULT_REG_NOISE_STD,
         "ema": dip.DEFAULT_EMA,
         "iterations": dip.DEFAULT_ITERATIONS,
-        "stop": "wmv",
+        "stop": DEFAULT_STOP,
     }
 
 

@@ -129,7 +129,8 @@ class OnlineSettings:
     reg_noise_std: float | None = None
     ema: float = 0.99
     iterations: int = 3000
-    stop: str = "wmv"
+    stop: str = "holdout"
+    stop_patience: int | None = None
 
 
 @dataclass(frozen=True)
@@ -711,6 +712,7 @@ def run_pretrain(
             "ema": online.ema,
             "iterations": online.iterations,
             "stop": online.stop,
+            "stop_options": {online.stop: {"patience": online.stop_patience}} if online.stop_patience else {},
             "meta_inner_steps": config.inner.steps,
             "betas": [config.inner.beta1, config.inner.beta2],
             "eps": config.inner.eps,

@@ -462,7 +462,7 @@ def test_readme_table_touches_only_its_block(tmp_path):
     text = readme.read_text()
     assert text.startswith(before + readme_table.BEGIN) and text.endswith(readme_table.END + after)
     assert "old table" not in text and "denoise:sigma=25 @ 32px" in text and "×9.8" in text
-    assert "(default/report.md)" in text
+    assert "(results/default/report.md)" in text
     readme.write_text("no markers")
     with pytest.raises(SystemExit):
         readme_table.main(["--update", "--results", str(tmp_path / "results"), "--readme", str(readme)])
