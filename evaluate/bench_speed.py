@@ -199,6 +199,7 @@ def timed(steppers: list[DipStepper], iterations: int, warmup: int) -> list[dict
                 "ms_median": round(statistics.median(ms), 2),
                 "ms_q1": round(q[0], 2),
                 "ms_q3": round(q[2], 2),
+                "ms_min": round(ms[0], 2),
                 "iterations": len(ms),
             }
         )
@@ -274,6 +275,10 @@ def bench_reference(device: torch.device, sizes: list[int], quick: bool) -> list
                 "ours_prepared_ms": st_fast["ms_median"],
                 "ours_prepared_memory_format": s_fast.memory_format,
                 "ratio_ours_prepared_over_reference": round(st_fast["ms_median"] / st_ref["ms_median"], 3),
+                "ours_min_ms": st_ours["ms_min"],
+                "reference_min_ms": st_ref["ms_min"],
+                "ours_prepared_min_ms": st_fast["ms_min"],
+                "ratio_ours_over_reference_min": round(st_ours["ms_min"] / st_ref["ms_min"], 3),
                 "iterations": n,
                 "max_abs_output_diff": diff,
                 "params_ours": count_parameters(ours),
@@ -351,7 +356,7 @@ def to_markdown(report: dict) -> str:
         "",
         f"Machine: {m['cpu']}, {m['cpu_count']} CPU cores, torch {m['torch']} ({m['torch_threads']} "
         f"threads), Python {m['python']}, CUDA: {m['cuda'] or 'none'}. Date: {m['date']}. "
-        f"Command: `python evaluate/bench_speed.py`{' --quick' if report['settings']['quick'] else ''}.",
+        f"Command: `{report['settings']['command']}`.",
         "",
         "Note: the machine was shared with other processes (other engineers' tests and experiments) while "
         f"this ran: 1/5/15-minute load averages {m.get('load_average_at_start')} at the start and "
@@ -364,8 +369,9 @@ def to_markdown(report: dict) -> str:
         lines += [
             f"## Presets on {device}",
             "",
-            "| preset | params | size | NCHW ms/iter | channels_last ms/iter | channels_last speed-up |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| preset | params | size | NCHW ms/iter | channels_last ms/iter | channels_last speed-up "
+            "| NCHW min | channels_last min |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         rows = [r for r in report["presets"] if r["device"] == device]
         for arch in PRESETS:
@@ -377,7 +383,8 @@ def to_markdown(report: dict) -> str:
                 lines.append(
                     f"| {arch} | {a['params']:,} | {size} | {a['ms_median']:.1f} "
                     f"[{a['ms_q1']:.1f}–{a['ms_q3']:.1f}] | {b['ms_median']:.1f} "
-                    f"[{b['ms_q1']:.1f}–{b['ms_q3']:.1f}] | {a['ms_median'] / b['ms_median']:.2f}× |"
+                    f"[{b['ms_q1']:.1f}–{b['ms_q3']:.1f}] | {a['ms_median'] / b['ms_median']:.2f}× "
+                    f"| {a['ms_min']:.1f} | {b['ms_min']:.1f} |"
                 )
         lines.append("")
     lines += [
@@ -387,14 +394,19 @@ def to_markdown(report: dict) -> str:
         "the deep-image-prior repository assembles it (nested `nn.Sequential`, `Concat`, separate "
         "`ReflectionPad2d` layers, default `BatchNorm2d`, in-place LeakyReLU).",
         "",
-        "| device | size | ours ms/iter | reference ms/iter | ours / reference | ours via prepare_for_speed "
-        "| prepared / reference | max abs output diff | params (ours = reference) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Times are medians; the fastest single iteration of each (min, the least disturbed by other "
+        "processes) is given too.",
+        "",
+        "| device | size | ours ms/iter | reference ms/iter | ours / reference | ours / reference (min) "
+        "| ours via prepare_for_speed | prepared / reference | max abs output diff "
+        "| params (ours = reference) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["reference"]:
         lines.append(
             f"| {r['device']} | {r['size']} | {r['ours_ms']:.1f} | {r['reference_ms']:.1f} | "
-            f"{r['ratio_ours_over_reference']:.3f} | {r['ours_prepared_ms']:.1f} "
+            f"{r['ratio_ours_over_reference']:.3f} | {r['ratio_ours_over_reference_min']:.3f} "
+            f"({r['ours_min_ms']:.1f} / {r['reference_min_ms']:.1f}) | {r['ours_prepared_ms']:.1f} "
             f"({r['ours_prepared_memory_format']}) | {r['ratio_ours_prepared_over_reference']:.3f} | "
             f"{r['max_abs_output_diff']:.1e} | "
             f"{r['params_ours']:,} = {r['params_reference']:,} |"
@@ -409,12 +421,22 @@ def to_markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", default=str(ROOT / "evaluate" / "results"))
     parser.add_argument("--quick", action="store_true", help="2 iterations per configuration (smoke test)")
     parser.add_argument("--sizes", default="64,128,256")
     parser.add_argument("--no-cuda", action="store_true")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's own choice). On a CPU shared with other busy "
+        "processes use 1: multi-threaded kernels then stall on each other and timings become erratic.",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     ref_sizes = [s for s in sizes if s <= 128]
     devices = [torch.device("cpu")]
@@ -425,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {
         "machine": machine_info(),
         "settings": {
+            "command": "python evaluate/bench_speed.py" + ("".join(" " + a for a in argv) if argv else ""),
             "quick": args.quick,
             "sizes": sizes,
             "reference_sizes": ref_sizes,
