@@ -365,6 +365,8 @@ def to_markdown(report: dict) -> str:
         "vs reference, Adam variants) are the reliable part.",
         "",
     ]
+    if report["settings"].get("note"):
+        lines += [report["settings"]["note"], ""]
     for device in sorted({r["device"] for r in report["presets"]}):
         lines += [
             f"## Presets on {device}",
@@ -434,7 +436,22 @@ def main(argv: list[str] | None = None) -> int:
         help="torch intra-op threads (default: torch's own choice). On a CPU shared with other busy "
         "processes use 1: multi-threaded kernels then stall on each other and timings become erratic.",
     )
+    parser.add_argument("--note", default="", help="a remark printed under the machine line of speed.md")
+    parser.add_argument(
+        "--render", action="store_true", help="only re-render speed.md (and the note) from speed.json"
+    )
     args = parser.parse_args(argv)
+    out = Path(args.out_dir)
+    if args.render:
+        import json
+
+        report = json.loads((out / "speed.json").read_text(encoding="utf-8"))
+        if args.note:
+            report["settings"]["note"] = args.note
+            atomic_write_json(out / "speed.json", report)
+        atomic_write_text(out / "speed.md", to_markdown(report))
+        print(f"rendered {out / 'speed.md'}")
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -448,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "settings": {
             "command": "python evaluate/bench_speed.py" + ("".join(" " + a for a in argv) if argv else ""),
+            "note": args.note,
             "quick": args.quick,
             "sizes": sizes,
             "reference_sizes": ref_sizes,
@@ -469,7 +487,6 @@ def main(argv: list[str] | None = None) -> int:
         report["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     except OSError:  # pragma: no cover
         pass
-    out = Path(args.out_dir)
     atomic_write_json(out / "speed.json", report)
     atomic_write_text(out / "speed.md", to_markdown(report))
     print(f"wrote {out / 'speed.json'} and {out / 'speed.md'} in {report['seconds']:.0f} s")

@@ -35,8 +35,9 @@ def available() -> list[str]:
     return [n for n in ORDER if n in names] + [n for n in names if n not in ORDER]
 
 
-def estimate(names: list[str], device: str) -> float:
-    """Print and return the projected seconds: cases × budget × measured ms per iteration (at each size)."""
+def estimate(names: list[str], device: str, jobs: int = 1) -> float:
+    """Print and return the projected seconds: cases × budget × measured ms per iteration (at each size),
+    divided by ``jobs`` (assumes the parallel workers do not slow each other down: optimistic)."""
     import torch
 
     from metadip import api, evaluation, images
@@ -75,11 +76,13 @@ def estimate(names: list[str], device: str) -> float:
         config = evaluation.load_suite(SUITES / f"{name}.toml")
         try:
             arms, _ = evaluation.resolve_arms(config)
+            n_arms = len(arms)
         except MetadipError as exc:
-            print(f"{name}: {exc}; assuming two arms (random + meta) on the default held-out images")
-            config = evaluation.with_overrides(config, init="random")
-            arms, _ = evaluation.resolve_arms(config)
-            arms = arms * 2
+            print(f"{name}: {exc}; timing random init and assuming both arms on the default held-out images")
+            arms, _ = evaluation.resolve_arms(
+                evaluation.with_overrides(config, init="random", baseline="random")
+            )
+            n_arms = 1 if config.baseline == "none" else 2
         meta = next((a for a in arms if a.label == "meta"), None)
         seconds = 0.0
         for run in config.runs:
@@ -87,18 +90,19 @@ def estimate(names: list[str], device: str) -> float:
                 count = len(evaluation.resolve_images(run.images, meta, run.max_images))
             except MetadipError:
                 count = min(run.max_images or len(images.DEFAULT_HELD_OUT), len(images.DEFAULT_HELD_OUT))
-            runs = count * len(run.operators) * run.seeds * len(arms)
+            runs = count * len(run.operators) * run.seeds * n_arms
             ms = ms_per_iteration(run.size, arms)
             part = runs * run.iterations * ms / 1000
             print(
                 f"  {name}: {count} images × {len(run.operators)} operators × {run.seeds} seeds × "
-                f"{len(arms)} arms "
+                f"{n_arms} arms "
                 f"× {run.iterations} it at {run.size} px ({ms:.0f} ms/it) ≈ {part / 60:.1f} min"
             )
             seconds += part
+        seconds /= max(1, jobs)
         print(f"{name}: ≈ {seconds / 60:.1f} min (+ figures)")
         total += seconds
-    print(f"total ≈ {total / 60:.1f} min on {device} with {torch.get_num_threads()} threads")
+    print(f"total ≈ {total / 60:.1f} min on {device} with {torch.get_num_threads()} threads × {jobs} job(s)")
     return total
 
 
@@ -109,6 +113,10 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="the quick suite only")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="worker processes (e.g. 2 with --threads 1 on 2 cores)"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads per run")
     parser.add_argument("--estimate", action="store_true", help="print the projected runtime and exit")
     parser.add_argument("--fresh", action="store_true", help="delete each suite's results first (no resume)")
     parser.add_argument("--no-readme", action="store_true", help="do not update README's results table")
@@ -120,7 +128,8 @@ def main(argv=None) -> int:
 
     names = ["quick"] if args.quick else (args.suite or available())
     if args.estimate:
-        estimate(names, args.device)
+        evaluation.set_threads(args.threads)
+        estimate(names, args.device, args.jobs)
         return 0
     for name in names:
         out = RESULTS / name
@@ -131,7 +140,15 @@ def main(argv=None) -> int:
         try:
             config = evaluation.load_suite(SUITES / f"{name}.toml")
             tb = str(Path(args.tensorboard) / name) if args.tensorboard else None
-            results = evaluation.evaluate(config, out, device=args.device, tensorboard=tb, progress=True)
+            results = evaluation.evaluate(
+                config,
+                out,
+                device=args.device,
+                tensorboard=tb,
+                progress=True,
+                jobs=args.jobs,
+                threads=args.threads,
+            )
         except MetadipError as exc:
             print(f"error: suite {name}: {exc}", file=sys.stderr)
             return 2

@@ -77,7 +77,9 @@ def load_init(init: str | Path, *, arch: str | None, out_channels: int, seed: in
     return loaded
 
 
-def prepare(init_state, op, device: torch.device, y: torch.Tensor | None = None) -> tuple[torch.nn.Module, torch.Tensor]:
+def prepare(
+    init_state, op, device: torch.device, y: torch.Tensor | None = None
+) -> tuple[torch.nn.Module, torch.Tensor]:
     """Build the generator holding the init's weights and its input z for ``op``'s image size (and, for a
     measurement-conditioned recipe, for ``y``)."""
     from metadip.generators import build_generator, make_input
@@ -88,13 +90,17 @@ def prepare(init_state, op, device: torch.device, y: torch.Tensor | None = None)
         net.load_state_dict(init_state.state_dict, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise MetadipError(f"initialisation {init_state.name!r} does not fit this architecture: {first}") from None
+        raise MetadipError(
+            f"initialisation {init_state.name!r} does not fit this architecture: {first}"
+        ) from None
     net = net.to(device)
     if getattr(init_state, "z_mode", "resample") == "conditioned":
         from metadip.conditioning import make_conditioned_input
 
         if y is None:
-            raise MetadipError(f"initialisation {init_state.name!r} builds its input from the measurement; pass y")
+            raise MetadipError(
+                f"initialisation {init_state.name!r} builds its input from the measurement; pass y"
+            )
         noise_channels = int(net.config["in_channels"]) - 2 * channels
         z = make_conditioned_input(init_state.input_recipe, op.to(device), y.to(device), noise_channels)
     elif init_state.z is not None:
@@ -116,7 +122,9 @@ def _stopping_rule(name: str | None, recipe: dict):
     from metadip.stopping import DEFAULT_STOP, make_stopping_rule
 
     chosen = name or recipe.get("stop") or DEFAULT_STOP
-    options = recipe.get("stop_options", {}).get(chosen, {}) if isinstance(recipe.get("stop_options"), dict) else {}
+    options = (
+        recipe.get("stop_options", {}).get(chosen, {}) if isinstance(recipe.get("stop_options"), dict) else {}
+    )
     return make_stopping_rule(chosen, **options)
 
 

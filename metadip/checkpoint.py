@@ -29,9 +29,9 @@ from torch import Tensor, nn
 
 import metadip
 from metadip.errors import MetadipError
-from metadip.stopping import DEFAULT_STOP
 from metadip.fileio import atomic_write_bytes, atomic_write_json
 from metadip.generators import InputRecipe, build_generator, default_input_recipe
+from metadip.stopping import DEFAULT_STOP
 
 FORMAT_VERSION = 1
 Z_KEY = "__z__"

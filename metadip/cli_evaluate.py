@@ -144,6 +144,21 @@ speedup.png, grid_*.png, spectral_*.png, report.md, images/, cases/ (finished ca
 @click.option(
     "--tensorboard", default=None, metavar="DIR", help="Also log every case's curves to TensorBoard."
 )
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Run cases in N worker processes (e.g. --jobs 2 --threads 1 on a 2-core CPU).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="CPU threads per run (default: all cores; with --jobs: cores / jobs).",
+)
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where to run.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write figures and report.md.")
 @click.pass_context
@@ -164,6 +179,8 @@ def evaluate(
     quick,
     config_path,
     tensorboard,
+    jobs,
+    threads,
     device,
     report,
 ) -> None:
@@ -250,6 +267,8 @@ def evaluate(
         progress=True,
         report=report,
         echo=lambda m: click.echo(m, err=True),
+        jobs=jobs,
+        threads=threads,
     )
     counts = results.get("_counts", {})
     click.echo(f"cases: {counts.get('run', 0)} run, {counts.get('skipped', 0)} already done (skipped)")

@@ -20,15 +20,29 @@ BACKPROJECTION = "backprojection"
 
 
 def backprojection(op, y: torch.Tensor, floor: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised back-projection Aᴴy / AᴴA1 (0 where the operator does not see the image) and AᴴA1 itself,
-    both real B×C×H×W."""
+    """Image estimate from y and the relative normaliser AᴴA1 / max(AᴴA1), both real B×C×H×W.
+
+    The estimate is y itself when the measurement lives in image space (denoise, inpaint, deblur), else the
+    normalised back-projection Aᴴy / AᴴA1 (super-resolution: a smooth upsampling; Fourier: zero-filled iFFT).
+
+    Where the operator does not see the image (normaliser below ``floor`` of its maximum: inpainting holes, the
+    unobserved border of a non-divisible super-resolution) the back-projection is filled with the mean of the
+    seen pixels of its channel.
+    """
     channels, height, width = op.image_shape
     ones = torch.ones(1, channels, height, width, device=y.device)
     with torch.no_grad():
-        normaliser = op.A_adjoint(op.A(ones)).real
-        image = op.A_adjoint(y).real
+        raw = op.A_adjoint(op.A(ones)).real
+        normaliser = raw / raw.amax().clamp_min(1e-12)
         seen = normaliser > floor
-        image = torch.where(seen, image / normaliser.clamp_min(floor), torch.zeros_like(image))
+        if not y.is_complex() and tuple(y.shape[-3:]) == tuple(op.image_shape):
+            image = y.clone()  # image-space measurement (denoise, inpaint, deblur): y itself, not AᴴA-blurred
+        else:
+            image = op.A_adjoint(y).real / raw.clamp_min(1e-12)
+        image = torch.where(seen, image, torch.zeros_like(image))
+        count = seen.sum(dim=(-2, -1), keepdim=True).clamp_min(1)
+        fill = (image * seen).sum(dim=(-2, -1), keepdim=True) / count
+        image = torch.where(seen, image, fill.expand_as(image))
     return image.clamp(0, 1), normaliser.clamp(0, 1)
 
 

@@ -26,7 +26,9 @@ DEFAULT_EMA = 0.99
 DEFAULT_ITERATIONS = 3000
 
 
-def measurement_loss(op, output: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def measurement_loss(
+    op, output: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean squared data-fidelity |A f − y|² over the measured entries (complex-aware).
 
     ``weight`` (broadcastable to y) selects the entries that count; by default the operator's measurement mask.
@@ -57,7 +59,11 @@ def holdout_split(
     draw = torch.rand(shape, generator=generator, device="cpu").to(y.device)
     held = (draw < fraction).to(torch.float32)
     if base is not None:
-        base = base.to(device=y.device, dtype=torch.float32).expand(shape) if base.shape[1] == 1 else base.float()
+        base = (
+            base.to(device=y.device, dtype=torch.float32).expand(shape)
+            if base.shape[1] == 1
+            else base.float()
+        )
         held = held * base
         train = base - held
     else:
@@ -221,7 +227,9 @@ def fit(
 
             current = output.detach()
             if ema > 0:
-                average = current.clone() if average is None else average.mul_(ema).add_(current, alpha=1 - ema)
+                average = (
+                    current.clone() if average is None else average.mul_(ema).add_(current, alpha=1 - ema)
+                )
                 estimate = average
             else:
                 estimate = current
@@ -264,7 +272,9 @@ def fit(
         image = average if ema > 0 else current
         chosen = iteration
     else:
-        raise MetadipError("DIP diverged before the first iteration (loss is not finite); check the measurement")
+        raise MetadipError(
+            "DIP diverged before the first iteration (loss is not finite); check the measurement"
+        )
     extras = {"output_iteration": chosen, "best_loss": best_loss}
     if watcher is not None:
         watched = watcher.best_output if watcher.best_output is not None else image

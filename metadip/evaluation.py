@@ -795,6 +795,85 @@ def _problem_record(
 ProgressFactory = Callable[[int], Any]
 
 
+@dataclass
+class _Task:
+    """One arm on one problem, everything a worker process needs to run it and store the case."""
+
+    problem: Problem
+    arm: Arm
+    key: str
+    name: str
+    problem_record: dict
+    out: str
+    stop: str
+    bands: int
+    device: str
+    tensorboard: str | None
+
+
+def _execute(task: _Task) -> dict:
+    """Run one arm (the measurement is drawn again: deterministic) and store its case file and PNG."""
+    problem, arm, out = task.problem, task.arm, Path(task.out)
+    op, y = make_problem(problem.x, problem.operator, problem.seed, problem.item.name)
+    tb = None
+    if task.tensorboard is not None:
+        tb = (
+            Path(task.tensorboard)
+            / _slug(problem.item.name)
+            / _slug(problem.operator)
+            / f"s{problem.seed}_{problem.size}px"
+            / arm.label
+        )
+    body, stop_image = run_arm(
+        arm,
+        problem.x,
+        y,
+        op,
+        seed=problem.seed,
+        iterations=problem.iterations,
+        stop=task.stop,
+        device=task.device,
+        bands=task.bands,
+        tensorboard=tb,
+    )
+    stop_png = f"images/{task.name}_stop.png"
+    _save_png(out / stop_png, stop_image)
+    prob = task.problem_record
+    record = {
+        "key": task.key,
+        "pair_key": problem.pair_key,
+        "image": problem.item.name,
+        "operator": problem.operator,
+        "family": prob["family"],
+        "size": problem.size,
+        "tag": problem.tag,
+        "coverage": prob.get("coverage"),
+        "seed": problem.seed,
+        "init": arm.label,
+        "init_name": arm.name,
+        "init_sha256": arm.sha256,
+        "budget": problem.iterations,
+        **body,
+        "files": {**prob["files"], "stop": stop_png},
+    }
+    atomic_write_json(out / "cases" / f"{task.name}.json", record)
+    return record
+
+
+def _worker_init(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # metadip.runtime.configure_threads respects it
+    torch.set_num_threads(threads)
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` intra-op CPU threads from now on (also for :func:`metadip.api.reconstruct`, which keeps
+    an explicit ``OMP_NUM_THREADS``). None leaves the default (every core)."""
+    if threads is not None:
+        if threads < 1:
+            raise MetadipError(f"threads must be >= 1, got {threads}")
+        _worker_init(int(threads))
+
+
 def run_cases(
     config: EvalConfig,
     out: str | Path,
@@ -804,91 +883,103 @@ def run_cases(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     arms: Sequence[Arm] | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> tuple[list[dict], list[dict], list[Arm], dict]:
     """Run (or load from ``out/cases``) every arm of every problem. Returns (case records, problem records,
-    arms, counts {"run": n, "skipped": m})."""
+    arms, counts {"run": n, "skipped": m}).
+
+    ``jobs`` > 1 runs cases in that many worker processes (``spawn``), each with ``threads`` CPU threads
+    (default: cores // jobs) — on a small CPU several single-threaded DIP runs use the cores better than one
+    multi-threaded run. Per-iteration times then include the contention; both arms share it.
+    """
     echo = echo or (lambda message: print(message, file=sys.stderr))
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MetadipError(f"--out {out} exists and is not a directory")
+    if jobs < 1:
+        raise MetadipError(f"jobs must be >= 1, got {jobs}")
     if arms is None:
         arms, notes = resolve_arms(config)
         for note in notes:
             echo(note)
     problems = plan(config, arms)
     cases_dir, images_dir = out / "cases", out / "images"
-    todo_total = len(problems) * len(arms)
     counts = {"run": 0, "skipped": 0}
-    records: list[dict] = []
+    done: dict[str, dict] = {}
+    order: list[str] = []
     problem_records: list[dict] = []
+    tasks: list[_Task] = []
+    for problem in problems:
+        prob, _, _ = _problem_record(problem, out, cases_dir, images_dir, arms, config.bands)
+        problem_records.append(prob)
+        for arm in arms:
+            key = arm_key(problem, arm, config.stop, config.bands)
+            name = _case_name(problem, arm.label, key)
+            order.append(key)
+            cached = _read_json(cases_dir / f"{name}.json")
+            if cached and cached.get("key") == key and (out / f"images/{name}_stop.png").is_file():
+                done[key] = cached
+                counts["skipped"] += 1
+                continue
+            tasks.append(
+                _Task(
+                    problem,
+                    arm,
+                    key,
+                    name,
+                    prob,
+                    str(out),
+                    config.stop,
+                    config.bands,
+                    str(device),
+                    None if tensorboard is None else str(tensorboard),
+                )
+            )
     from tqdm.auto import tqdm
 
     bar = tqdm(
-        total=todo_total, desc="evaluate", unit="case", disable=None if progress else True, dynamic_ncols=True
+        total=len(order),
+        initial=counts["skipped"],
+        desc="evaluate",
+        unit="case",
+        disable=None if progress else True,
+        dynamic_ncols=True,
     )
+
+    def finished(record: dict) -> None:
+        done[record["key"]] = record
+        counts["run"] += 1
+        bar.update(1)
+
     try:
-        for problem in problems:
-            prob, op, y = _problem_record(problem, out, cases_dir, images_dir, arms, config.bands)
-            problem_records.append(prob)
-            for arm in arms:
-                key = arm_key(problem, arm, config.stop, config.bands)
-                name = _case_name(problem, arm.label, key)
-                path = cases_dir / f"{name}.json"
-                stop_png = f"images/{name}_stop.png"
-                cached = _read_json(path)
-                if cached and cached.get("key") == key and (out / stop_png).is_file():
-                    records.append(cached)
-                    counts["skipped"] += 1
-                    bar.update(1)
-                    continue
+        if jobs == 1 or len(tasks) <= 1:
+            for task in tasks:
                 bar.set_postfix_str(
-                    f"{problem.item.name} {problem.operator} s{problem.seed} {arm.label}", refresh=False
+                    f"{task.problem.item.name} {task.problem.operator} s{task.problem.seed} {task.arm.label}",
+                    refresh=False,
                 )
-                tb = None
-                if tensorboard is not None:
-                    tb = (
-                        Path(tensorboard)
-                        / _slug(problem.item.name)
-                        / _slug(problem.operator)
-                        / f"s{problem.seed}_{problem.size}px"
-                        / arm.label
-                    )
-                body, stop_image = run_arm(
-                    arm,
-                    problem.x,
-                    y,
-                    op,
-                    seed=problem.seed,
-                    iterations=problem.iterations,
-                    stop=config.stop,
-                    device=device,
-                    bands=config.bands,
-                    tensorboard=tb,
-                )
-                _save_png(out / stop_png, stop_image)
-                record = {
-                    "key": key,
-                    "pair_key": problem.pair_key,
-                    "image": problem.item.name,
-                    "operator": problem.operator,
-                    "family": prob["family"],
-                    "size": problem.size,
-                    "tag": problem.tag,
-                    "coverage": prob.get("coverage"),
-                    "seed": problem.seed,
-                    "init": arm.label,
-                    "init_name": arm.name,
-                    "init_sha256": arm.sha256,
-                    "budget": problem.iterations,
-                    **body,
-                    "files": {**prob["files"], "stop": stop_png},
-                }
-                atomic_write_json(path, record)
-                records.append(record)
-                counts["run"] += 1
-                bar.update(1)
+                finished(_execute(task))
+        else:
+            import concurrent.futures as futures
+            import multiprocessing
+
+            per_worker = threads or max(1, (os.cpu_count() or 1) // jobs)
+            context = multiprocessing.get_context("spawn")
+            with futures.ProcessPoolExecutor(
+                max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(per_worker,)
+            ) as pool:
+                pending = [pool.submit(_execute, task) for task in tasks]
+                try:
+                    for future in futures.as_completed(pending):
+                        finished(future.result())
+                except BaseException:
+                    for future in pending:
+                        future.cancel()
+                    raise
     finally:
         bar.close()
+    records = [done[key] for key in order]
     return records, problem_records, list(arms), counts
 
 
@@ -1186,6 +1277,8 @@ def assemble(
     out: str | Path,
     device: str = "auto",
     notes: Sequence[str] = (),
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> dict:
     """The ``results.json`` object (see the module docstring)."""
     from metadip.runtime import resolve_device
@@ -1229,7 +1322,8 @@ def assemble(
         "margin_db": config.margin_db,
         "bands": config.bands,
         "device": resolved_device,
-        "threads": torch.get_num_threads(),
+        "threads": int(threads or torch.get_num_threads()),
+        "jobs": int(jobs),
         "versions": _versions(),
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "notes": list(notes),
@@ -1309,18 +1403,41 @@ def evaluate(
     progress: bool = True,
     report: bool = True,
     echo: Callable[[str], None] | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
 ) -> dict:
     """Run ``config`` into ``out`` (resuming finished cases) and write results.json / results.csv /
     config.toml and, with ``report``, the figures and report.md. Returns the results object with an extra
     ``_counts`` entry {"run", "skipped"} (not written)."""
     echo = echo or (lambda message: print(message, file=sys.stderr))
+    if jobs == 1:
+        set_threads(threads)
     arms, notes = resolve_arms(config)
     for note in notes:
         echo(note)
     records, problem_records, arms, counts = run_cases(
-        config, out, device=device, tensorboard=tensorboard, progress=progress, echo=echo, arms=arms
+        config,
+        out,
+        device=device,
+        tensorboard=tensorboard,
+        progress=progress,
+        echo=echo,
+        arms=arms,
+        jobs=jobs,
+        threads=threads,
     )
-    results = assemble(config, records, problem_records, arms, out=out, device=device, notes=notes)
+    per_job = torch.get_num_threads() if jobs == 1 else threads or max(1, (os.cpu_count() or 1) // jobs)
+    results = assemble(
+        config,
+        records,
+        problem_records,
+        arms,
+        out=out,
+        device=device,
+        notes=notes,
+        jobs=jobs,
+        threads=per_job,
+    )
     write_results(out, results, config)
     if report:
         from metadip.report import build_report

@@ -425,7 +425,7 @@ def plot_spectral(results: dict, setting: str, path: Path) -> Path | None:
         )
         _heat_axes(ax, cases[0][1]["spectral"])
         ax.set_title("meta − random (blue: meta closer)", fontsize=8)
-        fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+        fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02, format="%.2f")
     else:
         for ax in axes[1][n:]:
             ax.axis("off")
@@ -743,7 +743,9 @@ def write_markdown(results: dict, out: Path, figures: dict) -> Path:
         f"{', '.join(map(str, config['iterations']))}"
         f" iterations (fixed; PSNR/SSIM recorded every iteration); watched stopping rule "
         f"`{config.get('stop_rule')}` (no ground truth). Device {config.get('device')}, "
-        f"{config.get('threads')} threads; {config.get('date')}.",
+        f"{config.get('threads')} threads"
+        + (f" × {config['jobs']} parallel jobs" if config.get("jobs", 1) > 1 else "")
+        + f"; {config.get('date')}.",
         "",
         f"Re-run: `{config.get('command')}`",
         "",

@@ -184,7 +184,9 @@ class Oracle(StoppingRule):
     def reset(self, *, sigma=None, reference=None) -> None:
         super().reset()
         if reference is None:
-            raise MetadipError("the oracle rule needs the clean image (--reference); it is for evaluation only")
+            raise MetadipError(
+                "the oracle rule needs the clean image (--reference); it is for evaluation only"
+            )
         self._reference = reference
         self._best = -math.inf
 

@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import sample_image
+
 from metadip import dip, metrics, operators
 from metadip.errors import MetadipError
 from metadip.generators import InputRecipe, build_generator, make_input
@@ -155,10 +155,21 @@ def test_bad_arguments_are_user_errors():
 
 def test_monitor_rule_is_watched_but_not_obeyed():
     x, y, op, net, z, generator = _setup()
-    result = dip.fit(net, z, y, op, iterations=60, stop="budget", generator=generator, ema=0.0,
-                     monitor=dip.make_stopping_rule("wmv", window=5, patience=10))
+    result = dip.fit(
+        net,
+        z,
+        y,
+        op,
+        iterations=60,
+        stop="budget",
+        generator=generator,
+        ema=0.0,
+        monitor=dip.make_stopping_rule("wmv", window=5, patience=10),
+    )
     assert result.stop_iteration == 60
     watched = result.extras["monitor"]
-    assert watched["rule"] == "wmv" and watched["stop_iteration"] is not None and watched["stop_iteration"] < 60
+    assert (
+        watched["rule"] == "wmv" and watched["stop_iteration"] is not None and watched["stop_iteration"] < 60
+    )
     assert watched["output_iteration"] == watched["stop_iteration"] - 10
     assert watched["image"].shape == x.shape

@@ -438,6 +438,28 @@ def test_random_only_and_greedy_operators(tmp_path, monkeypatch):
     assert data["config"]["options"]["run"][0]["operators"] == ["denoise:sigma=25", "inpaint:ratio=0.5"]
 
 
+def test_parallel_jobs_match_sequential(tmp_path, monkeypatch):
+    """--jobs 2 (spawned workers) gives the same curves as one process, in the same case order."""
+    monkeypatch.setattr(evaluation, "_auto_init", lambda: None)
+    config = evaluation.EvalConfig(
+        runs=(
+            evaluation.RunSpec(
+                operators=("denoise:sigma=25",), images="astronaut", size=16, iterations=4, seeds=2, tag="t"
+            ),
+        ),
+        init="random",
+        arch=None,
+    )
+    arms, _ = evaluation.resolve_arms(config)
+    one, _, _, _ = evaluation.run_cases(config, tmp_path / "a", progress=False, arms=arms, device="cpu")
+    two, _, _, counts = evaluation.run_cases(
+        config, tmp_path / "b", progress=False, arms=arms, device="cpu", jobs=2, threads=1
+    )
+    assert counts == {"run": 2, "skipped": 0}
+    assert [c["key"] for c in one] == [c["key"] for c in two]
+    assert [c["psnr"] for c in one] == [c["psnr"] for c in two]
+
+
 def test_readme_table_touches_only_its_block(tmp_path):
     import importlib.util
 

@@ -168,10 +168,10 @@ def default_input_recipe(net_or_config: nn.Module | dict, seed: int = 0) -> Inpu
     return InputRecipe(kind="uniform", channels=int(config["in_channels"]), scale=0.1, seed=seed)
 
 
-# channels_last (NHWC) measured on a 2-core Xeon with torch 2.13 (evaluate/results/speed.md): faster for every
-# preset at every size measured (32–256 px; 1.03–1.2× for the skip nets, 1.2–1.7× for the deep decoder).
-# Below 32×32 it was not measured, so such tiny images stay NCHW. On CUDA it is the usual cuDNN
-# recommendation; not measured here (no GPU).
+# channels_last (NHWC), measured on a 2-core Xeon with torch 2.13 (evaluate/results/speed.md): faster for
+# every preset at every size measured, 64–256 px (1.08–1.18× for the skip nets, 1.5–1.6× for the deep
+# decoder), and in a spot check at 32 px (1.04× skip-slim, 1.2× deep decoder). Smaller images were not
+# measured and stay NCHW. On CUDA it is the usual cuDNN recommendation; not measured here (no GPU).
 CHANNELS_LAST_MIN_PIXELS_CPU = 32 * 32
 
 

@@ -52,6 +52,9 @@ _ACT_ALIASES = {
 }
 
 
+RESIDUAL_EPS = 1e-3
+
+
 def canonical_pad(pad_mode: str) -> str:
     key = str(pad_mode).lower()
     if key not in _PAD_ALIASES:
@@ -228,6 +231,7 @@ class SkipNet(nn.Module):
         need_sigmoid: bool = True,
         need_bias: bool = True,
         need_1x1_up: bool = True,
+        residual: bool = False,
         name: str = "custom",
     ) -> None:
         super().__init__()
@@ -284,7 +288,13 @@ class SkipNet(nn.Module):
             "need_sigmoid": self.need_sigmoid,
             "need_bias": bool(need_bias),
             "need_1x1_up": bool(need_1x1_up),
+            "residual": bool(residual),
         }
+        if residual and (not self.need_sigmoid or self.in_channels < self.out_channels):
+            raise MetadipError(
+                "residual=True needs a sigmoid output and at least out_channels input channels"
+            )
+        self.residual = bool(residual)
 
         inner: _Scale | None = None
         for i in reversed(range(num_scales)):
@@ -308,6 +318,13 @@ class SkipNet(nn.Module):
             )
         self.body = inner
         self.head = make_conv(up[0], self.out_channels, 1, bias=bool(need_bias), pad_mode=pad_mode)
+        if self.residual:
+            # Start as the identity on the image channels of z: the head learns a correction in logit space.
+            for module in self.head.modules():
+                if isinstance(module, nn.Conv2d):
+                    nn.init.zeros_(module.weight)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
 
     @property
     def config(self) -> dict:
@@ -341,6 +358,13 @@ class SkipNet(nn.Module):
         if (ph, pw) != (h, w):
             x = reflect_pad(z, top, ph - h - top, left, pw - w - left)
         x = self.head(self.body(x))
+        if self.residual:
+            # Measurement-conditioned inputs carry an image estimate in their first out_channels channels;
+            # the network predicts a correction of its logit (see metadip.conditioning).
+            base = z[:, : self.out_channels].clamp(RESIDUAL_EPS, 1 - RESIDUAL_EPS)
+            if (ph, pw) != (h, w):
+                base = reflect_pad(base, top, ph - h - top, left, pw - w - left)
+            x = x + torch.logit(base)
         if self.need_sigmoid:
             x = torch.sigmoid(x)
         if (ph, pw) != (out_h, out_w):
