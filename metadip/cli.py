@@ -300,7 +300,10 @@ evaluation only). A meta-learned init brings its own default rule and settings.
     help="Iteration budget (default: the init's recipe).",
 )
 @click.option(
-    "--stop", type=click.Choice(STOP_RULES), default=None, help="Early-stopping rule (default: the init's recipe, else holdout)."
+    "--stop",
+    type=click.Choice(STOP_RULES),
+    default=None,
+    help="Early-stopping rule (default: the init's recipe, else holdout).",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, input z and jitter.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where to run.")
