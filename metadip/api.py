@@ -203,6 +203,7 @@ def reconstruct(
             logger=logger,
             callback=callback,
             monitor=monitor,
+            lr_per_tensor=None if lr is not None else recipe.get("lr_per_tensor"),
         )
     finally:
         if logger is not None:

@@ -99,8 +99,15 @@ class _Snapshot:
         optimizer.load_state_dict(copy.deepcopy(self.optimizer))
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, net: nn.Module, lr: float, lr_per_tensor: dict[str, float] | None = None
+) -> torch.optim.Optimizer:
+    """Adam (default) or SGD with momentum; ``lr_per_tensor`` (Meta-SGD inits) gives each parameter tensor its
+    own learning rate, by name, falling back to ``lr``."""
     name = name.lower()
+    params = net.parameters()
+    if lr_per_tensor:
+        params = [{"params": [p], "lr": float(lr_per_tensor.get(n, lr))} for n, p in net.named_parameters()]
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
     if name == "sgd":
@@ -132,6 +139,7 @@ def fit(
     logger=None,
     callback: Callable[[int, torch.Tensor, dict, torch.Tensor], None] | None = None,
     monitor: str | StoppingRule | None = None,
+    lr_per_tensor: dict[str, float] | None = None,
 ) -> FitResult:
     """Fit ``net`` so that ``A net(z) ≈ y`` and return the early-stopped reconstruction.
 
@@ -172,7 +180,7 @@ def fit(
     size = (height, width)
     train_weight, held_weight = holdout_split(op, y, holdout_fraction, generator)
     net.train()
-    opt = make_optimizer(optimizer, net.parameters(), lr)
+    opt = make_optimizer(optimizer, net, lr, lr_per_tensor)
 
     history: dict[str, list[float]] = {"loss": []}
     if held_weight is not None:

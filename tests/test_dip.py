@@ -173,3 +173,10 @@ def test_monitor_rule_is_watched_but_not_obeyed():
     )
     assert watched["output_iteration"] == watched["stop_iteration"] - 10
     assert watched["image"].shape == x.shape
+
+
+def test_per_tensor_learning_rates_reach_the_optimizer():
+    x, y, op, net, z, generator = _setup()
+    names = [n for n, _ in net.named_parameters()]
+    opt = dip.make_optimizer("adam", net, 0.01, {names[0]: 0.5})
+    assert opt.param_groups[0]["lr"] == 0.5 and opt.param_groups[1]["lr"] == 0.01
