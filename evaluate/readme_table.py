@@ -78,9 +78,7 @@ def table(root: Path = RESULTS, include_quick: bool = False, readme_dir: Path = 
         "",
     ]
     if not entries:
-        return "\n".join(
-            lines + ["No committed evaluation results yet: run `python evaluate/run_suites.py`."]
-        )
+        return "\n".join(lines + ["No committed evaluation results yet: run `python evaluate/run_suites.py`."])
     lines += [
         "| suite | operator @ size | tag (in training?) | n | random peak (dB) | meta peak (dB) | Δ "
         "PSNR at stop (dB) "

@@ -79,9 +79,7 @@ def estimate(names: list[str], device: str, jobs: int = 1) -> float:
             n_arms = len(arms)
         except MetadipError as exc:
             print(f"{name}: {exc}; timing random init and assuming both arms on the default held-out images")
-            arms, _ = evaluation.resolve_arms(
-                evaluation.with_overrides(config, init="random", baseline="random")
-            )
+            arms, _ = evaluation.resolve_arms(evaluation.with_overrides(config, init="random", baseline="random"))
             n_arms = 1 if config.baseline == "none" else 2
         meta = next((a for a in arms if a.label == "meta"), None)
         seconds = 0.0
@@ -108,13 +106,11 @@ def estimate(names: list[str], device: str, jobs: int = 1) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="Regenerate evaluate/results/<suite>/ and README's table.")
-    parser.add_argument(
-        "--suite", action="append", choices=available(), help="suite(s) to run (default: all)"
-    )
+    parser.add_argument("--suite", action="append", choices=available(), help="suite(s) to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="the quick suite only")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument(
-        "--jobs", type=int, default=1, help="worker processes (e.g. 2 with --threads 1 on 2 cores)"
+        "--jobs", type=int, default=0, help="worker processes (0 = auto: one single-threaded worker per core)"
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per run")
     parser.add_argument("--estimate", action="store_true", help="print the projected runtime and exit")
@@ -128,8 +124,9 @@ def main(argv=None) -> int:
 
     names = ["quick"] if args.quick else (args.suite or available())
     if args.estimate:
-        evaluation.set_threads(args.threads)
-        estimate(names, args.device, args.jobs)
+        jobs, threads = evaluation.parallelism(args.jobs, args.threads, args.device, 10**6)
+        evaluation.set_threads(threads)
+        estimate(names, args.device, jobs)
         return 0
     for name in names:
         out = RESULTS / name

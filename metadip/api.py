@@ -11,6 +11,8 @@ from metadip import dip, metrics
 from metadip.errors import MetadipError
 from metadip.runtime import configure_threads, resolve_device
 
+HOLDOUT_FRACTION = 0.1  # share of the measurements the hold-out stopping rule keeps out of the loss
+
 
 @dataclass
 class ReconstructionResult:
@@ -78,10 +80,10 @@ def load_init(init: str | Path, *, arch: str | None, out_channels: int, seed: in
 
 
 def prepare(
-    init_state, op, device: torch.device, y: torch.Tensor | None = None
+    init_state, op, device: torch.device, y: torch.Tensor | None = None, weight: torch.Tensor | None = None
 ) -> tuple[torch.nn.Module, torch.Tensor]:
     """Build the generator holding the init's weights and its input z for ``op``'s image size (and, for a
-    measurement-conditioned recipe, for ``y``)."""
+    measurement-conditioned recipe, for ``y`` with the entries where ``weight`` is 0 hidden)."""
     from metadip.generators import build_generator, make_input
 
     channels, height, width = op.image_shape
@@ -90,19 +92,15 @@ def prepare(
         net.load_state_dict(init_state.state_dict, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise MetadipError(
-            f"initialisation {init_state.name!r} does not fit this architecture: {first}"
-        ) from None
+        raise MetadipError(f"initialisation {init_state.name!r} does not fit this architecture: {first}") from None
     net = net.to(device)
     if getattr(init_state, "z_mode", "resample") == "conditioned":
         from metadip.conditioning import make_conditioned_input
 
         if y is None:
-            raise MetadipError(
-                f"initialisation {init_state.name!r} builds its input from the measurement; pass y"
-            )
+            raise MetadipError(f"initialisation {init_state.name!r} builds its input from the measurement; pass y")
         noise_channels = int(net.config["in_channels"]) - 2 * channels
-        z = make_conditioned_input(init_state.input_recipe, op.to(device), y.to(device), noise_channels)
+        z = make_conditioned_input(init_state.input_recipe, op.to(device), y.to(device), noise_channels, weight=weight)
     elif init_state.z is not None:
         z = init_state.z
         expected = net.input_shape(height, width)
@@ -122,9 +120,7 @@ def _stopping_rule(name: str | None, recipe: dict):
     from metadip.stopping import DEFAULT_STOP, make_stopping_rule
 
     chosen = name or recipe.get("stop") or DEFAULT_STOP
-    options = (
-        recipe.get("stop_options", {}).get(chosen, {}) if isinstance(recipe.get("stop_options"), dict) else {}
-    )
+    options = recipe.get("stop_options", {}).get(chosen, {}) if isinstance(recipe.get("stop_options"), dict) else {}
     return make_stopping_rule(chosen, **options)
 
 
@@ -168,15 +164,18 @@ def reconstruct(
     recipe = init_state.inner
     op = operator.to(device)
     y = y.to(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net, z = prepare(init_state, op, device, y)
-    if reference is not None:
-        reference = reference.to(device=device, dtype=torch.float32)
     generator = torch.Generator().manual_seed(seed)
     stop_rule = _stopping_rule(stop, recipe)
     if monitor is not None and isinstance(monitor, str):
         monitor = _stopping_rule(monitor, recipe)
+    # Draw the hold-out split first, so a measurement-conditioned z is built without the held-out entries.
+    wants_holdout = stop_rule.needs_holdout or getattr(monitor, "needs_holdout", False)
+    holdout_weights = dip.holdout_split(op, y, HOLDOUT_FRACTION, generator) if wants_holdout else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net, z = prepare(init_state, op, device, y, weight=holdout_weights[0] if holdout_weights else None)
+    if reference is not None:
+        reference = reference.to(device=device, dtype=torch.float32)
     budget = iterations if iterations is not None else int(recipe.get("iterations", dip.DEFAULT_ITERATIONS))
     sigma = getattr(op, "sigma", 0.0) / 255.0 or None
     logger = None
@@ -204,6 +203,7 @@ def reconstruct(
             callback=callback,
             monitor=monitor,
             lr_per_tensor=None if lr is not None else recipe.get("lr_per_tensor"),
+            holdout_weights=holdout_weights,
         )
     finally:
         if logger is not None:

@@ -7,7 +7,6 @@ only after the work succeeded; output paths are checked *before* a long computat
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -15,6 +14,8 @@ from pathlib import Path
 import click
 
 from metadip import __version__
+from metadip.batch import json_safe as _json_safe
+from metadip.batch import summary as _summary
 from metadip.cli_pretrain import checkpoints, pretrain  # the meta-learning commands (registered below)
 from metadip.errors import MetadipError
 from metadip.imageio import (
@@ -256,13 +257,24 @@ Examples:
   metadip reconstruct y.npy --operator fourier:ratio=0.3 --iterations 500 --stop budget --out x.png
 
 \b
+Batch mode (a folder, a glob pattern or several files; --out is then a folder):
+  metadip reconstruct measurements/ --out recon/ --history
+  metadip reconstruct 'data/**/*.png' --out recon/ --init NAME
+  torchrun --nproc_per_node=4 -m metadip reconstruct measurements/ --out recon/   (files split across ranks)
+Each measurement Y becomes recon/<stem>.png (+ recon/<stem>.json with --history); operator files
+(*.mask.png, *.kernel.npy, *.kspace_mask.npy, *.operator.json) and hidden files are skipped. A re-run skips
+items whose outputs are complete (all files are written atomically). A failing file prints one
+"error: FILE: ..." line and the rest continue; the last line is "done=N skipped=M failed=K"; the exit
+status is 2 when any file failed, else 0. --reference and --stop oracle are single-file only.
+
+\b
 Stopping rules: holdout (10% of the measurements kept out of the loss; stop when their error
 stops falling; the default), wmv (windowed moving variance), discrepancy (loss reaches the noise
 level; needs sigma), budget (exactly --iterations), oracle (best PSNR; needs --reference,
 evaluation only). A meta-learned init brings its own default rule and settings.
 """
 )
-@click.argument("measurement", metavar="Y")
+@click.argument("measurements", metavar="Y|DIR|GLOB...", nargs=-1, required=True)
 @click.option(
     "--operator",
     "spec",
@@ -311,7 +323,15 @@ evaluation only). A meta-learned init brings its own default rule and settings.
     "--reference", default=None, metavar="CLEAN", help="Clean image (path or sample:NAME) for PSNR/SSIM."
 )
 @click.option("--tensorboard", default=None, metavar="DIR", help="Write TensorBoard logs to DIR.")
-@click.option("--history", default=None, metavar="H.json", help="Write the per-iteration history as JSON.")
+@click.option(
+    "--history",
+    default=None,
+    is_flag=False,
+    flag_value="",
+    metavar="[H.json]",
+    help="Write the per-iteration history as JSON to H.json; without a value, beside the output as "
+    "X.json (batch mode: OUTDIR/<stem>.json). Put it after Y.",
+)
 @click.option(
     "--lr",
     type=click.FloatRange(min=0, min_open=True),
@@ -319,7 +339,9 @@ evaluation only). A meta-learned init brings its own default rule and settings.
     metavar="LR",
     help="Learning rate override (default: the init's recipe).",
 )
-@click.option("--out", required=True, metavar="X.png", help="Reconstructed image (8-bit).")
+@click.option(
+    "--out", required=True, metavar="X.png|OUTDIR", help="Reconstructed image (8-bit); a folder in batch mode."
+)
 @click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
@@ -330,7 +352,7 @@ evaluation only). A meta-learned init brings its own default rule and settings.
 )
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def reconstruct(
-    measurement: str,
+    measurements: tuple[str, ...],
     spec: str | None,
     mask: str | None,
     kernel: str | None,
@@ -347,14 +369,15 @@ def reconstruct(
     out: str,
     max_pixels: int,
     progress: bool,
-) -> None:
-    """Reconstruct an image from measurement Y with Deep Image Prior and write it to X.png.
+) -> int | None:
+    """Reconstruct an image from measurement Y with Deep Image Prior and write it to X.png; or, given a
+    folder, a glob pattern or several files, every measurement in them into folder OUTDIR (batch mode).
 
-    Prints one summary line: iterations, stopping reason, PSNR/SSIM (with --reference) and seconds.
+    Prints one summary line: iterations, stopping reason, PSNR/SSIM (with --reference) and seconds. A run
+    that diverges (loss NaN/Inf) prints a warning and still writes the best iterate.
     """
-    from metadip import api, operators
-    from metadip.fileio import atomic_write_json
-    from metadip.imageio import check_output_path, read_measurement, write_image
+    from metadip import api, batch, operators
+    from metadip.imageio import check_output_path
     from metadip.runtime import resolve_device
 
     # Cheap checks first: nothing long runs before we know the outputs can be written.
@@ -362,7 +385,35 @@ def reconstruct(
         raise MetadipError("--stop oracle needs --reference (it picks the iterate with the best PSNR)")
     if spec is not None:
         operators.parse_operator_spec(spec)
+    if batch.is_batch(measurements):
+        if reference is not None:
+            raise MetadipError("--reference (and --stop oracle) work on a single measurement, not in batch mode")
+        if history:
+            raise MetadipError(
+                f"in batch mode --history takes no value (got {history}); histories go to OUTDIR/<stem>.json"
+            )
+        return batch.run_batch(
+            measurements,
+            out=out,
+            history=history is not None,
+            spec=spec,
+            mask=mask,
+            kernel=kernel,
+            init=init,
+            arch=arch,
+            iterations=iterations,
+            stop=stop,
+            seed=seed,
+            device=device,
+            lr=lr,
+            max_pixels=max_pixels,
+            progress=progress,
+            tensorboard=tensorboard,
+        )
+    measurement = measurements[0]
     out_path = check_output_path(out, allowed=IMAGE_EXTENSIONS)
+    if history == "":
+        history = str(out_path.with_suffix(".json"))
     history_path = check_output_path(history, allowed=(".json",)) if history else None
     if history_path is not None and history_path.resolve() == out_path.resolve():
         raise MetadipError("--history and --out must be different files")
@@ -372,23 +423,7 @@ def reconstruct(
     _check_tensorboard_dir(tensorboard_path)
     resolved_device = resolve_device(device)
 
-    y = read_measurement(measurement, max_pixels=max_pixels)
-    op = operators.load_operator_for_measurement(
-        measurement, spec, mask_path=mask, kernel_path=kernel, measurement_shape=tuple(y.shape[1:])
-    )
-    expected_channels = tuple(getattr(op, "measurement_shape", op.image_shape))[0]
-    if y.shape[1] != expected_channels:
-        raise MetadipError(
-            f"{measurement} has {y.shape[1]} channel(s) but its operator expects {expected_channels}"
-        )
-    if y.is_complex() and not op.is_complex:
-        raise MetadipError(
-            f"{measurement} holds complex values but operator {op.name} expects a real measurement"
-        )
-    if op.is_complex and not y.is_complex():
-        import torch
-
-        y = y.to(torch.complex64)
+    y, op = batch.load_problem(measurement, spec=spec, mask=mask, kernel=kernel, max_pixels=max_pixels)
     ref = _load_reference(reference, tuple(op.image_shape), max_pixels) if reference else None
 
     result = api.reconstruct(
@@ -406,51 +441,14 @@ def reconstruct(
         tensorboard=tensorboard_path,
     )
 
-    written: list[Path] = []
-    try:
-        write_image(out_path, result.image)
-        written.append(out_path)
-        if history_path is not None:
-            data = dict(result.to_json())
-            data.setdefault("operator", op.spec())
-            data.setdefault("init", result.init)
-            data.setdefault("arch", result.arch)
-            data.setdefault("measurement", str(measurement))
-            if reference:
-                data.setdefault("reference", str(reference))
-            data.setdefault("seed", seed)
-            atomic_write_json(history_path, _json_safe(data))
-            written.append(history_path)
-    except BaseException:
-        _cleanup(written)
-        raise
+    record = batch.history_record(result, op, measurement, seed, reference) if history_path else None
+    batch.write_outputs(out_path, result.image, history_path, record)
     click.echo(_summary(result))
     click.echo(f"wrote {out_path}" + (f" and {history_path}" if history_path else ""))
-
-
-def _summary(result) -> str:
-    parts = [f"iterations={result.stop_iteration}", f"stop={result.stop_reason}"]
-    if result.psnr is not None:
-        parts.append(f"psnr={result.psnr:.2f}")
-    if result.ssim is not None:
-        parts.append(f"ssim={result.ssim:.4f}")
-    parts.append(f"seconds={result.seconds:.1f}")
-    return " ".join(parts)
-
-
-def _json_safe(value):
-    """Replace non-finite floats (not valid JSON) by None, recursively; tensors become lists/floats."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "tolist"):
-        return _json_safe(value.tolist())
-    if isinstance(value, Path):
-        return str(value)
-    return value
+    warning = batch.divergence_warning(result)
+    if warning:
+        click.echo(warning, err=True)
+    return None
 
 
 # ------------------------------------------------------------------------------------------------- demo

@@ -126,14 +126,10 @@ speedup.png, grid_*.png, spectral_*.png, report.md, images/, cases/ (finished ca
     show_default=True,
     help="The no-ground-truth stopping rule to record (watched, never obeyed).",
 )
-@click.option(
-    "--arch", default=None, metavar="NAME", help="Architecture for --init random (default skip-slim)."
-)
+@click.option("--arch", default=None, metavar="NAME", help="Architecture for --init random (default skip-slim).")
 @click.option("--tag", default="", metavar="TEXT", help="Label for these cases (e.g. seen, left-out).")
 @click.option("--out", default="metadip-evaluate", show_default=True, metavar="DIR", help="Output folder.")
-@click.option(
-    "--quick", is_flag=True, help="The quick suite's settings (options given explicitly still win)."
-)
+@click.option("--quick", is_flag=True, help="The quick suite's settings (options given explicitly still win).")
 @click.option(
     "--config",
     "config_path",
@@ -141,23 +137,22 @@ speedup.png, grid_*.png, spectral_*.png, report.md, images/, cases/ (finished ca
     metavar="FILE",
     help="Run a suite file (evaluate/suites/*.toml or a previous run's config.toml).",
 )
-@click.option(
-    "--tensorboard", default=None, metavar="DIR", help="Also log every case's curves to TensorBoard."
-)
+@click.option("--tensorboard", default=None, metavar="DIR", help="Also log every case's curves to TensorBoard.")
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
-    default=1,
+    type=click.IntRange(min=0),
+    default=0,
     show_default=True,
     metavar="N",
-    help="Run cases in N worker processes (e.g. --jobs 2 --threads 1 on a 2-core CPU).",
+    help="Worker processes running cases in parallel; 0 = auto (one single-threaded worker per CPU core, "
+    "at most 8; one process on CUDA).",
 )
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
     metavar="N",
-    help="CPU threads per run (default: all cores; with --jobs: cores / jobs).",
+    help="CPU threads per run (default: cores / jobs).",
 )
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where to run.")
 @click.option("--report/--no-report", default=True, show_default=True, help="Write figures and report.md.")
@@ -200,9 +195,7 @@ def evaluate(
     if config_path:
         clashing = [f"--{n.replace('_', '-')}" for n in RUN_OPTIONS if given(n)]
         if clashing:
-            raise MetadipError(
-                f"{', '.join(clashing)} cannot be combined with --config (edit the suite file)"
-            )
+            raise MetadipError(f"{', '.join(clashing)} cannot be combined with --config (edit the suite file)")
         base = evaluation.load_suite(config_path)
     elif quick:
         base = evaluation.quick_config()
@@ -274,9 +267,7 @@ def evaluate(
     click.echo(f"cases: {counts.get('run', 0)} run, {counts.get('skipped', 0)} already done (skipped)")
     _echo_summary(results)
     written = ["results.json", "results.csv", "config.toml"] + (["report.md", "*.png"] if report else [])
-    click.echo(
-        f"wrote {', '.join(str(out_dir / w) for w in written)} ({time.perf_counter() - started:.0f} s)"
-    )
+    click.echo(f"wrote {', '.join(str(out_dir / w) for w in written)} ({time.perf_counter() - started:.0f} s)")
 
 
 def _echo_summary(results: dict) -> None:

@@ -26,9 +26,7 @@ DEFAULT_EMA = 0.99
 DEFAULT_ITERATIONS = 3000
 
 
-def measurement_loss(
-    op, output: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None
-) -> torch.Tensor:
+def measurement_loss(op, output: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared data-fidelity |A f − y|² over the measured entries (complex-aware).
 
     ``weight`` (broadcastable to y) selects the entries that count; by default the operator's measurement mask.
@@ -59,11 +57,7 @@ def holdout_split(
     draw = torch.rand(shape, generator=generator, device="cpu").to(y.device)
     held = (draw < fraction).to(torch.float32)
     if base is not None:
-        base = (
-            base.to(device=y.device, dtype=torch.float32).expand(shape)
-            if base.shape[1] == 1
-            else base.float()
-        )
+        base = base.to(device=y.device, dtype=torch.float32).expand(shape) if base.shape[1] == 1 else base.float()
         held = held * base
         train = base - held
     else:
@@ -140,6 +134,7 @@ def fit(
     callback: Callable[[int, torch.Tensor, dict, torch.Tensor], None] | None = None,
     monitor: str | StoppingRule | None = None,
     lr_per_tensor: dict[str, float] | None = None,
+    holdout_weights: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> FitResult:
     """Fit ``net`` so that ``A net(z) ≈ y`` and return the early-stopped reconstruction.
 
@@ -154,6 +149,7 @@ def fit(
         reference: clean image, only for history PSNR/SSIM and the evaluation-only oracle rule.
         generator: the run's torch.Generator (jitter, hold-out split); seeded by the caller.
         holdout_fraction: share of measurements kept out of the loss; defaults to 0.1 for the holdout rule.
+        holdout_weights: (train, held-out) measurement weights drawn by the caller with :func:`holdout_split`.
         monitor: a second rule that is only watched, never obeyed: where it *would* have stopped and what it would
             have returned land in ``FitResult.extras["monitor"]`` (evaluation runs a full budget and records the
             no-ground-truth rule's choice this way).
@@ -178,7 +174,10 @@ def fit(
     device = z.device
     height, width = op.image_shape[-2:]
     size = (height, width)
-    train_weight, held_weight = holdout_split(op, y, holdout_fraction, generator)
+    if holdout_weights is not None:  # drawn by the caller (e.g. before building a measurement-conditioned z)
+        train_weight, held_weight = holdout_weights
+    else:
+        train_weight, held_weight = holdout_split(op, y, holdout_fraction, generator)
     net.train()
     opt = make_optimizer(optimizer, net, lr, lr_per_tensor)
 
@@ -235,9 +234,7 @@ def fit(
 
             current = output.detach()
             if ema > 0:
-                average = (
-                    current.clone() if average is None else average.mul_(ema).add_(current, alpha=1 - ema)
-                )
+                average = current.clone() if average is None else average.mul_(ema).add_(current, alpha=1 - ema)
                 estimate = average
             else:
                 estimate = current
@@ -280,9 +277,7 @@ def fit(
         image = average if ema > 0 else current
         chosen = iteration
     else:
-        raise MetadipError(
-            "DIP diverged before the first iteration (loss is not finite); check the measurement"
-        )
+        raise MetadipError("DIP diverged before the first iteration (loss is not finite); check the measurement")
     extras = {"output_iteration": chosen, "best_loss": best_loss}
     if watcher is not None:
         watched = watcher.best_output if watcher.best_output is not None else image

@@ -42,6 +42,24 @@ def env_world_size() -> int:
         raise MetadipError(f"WORLD_SIZE={os.environ.get('WORLD_SIZE')!r} is not an integer") from None
 
 
+def env_info() -> DistInfo:
+    """Rank and world size from torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) without
+    joining a process group: for work that needs no collectives, such as splitting a list of files."""
+    world = env_world_size()
+    if world <= 1:
+        return DistInfo()
+    try:
+        rank = int(os.environ.get("RANK", "0"))
+        local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise MetadipError(
+            f"RANK={os.environ.get('RANK')!r} / LOCAL_RANK={os.environ.get('LOCAL_RANK')!r} must be integers"
+        ) from None
+    if not 0 <= rank < world:
+        raise MetadipError(f"RANK={rank} is outside 0..{world - 1} (WORLD_SIZE={world})")
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank)
+
+
 def init_distributed(device: torch.device) -> DistInfo:
     """Join the process group when ``WORLD_SIZE`` > 1 (idempotent); otherwise a single-process DistInfo."""
     world = env_world_size()

@@ -63,8 +63,7 @@ BASELINE_CHOICES = ("random", "none")
 #: ``metadip evaluate --quick``: the settings of ``evaluate/suites/quick.toml`` (a test keeps them equal).
 QUICK_SUITE: dict[str, Any] = {
     "name": "quick",
-    "description": "smoke test: 2 held-out images, 2 operators, 40 px, 150 iterations, 1 seed "
-    "(<= 2 min, 2 cores)",
+    "description": "smoke test: 2 held-out images, 2 operators, 40 px, 150 iterations, 1 seed (<= 2 min, 2 cores)",
     "init": "auto",
     "baseline": "random",
     "stop": "wmv",
@@ -124,9 +123,7 @@ class EvalConfig:
     """An evaluation: the inits to compare and one or more :class:`RunSpec` blocks."""
 
     runs: tuple[RunSpec, ...]
-    init: str = (
-        "auto"  # checkpoint name or path; "auto" = first shipped checkpoint; "random" = random arm only
-    )
+    init: str = "auto"  # checkpoint name or path; "auto" = first shipped checkpoint; "random" = random arm only
     baseline: str = "random"  # "random": also run random init; "none": the init's arm only
     stop: str = "wmv"  # the watched no-ground-truth stopping rule
     arch: str | None = None  # architecture for --init random (default: skip-slim)
@@ -157,9 +154,7 @@ class EvalConfig:
 
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "runs"}
-        data["run"] = [
-            {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(r).items()} for r in self.runs
-        ]
+        data["run"] = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(r).items()} for r in self.runs]
         return data
 
     @classmethod
@@ -171,9 +166,7 @@ class EvalConfig:
         known = {f.name for f in fields(cls)} - {"runs"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise MetadipError(
-                f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}, run"
-            )
+            raise MetadipError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}, run")
         run_keys = {f.name for f in fields(RunSpec)}
         specs = []
         for index, run in enumerate(runs):
@@ -182,8 +175,7 @@ class EvalConfig:
             bad = sorted(set(run) - run_keys)
             if bad:
                 raise MetadipError(
-                    f"{where}: run {index + 1}: unknown key(s) {', '.join(bad)}; "
-                    f"valid: {', '.join(sorted(run_keys))}"
+                    f"{where}: run {index + 1}: unknown key(s) {', '.join(bad)}; valid: {', '.join(sorted(run_keys))}"
                 )
             if "operators" not in run:
                 raise MetadipError(f"{where}: run {index + 1} has no operators")
@@ -254,6 +246,25 @@ def _short_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
 
 
+#: Architecture options that only make sense with a measurement-conditioned z; the random arm drops them.
+CONDITIONED_OPTIONS = ("residual",)
+
+
+def random_arch(meta_arch: dict) -> str | dict:
+    """The random arm's architecture for a meta init's ``arch`` config: the same network as the DIP paper
+    runs it — the preset by name when the config is a preset (plus its explicit overrides, minus the
+    conditioned-input options and input width), else the config without the conditioned-input options."""
+    from metadip.generators import PRESETS, build_generator
+
+    name = str(meta_arch.get("name", ""))
+    plain = {k: v for k, v in meta_arch.items() if k not in CONDITIONED_OPTIONS}
+    if name in PRESETS:
+        preset = build_generator(name, out_channels=int(meta_arch.get("out_channels", 3))).config
+        overrides = {k: v for k, v in plain.items() if k != "in_channels" and preset.get(k) != v}
+        return name if not overrides else {**preset, **overrides}
+    return plain if plain != meta_arch else meta_arch
+
+
 def _auto_init() -> str | None:
     from metadip.checkpoint import list_checkpoints
 
@@ -301,16 +312,19 @@ def resolve_arms(config: EvalConfig) -> tuple[list[Arm], list[str]]:
             training=dict(loaded.training),
         )
     elif config.baseline == "none":
-        raise MetadipError(
-            "--baseline none needs a meta-learned --init (with --init random there is nothing left)"
-        )
+        raise MetadipError("--baseline none needs a meta-learned --init (with --init random there is nothing left)")
     else:
         notes.append("--init random: no meta-learned init given, running the random-init arm only")
     if meta is None or config.baseline == "random":
-        if meta is not None:
-            arch_config = dict(meta.arch_config)
-        else:
-            arch_config = build_generator(config.arch or DEFAULT_ARCH).config
+        arch_spec = random_arch(meta.arch_config) if meta is not None else (config.arch or DEFAULT_ARCH)
+        out_channels = meta.out_channels if meta is not None else None
+        arch_config = build_generator(arch_spec, out_channels=out_channels).config
+        if meta is not None and arch_config != meta.arch_config:
+            notes.append(
+                f"random arm: the {arch_config.get('name')!r} network as the DIP paper uses it (noise "
+                f"input, {arch_config.get('in_channels')} channels), the meta init's architecture without "
+                "its measurement-conditioned input options"
+            )
         recipe = checkpoint.dip_recipe()
         arms.append(
             Arm(
@@ -365,8 +379,7 @@ def resolve_images(spec: str, meta: Arm | None = None, max_images: int | None = 
                 folder = Path(source)
                 if not folder.is_dir():
                     raise MetadipError(
-                        f"the init's held-out images are in folder {folder}, which is not here; "
-                        "pass --images DIR|NAME"
+                        f"the init's held-out images are in folder {folder}, which is not here; pass --images DIR|NAME"
                     )
                 items = [ImageItem(n, "file", str(folder / n)) for n in held]
         else:
@@ -477,9 +490,10 @@ def _bicubic(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def tv_weight(sigma_255: float) -> float:
-    """The fixed rule for the TV baseline's weight: σ in [0, 1] units (≈ the best weight for σ 10–50 on
-    natural images at 64–256 px with ``denoise_tv_chambolle``), at least 0.01."""
-    return max(0.01, float(sigma_255) / 255.0)
+    """The fixed rule for the TV baseline's weight: 0.75·σ in [0, 1] units, at least 0.01. Chosen once from
+    a grid of 0.25–2·σ on astronaut, camera and coffee at 64 and 128 px, σ 10 / 25 / 50: 0.75 was within
+    0.6 dB of the best weight in all 18 cases, within 0.15 dB for σ ≥ 25 (``denoise_tv_chambolle``, RGB)."""
+    return max(0.01, 0.75 * float(sigma_255) / 255.0)
 
 
 def compute_baselines(x: torch.Tensor, y: torch.Tensor, op) -> dict[str, float]:
@@ -555,9 +569,7 @@ def coverage(operator: str, training: dict) -> str | None:
             if not within("inpaint_ratio", default("ratio")):
                 return "unseen ratio"
         if family == "superres":
-            if int(default("factor")) not in [
-                int(f) for f in tasks.get("superres_factors", [default("factor")])
-            ]:
+            if int(default("factor")) not in [int(f) for f in tasks.get("superres_factors", [default("factor")])]:
                 return "unseen factor"
             if default("filter") not in tasks.get("superres_filters", [default("filter")]):
                 return "unseen filter"
@@ -583,14 +595,6 @@ def _slug(text: str, limit: int = 40) -> str:
 
 def _round_list(values: Iterable[float], digits: int) -> list[float | None]:
     return [round(float(v), digits) if math.isfinite(float(v)) else None for v in values]
-
-
-def _monitor_rule(stop: str, inner: dict):
-    from metadip.stopping import make_stopping_rule
-
-    if stop == "wmv" and isinstance(inner.get("wmv"), dict):
-        return make_stopping_rule("wmv", **inner["wmv"])
-    return make_stopping_rule(stop)
 
 
 def run_arm(
@@ -623,7 +627,7 @@ def run_arm(
         progress=False,
         tensorboard=tensorboard,
         callback=recorder,
-        monitor=_monitor_rule(stop, arm.inner),
+        monitor=stop,  # api applies the init's stop_options to it
     )
     psnr_curve = [float(v) for v in result.history.get("psnr", [])]
     ssim_curve = [float(v) for v in result.history.get("ssim", [])]
@@ -733,9 +737,7 @@ def plan(config: EvalConfig, arms: Sequence[Arm]) -> list[Problem]:
                         continue  # the same problem listed in two runs: evaluated once
                     seen_keys.add(key)
                     problems.append(
-                        Problem(
-                            index, item, operator, seed, run.size, run.iterations, run.tag, x, image_sha, key
-                        )
+                        Problem(index, item, operator, seed, run.size, run.iterations, run.tag, x, image_sha, key)
                     )
     return problems
 
@@ -761,11 +763,7 @@ def _problem_record(
         f"{problem.size}px_{problem.pair_key}"
     )
     files = {"clean": f"images/{base}_clean.png", "measurement": f"images/{base}_measurement.png"}
-    if (
-        cached
-        and cached.get("pair_key") == problem.pair_key
-        and all((out / f).is_file() for f in files.values())
-    ):
+    if cached and cached.get("pair_key") == problem.pair_key and all((out / f).is_file() for f in files.values()):
         return cached, op, y
     view, kind = measurement_view(y, op)
     _save_png(out / files["clean"], problem.x)
@@ -874,6 +872,33 @@ def set_threads(threads: int | None) -> None:
         _worker_init(int(threads))
 
 
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def parallelism(jobs: int, threads: int | None, device: str, n_tasks: int) -> tuple[int, int | None]:
+    """(worker processes, CPU threads per run). ``jobs`` 0 = auto: one process on CUDA, else one
+    single-threaded worker per core (at most 8, at most one per case) — small DIP nets use several cores far
+    better as parallel runs than as threads of one run (measured: 10× on 2 shared cores). ``threads`` None =
+    all cores for one process, cores // jobs for several."""
+    from metadip.runtime import resolve_device
+
+    if jobs < 0:
+        raise MetadipError(f"jobs must be >= 0 (0 = auto), got {jobs}")
+    if threads is not None and threads < 1:
+        raise MetadipError(f"threads must be >= 1, got {threads}")
+    cores = _cores()
+    if jobs == 0:
+        jobs = 1 if resolve_device(device).type == "cuda" else max(1, min(cores, 8, n_tasks))
+    jobs = max(1, min(jobs, max(1, n_tasks)))
+    if threads is None and jobs > 1:
+        threads = max(1, cores // jobs)
+    return jobs, threads
+
+
 def run_cases(
     config: EvalConfig,
     out: str | Path,
@@ -883,22 +908,19 @@ def run_cases(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     arms: Sequence[Arm] | None = None,
-    jobs: int = 1,
+    jobs: int = 0,
     threads: int | None = None,
 ) -> tuple[list[dict], list[dict], list[Arm], dict]:
     """Run (or load from ``out/cases``) every arm of every problem. Returns (case records, problem records,
-    arms, counts {"run": n, "skipped": m}).
+    arms, counts {"run": n, "skipped": m, "jobs": j, "threads": t}).
 
-    ``jobs`` > 1 runs cases in that many worker processes (``spawn``), each with ``threads`` CPU threads
-    (default: cores // jobs) — on a small CPU several single-threaded DIP runs use the cores better than one
-    multi-threaded run. Per-iteration times then include the contention; both arms share it.
+    Cases run in ``jobs`` worker processes (``spawn``; 0 = auto, see :func:`parallelism`) with ``threads`` CPU
+    threads each. Per-iteration times then include the contention of parallel runs; both arms share it.
     """
     echo = echo or (lambda message: print(message, file=sys.stderr))
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise MetadipError(f"--out {out} exists and is not a directory")
-    if jobs < 1:
-        raise MetadipError(f"jobs must be >= 1, got {jobs}")
     if arms is None:
         arms, notes = resolve_arms(config)
         for note in notes:
@@ -912,6 +934,13 @@ def run_cases(
     tasks: list[_Task] = []
     for problem in problems:
         prob, _, _ = _problem_record(problem, out, cases_dir, images_dir, arms, config.bands)
+        meta = next((a for a in arms if a.label == "meta"), None)
+        # labels are not part of the cache key: a reused case takes this run's tag and the current init's view
+        prob = {
+            **prob,
+            "tag": problem.tag,
+            "coverage": coverage(problem.operator, meta.training) if meta is not None else None,
+        }
         problem_records.append(prob)
         for arm in arms:
             key = arm_key(problem, arm, config.stop, config.bands)
@@ -919,7 +948,7 @@ def run_cases(
             order.append(key)
             cached = _read_json(cases_dir / f"{name}.json")
             if cached and cached.get("key") == key and (out / f"images/{name}_stop.png").is_file():
-                done[key] = cached
+                done[key] = {**cached, "tag": problem.tag, "coverage": prob["coverage"]}
                 counts["skipped"] += 1
                 continue
             tasks.append(
@@ -936,6 +965,11 @@ def run_cases(
                     None if tensorboard is None else str(tensorboard),
                 )
             )
+    jobs, threads = parallelism(jobs, threads, device, len(tasks))
+    counts.update(jobs=jobs, threads=threads if threads is not None else torch.get_num_threads())
+    if jobs == 1:
+        set_threads(threads)
+        counts["threads"] = torch.get_num_threads() if threads is None else threads
     from tqdm.auto import tqdm
 
     bar = tqdm(
@@ -953,7 +987,7 @@ def run_cases(
         bar.update(1)
 
     try:
-        if jobs == 1 or len(tasks) <= 1:
+        if jobs == 1:
             for task in tasks:
                 bar.set_postfix_str(
                     f"{task.problem.item.name} {task.problem.operator} s{task.problem.seed} {task.arm.label}",
@@ -964,7 +998,7 @@ def run_cases(
             import concurrent.futures as futures
             import multiprocessing
 
-            per_worker = threads or max(1, (os.cpu_count() or 1) // jobs)
+            per_worker = threads or 1
             context = multiprocessing.get_context("spawn")
             with futures.ProcessPoolExecutor(
                 max_workers=jobs, mp_context=context, initializer=_worker_init, initargs=(per_worker,)
@@ -1055,9 +1089,7 @@ def summarize(cases: Sequence[dict], margin_db: float = MARGIN_DB) -> dict:
     for case in cases:
         by_arm.setdefault(case["init"], {})[case["pair_key"]] = case
     random_cases, meta_cases = by_arm.get("random", {}), by_arm.get("meta", {})
-    pairs = [
-        pair_statistics(random_cases[k], meta_cases[k], margin_db) for k in random_cases if k in meta_cases
-    ]
+    pairs = [pair_statistics(random_cases[k], meta_cases[k], margin_db) for k in random_cases if k in meta_cases]
     keys = list(dict.fromkeys(c["pair_key"] for c in cases))
     summary: dict[str, Any] = {
         "n_cases": len(keys),
@@ -1073,17 +1105,13 @@ def summarize(cases: Sequence[dict], margin_db: float = MARGIN_DB) -> dict:
             "speedup_iqr": _rounded(iqr(speedups)),
             "speedup_q25": _rounded(q25),
             "speedup_q75": _rounded(q75),
-            "meta_reached_fraction": _rounded(
-                sum(p["iterations_meta"] is not None for p in pairs) / len(pairs)
-            )
+            "meta_reached_fraction": _rounded(sum(p["iterations_meta"] is not None for p in pairs) / len(pairs))
             if pairs
             else None,
             "iterations_to_target_random_median": _rounded(
                 _median_with_never([p["iterations_random"] for p in pairs]), 1
             ),
-            "iterations_to_target_meta_median": _rounded(
-                _median_with_never([p["iterations_meta"] for p in pairs]), 1
-            ),
+            "iterations_to_target_meta_median": _rounded(_median_with_never([p["iterations_meta"] for p in pairs]), 1),
             "delta_peak_median": _rounded(median(p["delta_peak"] for p in pairs)),
             "delta_stop_median": _rounded(median(p["delta_stop"] for p in pairs)),
             "wall_clock_ratio_median": _rounded(median(p["wall_clock_ratio"] for p in pairs)),
@@ -1097,9 +1125,7 @@ def summarize(cases: Sequence[dict], margin_db: float = MARGIN_DB) -> dict:
         summary[f"{label}_peak_iteration_median"] = _rounded(median(c["peak_iteration"] for c in values), 1)
         summary[f"{label}_stop_psnr_median"] = _rounded(median(c["stop_psnr"] for c in values))
         summary[f"{label}_stop_iteration_median"] = _rounded(median(c["stop_iteration"] for c in values), 1)
-        summary[f"{label}_ms_per_iteration_median"] = _rounded(
-            median(c["ms_per_iteration"] for c in values), 2
-        )
+        summary[f"{label}_ms_per_iteration_median"] = _rounded(median(c["ms_per_iteration"] for c in values), 2)
     baselines: dict[str, list[float]] = {}
     seen_pairs: set[str] = set()
     for case in cases:
@@ -1277,7 +1303,7 @@ def assemble(
     out: str | Path,
     device: str = "auto",
     notes: Sequence[str] = (),
-    jobs: int = 1,
+    jobs: int = 0,
     threads: int | None = None,
 ) -> dict:
     """The ``results.json`` object (see the module docstring)."""
@@ -1350,18 +1376,34 @@ def results_csv(results: dict) -> str:
     writer.writerow([*CSV_COLUMNS, *(f"baseline_{n}" for n in baseline_names)])
     for case in results["cases"]:
         row = ["" if case.get(k) is None else case.get(k) for k in CSV_COLUMNS]
-        row += [
-            "" if (case.get("baselines") or {}).get(n) is None else case["baselines"][n]
-            for n in baseline_names
-        ]
+        row += ["" if (case.get("baselines") or {}).get(n) is None else case["baselines"][n] for n in baseline_names]
         writer.writerow(row)
     return buffer.getvalue()
+
+
+def dump_results(results: dict) -> str:
+    """results.json text: ``summary`` and ``config`` indented, one line per case / problem (compact curves keep
+    the file small and its diffs readable)."""
+
+    def compact(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False, default=_json_default)
+
+    parts = []
+    for key, value in results.items():
+        if key.startswith("_"):
+            continue
+        if key in ("cases", "problems") and isinstance(value, list):
+            body = "[]" if not value else "[\n  " + ",\n  ".join(compact(v) for v in value) + "\n ]"
+        else:
+            body = json.dumps(value, indent=1, allow_nan=False, default=_json_default).replace("\n", "\n ")
+        parts.append(f" {json.dumps(key)}: {body}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
 def write_results(out: str | Path, results: dict, config: EvalConfig) -> list[Path]:
     out = Path(out)
     paths = [out / "results.json", out / "results.csv", out / "config.toml"]
-    atomic_write_text(paths[0], json.dumps(results, indent=1, allow_nan=False, default=_json_default) + "\n")
+    atomic_write_text(paths[0], dump_results(results))
     atomic_write_text(paths[1], results_csv(results))
     header = (
         f"metadip evaluate config (re-run: metadip evaluate --config {paths[2]} --out {out})\n"
@@ -1407,11 +1449,10 @@ def evaluate(
     threads: int | None = None,
 ) -> dict:
     """Run ``config`` into ``out`` (resuming finished cases) and write results.json / results.csv /
-    config.toml and, with ``report``, the figures and report.md. Returns the results object with an extra
-    ``_counts`` entry {"run", "skipped"} (not written)."""
+    config.toml and, with ``report``, the figures and report.md. ``jobs`` / ``threads``: see
+    :func:`parallelism`. Returns the results object with an extra ``_counts`` entry {"run", "skipped",
+    "jobs", "threads"} (not written)."""
     echo = echo or (lambda message: print(message, file=sys.stderr))
-    if jobs == 1:
-        set_threads(threads)
     arms, notes = resolve_arms(config)
     for note in notes:
         echo(note)
@@ -1426,7 +1467,6 @@ def evaluate(
         jobs=jobs,
         threads=threads,
     )
-    per_job = torch.get_num_threads() if jobs == 1 else threads or max(1, (os.cpu_count() or 1) // jobs)
     results = assemble(
         config,
         records,
@@ -1435,8 +1475,8 @@ def evaluate(
         out=out,
         device=device,
         notes=notes,
-        jobs=jobs,
-        threads=per_job,
+        jobs=counts["jobs"],
+        threads=counts["threads"],
     )
     write_results(out, results, config)
     if report:

@@ -254,6 +254,15 @@ def test_coverage():
     assert evaluation.coverage("denoise", {}) is None
 
 
+def test_random_arm_architecture():
+    from metadip.generators import build_generator
+
+    conditioned = build_generator("skip-slim", out_channels=3, residual=True, in_channels=38).config
+    assert evaluation.random_arch(conditioned) == "skip-slim"  # the DIP paper's network, noise input
+    tiny = build_generator(TINY, out_channels=3).config
+    assert build_generator(evaluation.random_arch(tiny)).config == tiny
+
+
 def test_images_refuse_training_images(tmp_path):
     arm = evaluation.Arm(
         label="meta",
@@ -346,6 +355,8 @@ def test_end_to_end_cli_and_resume(tmp_path, tiny_checkpoint, image_folder, monk
         str(out),
         "--device",
         "cpu",
+        "--jobs",
+        "1",
     ]
     calls = []
     real = api.reconstruct
@@ -367,9 +378,7 @@ def test_end_to_end_cli_and_resume(tmp_path, tiny_checkpoint, image_folder, monk
         assert set(evaluation.CASE_KEYS) <= set(entry)
         assert entry["init"] in ("meta", "random") and len(entry["psnr"]) == len(entry["ssim"]) == 12
         assert entry["image"] in ("wide.png", "grey.jpg")
-        assert 1 <= entry["peak_iteration"] <= 12 and entry["peak_psnr"] == pytest.approx(
-            max(entry["psnr"]), abs=1e-3
-        )
+        assert 1 <= entry["peak_iteration"] <= 12 and entry["peak_psnr"] == pytest.approx(max(entry["psnr"]), abs=1e-3)
         assert math.isfinite(entry["stop_psnr"]) and entry["ms_per_iteration"] > 0
         assert entry["baselines"] and (out / entry["files"]["stop"]).is_file()
     summary = data["summary"]
@@ -428,6 +437,8 @@ def test_random_only_and_greedy_operators(tmp_path, monkeypatch):
         "--arch",
         "skip-slim",
         "--no-report",
+        "--jobs",
+        "1",
     ]
     result = CliRunner().invoke(evaluate, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -438,8 +449,10 @@ def test_random_only_and_greedy_operators(tmp_path, monkeypatch):
     assert data["config"]["options"]["run"][0]["operators"] == ["denoise:sigma=25", "inpaint:ratio=0.5"]
 
 
+@pytest.mark.slow
 def test_parallel_jobs_match_sequential(tmp_path, monkeypatch):
-    """--jobs 2 (spawned workers) gives the same curves as one process, in the same case order."""
+    """--jobs 2 (spawned workers) gives the same curves as one process, in the same case order (slow: two
+    interpreters import torch)."""
     monkeypatch.setattr(evaluation, "_auto_init", lambda: None)
     config = evaluation.EvalConfig(
         runs=(
@@ -451,13 +464,26 @@ def test_parallel_jobs_match_sequential(tmp_path, monkeypatch):
         arch=None,
     )
     arms, _ = evaluation.resolve_arms(config)
-    one, _, _, _ = evaluation.run_cases(config, tmp_path / "a", progress=False, arms=arms, device="cpu")
+    one, _, _, counts = evaluation.run_cases(
+        config, tmp_path / "a", progress=False, arms=arms, device="cpu", jobs=1, threads=1
+    )
+    assert counts == {"run": 2, "skipped": 0, "jobs": 1, "threads": 1}
     two, _, _, counts = evaluation.run_cases(
         config, tmp_path / "b", progress=False, arms=arms, device="cpu", jobs=2, threads=1
     )
-    assert counts == {"run": 2, "skipped": 0}
+    assert counts == {"run": 2, "skipped": 0, "jobs": 2, "threads": 1}
     assert [c["key"] for c in one] == [c["key"] for c in two]
     assert [c["psnr"] for c in one] == [c["psnr"] for c in two]
+
+
+def test_parallelism_auto(monkeypatch):
+    monkeypatch.setattr(evaluation, "_cores", lambda: 2)
+    assert evaluation.parallelism(0, None, "cpu", 10) == (2, 1)
+    assert evaluation.parallelism(0, None, "cpu", 1) == (1, None)  # one case: no workers
+    assert evaluation.parallelism(1, None, "cpu", 10) == (1, None)  # one process, default threads
+    assert evaluation.parallelism(3, 2, "cpu", 10) == (3, 2)
+    with pytest.raises(MetadipError):
+        evaluation.parallelism(-1, None, "cpu", 10)
 
 
 def test_readme_table_touches_only_its_block(tmp_path):
@@ -478,9 +504,7 @@ def test_readme_table_touches_only_its_block(tmp_path):
     readme = tmp_path / "README.md"
     before, after = "# Title\n\nintro\n\n", "\n\n## Later\ntext\n"
     readme.write_text(before + readme_table.BEGIN + "\nold table\n" + readme_table.END + after)
-    assert (
-        readme_table.main(["--update", "--results", str(tmp_path / "results"), "--readme", str(readme)]) == 0
-    )
+    assert readme_table.main(["--update", "--results", str(tmp_path / "results"), "--readme", str(readme)]) == 0
     text = readme.read_text()
     assert text.startswith(before + readme_table.BEGIN) and text.endswith(readme_table.END + after)
     assert "old table" not in text and "denoise:sigma=25 @ 32px" in text and "×9.8" in text
