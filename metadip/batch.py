@@ -65,13 +65,9 @@ def load_problem(measurement: str | os.PathLike, *, spec: str | None, mask, kern
     )
     expected_channels = tuple(getattr(op, "measurement_shape", op.image_shape))[0]
     if y.shape[1] != expected_channels:
-        raise MetadipError(
-            f"{measurement} has {y.shape[1]} channel(s) but its operator expects {expected_channels}"
-        )
+        raise MetadipError(f"{measurement} has {y.shape[1]} channel(s) but its operator expects {expected_channels}")
     if y.is_complex() and not op.is_complex:
-        raise MetadipError(
-            f"{measurement} holds complex values but operator {op.name} expects a real measurement"
-        )
+        raise MetadipError(f"{measurement} holds complex values but operator {op.name} expects a real measurement")
     if op.is_complex and not y.is_complex():
         y = y.to(torch.complex64)
     return y, op

@@ -340,7 +340,10 @@ evaluation only). A meta-learned init brings its own default rule and settings.
     help="Learning rate override (default: the init's recipe).",
 )
 @click.option(
-    "--out", required=True, metavar="X.png|OUTDIR", help="Reconstructed image (8-bit); a folder in batch mode."
+    "--out",
+    required=True,
+    metavar="X.png|OUTDIR",
+    help="Reconstructed image (8-bit); a folder in batch mode.",
 )
 @click.option(
     "--max-pixels",
@@ -387,7 +390,9 @@ def reconstruct(
         operators.parse_operator_spec(spec)
     if batch.is_batch(measurements):
         if reference is not None:
-            raise MetadipError("--reference (and --stop oracle) work on a single measurement, not in batch mode")
+            raise MetadipError(
+                "--reference (and --stop oracle) work on a single measurement, not in batch mode"
+            )
         if history:
             raise MetadipError(
                 f"in batch mode --history takes no value (got {history}); histories go to OUTDIR/<stem>.json"

@@ -1338,6 +1338,7 @@ def assemble(
         "random": {
             "recipe": next((a.inner for a in arms if a.label == "random"), None),
             "arch": next((a.arch_config.get("name") for a in arms if a.label == "random"), None),
+            "arch_config": next((a.arch_config for a in arms if a.label == "random"), None),
         },
         "seeds": sorted({c["seed"] for c in cases}),
         "sizes": sizes,

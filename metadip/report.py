@@ -451,6 +451,19 @@ def _first_below(spectral: dict, band: int, threshold: float) -> int | None:
     return None
 
 
+def _late_note(results: dict, setting: str) -> str:
+    """A caveat when random init was still improving at the end of the budget (its peak is budget-limited)."""
+    cases = _cases(results, setting, "random")
+    late = sum(c["peak_iteration"] >= 0.95 * c["iterations"] for c in cases)
+    if not late:
+        return ""
+    budget = max(c["iterations"] for c in cases)
+    return (
+        f" Random init was still improving at the end of the {budget}-iteration budget in {late} of "
+        f"{len(cases)} runs, so its peak (and the target) is the budget's, not its best."
+    )
+
+
 def curves_reading(results: dict) -> list[str]:
     out = []
     for setting in settings(results):
@@ -470,6 +483,7 @@ def curves_reading(results: dict) -> list[str]:
                 f"; at the {results['config'].get('stop_rule', 'wmv')} stop "
                 f"{_fmt(s.get('meta_stop_psnr_median'))} vs "
                 f"{_fmt(s.get('random_stop_psnr_median'))} dB (Δ {_signed(s.get('delta_stop_median'))})."
+                + _late_note(results, setting)
             )
         else:
             arm = "random" if s.get("random_peak_psnr_median") is not None else "meta"
@@ -705,8 +719,9 @@ def write_markdown(results: dict, out: Path, figures: dict) -> Path:
     if "meta" in arms:
         lines.append(
             f"Meta-learned init **{init.get('name')}** (sha256 `{str(init.get('sha256'))[:16]}…`; "
-            f"{init.get('card') or ''}) against random init on the same architecture "
-            f"(`{(init.get('arch') or {}).get('name', 'custom')}`), each with its own recipe."
+            f"{init.get('card') or ''}; network `{(init.get('arch') or {}).get('name', 'custom')}`) against random "
+            f"init (`{config.get('random', {}).get('arch') or 'same network'}`, the DIP paper's recipe), each with "
+            "its own recipe, on the same measurements."
         )
     else:
         lines.append(
