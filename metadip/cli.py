@@ -16,6 +16,7 @@ import click
 from metadip import __version__
 from metadip.batch import json_safe as _json_safe
 from metadip.batch import summary as _summary
+from metadip.cli_evaluate import evaluate  # registered below
 from metadip.cli_pretrain import checkpoints, pretrain  # the meta-learning commands (registered below)
 from metadip.errors import MetadipError
 from metadip.imageio import (
@@ -684,5 +685,6 @@ def demo(size: int, out: str, iterations: int, image: str, seed: int, device: st
 
 main.add_command(pretrain)
 main.add_command(checkpoints)
+main.add_command(evaluate)
 
 __all__ = ["main", "simulate", "reconstruct", "demo", "pretrain", "checkpoints"]

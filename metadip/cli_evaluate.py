@@ -31,22 +31,23 @@ class _EvaluateCommand(click.Command):
     def parse_args(self, ctx, args):
         rewritten: list[str] = []
         greedy = False
-        for arg in args:
-            if arg == "--":
-                greedy = False
-                rewritten.append(arg)
-            elif arg == "--operators":
-                greedy = True
+        taken = 0
+        for arg in [*args, None]:  # None: the end, to check the last --operators got a value
+            if greedy and (arg is None or arg == "--" or arg.startswith("-")) and taken == 0:
+                raise click.UsageError("--operators needs at least one SPEC (e.g. --operators denoise:sigma=25)", ctx)
+            if arg is None:
+                break
+            if arg == "--operators":
+                greedy, taken = True, 0
             elif arg.startswith("--operators="):
-                greedy = True
+                greedy, taken = True, 1
                 rewritten += ["--operators", arg.split("=", 1)[1]]
             elif greedy and not arg.startswith("-"):
                 rewritten += ["--operators", arg]
+                taken += 1
             else:
                 greedy = False
                 rewritten.append(arg)
-        if args and args[-1] == "--operators":
-            rewritten.append("--operators")  # let click report the missing value
         return super().parse_args(ctx, rewritten)
 
 

@@ -908,14 +908,16 @@ def run_cases(
     progress: bool = True,
     echo: Callable[[str], None] | None = None,
     arms: Sequence[Arm] | None = None,
-    jobs: int = 0,
+    jobs: int = 1,
     threads: int | None = None,
 ) -> tuple[list[dict], list[dict], list[Arm], dict]:
     """Run (or load from ``out/cases``) every arm of every problem. Returns (case records, problem records,
     arms, counts {"run": n, "skipped": m, "jobs": j, "threads": t}).
 
-    Cases run in ``jobs`` worker processes (``spawn``; 0 = auto, see :func:`parallelism`) with ``threads`` CPU
-    threads each. Per-iteration times then include the contention of parallel runs; both arms share it.
+    Cases run in ``jobs`` worker processes (``spawn``; 0 = auto, see :func:`parallelism`; the command line's
+    default) with ``threads`` CPU threads each. Spawned workers re-import the calling script, so a script using
+    ``jobs != 1`` needs an ``if __name__ == "__main__":`` guard. Per-iteration times then include the
+    contention of parallel runs; both arms share it.
     """
     echo = echo or (lambda message: print(message, file=sys.stderr))
     out = Path(out)
@@ -1303,7 +1305,7 @@ def assemble(
     out: str | Path,
     device: str = "auto",
     notes: Sequence[str] = (),
-    jobs: int = 0,
+    jobs: int = 1,
     threads: int | None = None,
 ) -> dict:
     """The ``results.json`` object (see the module docstring)."""

@@ -515,6 +515,13 @@ def test_readme_table_touches_only_its_block(tmp_path):
     assert readme.read_text() == "no markers"
 
 
+def test_operators_option_needs_a_value(tmp_path):
+    for args in (["--operators", "--init", "random"], ["--init", "random", "--operators"]):
+        result = CliRunner().invoke(evaluate, [*args, "--out", str(tmp_path / "x")])
+        assert result.exit_code == 2 and "--operators needs at least one SPEC" in result.output
+        assert not (tmp_path / "x").exists()
+
+
 def test_evaluate_registered_on_main_cli():
     from metadip.cli import main
 
