@@ -38,7 +38,7 @@ DEMO_OPERATORS = (
     "deblur:kernel=gauss,width=1.5,sigma=2",
 )
 #: Iteration cap per demo problem (the stopping rule usually ends earlier); keeps the demo ≲ 2 min on 2 cores.
-DEMO_ITERATIONS = 600
+DEMO_ITERATIONS = 400
 EXIT_USER_ERROR = 2
 
 

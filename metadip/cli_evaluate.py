@@ -123,7 +123,7 @@ speedup.png, grid_*.png, spectral_*.png, report.md, images/, cases/ (finished ca
 @click.option(
     "--stop",
     type=click.Choice(STOPPING_RULES),
-    default="wmv",
+    default="holdout",
     show_default=True,
     help="The no-ground-truth stopping rule to record (watched, never obeyed).",
 )

@@ -66,7 +66,7 @@ QUICK_SUITE: dict[str, Any] = {
     "description": "smoke test: 2 held-out images, 2 operators, 40 px, 150 iterations, 1 seed (<= 2 min, 2 cores)",
     "init": "auto",
     "baseline": "random",
-    "stop": "wmv",
+    "stop": "holdout",
     "run": [
         {
             "tag": "seen",
@@ -125,7 +125,7 @@ class EvalConfig:
     runs: tuple[RunSpec, ...]
     init: str = "auto"  # checkpoint name or path; "auto" = first shipped checkpoint; "random" = random arm only
     baseline: str = "random"  # "random": also run random init; "none": the init's arm only
-    stop: str = "wmv"  # the watched no-ground-truth stopping rule
+    stop: str = "holdout"  # the watched no-ground-truth stopping rule
     arch: str | None = None  # architecture for --init random (default: skip-slim)
     name: str = "evaluate"
     description: str = ""
