@@ -21,6 +21,7 @@ import torch
 
 from metadip import api, fileio, metrics, operators
 from metadip.generators import DEFAULT_ARCH
+from metadip.imageio import center_square
 from metadip.images import load_sample, resize
 from metadip.stopping import DEFAULT_STOP
 
@@ -28,10 +29,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def square(image: torch.Tensor, size: int) -> torch.Tensor:
-    _, _, height, width = image.shape
-    side = min(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    return resize(image[..., top : top + side, left : left + side], (size, size))
+    return resize(center_square(image), (size, size))
 
 
 def run_case(name: str, size: int, budget: int, spec: str, seed: int) -> dict:

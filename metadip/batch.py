@@ -26,7 +26,7 @@ from pathlib import Path
 
 import click
 
-from metadip.errors import MetadipError
+from metadip.errors import MetadipError, one_line
 from metadip.imageio import MEASUREMENT_EXTENSIONS
 
 GLOB_CHARS = "*?["
@@ -88,7 +88,7 @@ def history_record(result, op, measurement, seed: int, reference: str | None = N
 
 def write_outputs(out_path: Path, image, history_path: Path | None, record: dict | None) -> None:
     """Write the history (if any) and then the image, each atomically; on failure remove what was written."""
-    from metadip.fileio import atomic_write_json
+    from metadip.fileio import atomic_write_json, remove_files
     from metadip.imageio import write_image
 
     written: list[Path] = []
@@ -99,11 +99,7 @@ def write_outputs(out_path: Path, image, history_path: Path | None, record: dict
         write_image(out_path, image)
         written.append(out_path)
     except BaseException:
-        for path in written:
-            try:
-                path.unlink()
-            except OSError:
-                pass
+        remove_files(written)
         raise
 
 
@@ -308,17 +304,17 @@ def run_batch(
             write_outputs(item.out, result.image, item.history, record)
         except MetadipError as exc:
             failed += 1
-            message = _one_line(str(exc))
+            message = one_line(str(exc))
             click.echo(f"error: {message if message.startswith(name) else f'{name}: {message}'}", err=True)
             continue
         except OSError as exc:  # e.g. disk full: report it, keep going (the next item may fit)
             failed += 1
             where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-            click.echo(f"error: {name}: {_one_line(exc.strerror or str(exc))}{where}", err=True)
+            click.echo(f"error: {name}: {one_line(exc.strerror or str(exc))}{where}", err=True)
             continue
         except Exception as exc:  # an unexpected failure on one item must not lose the rest of the batch
             failed += 1
-            click.echo(f"error: {name}: {type(exc).__name__}: {_one_line(str(exc))}", err=True)
+            click.echo(f"error: {name}: {type(exc).__name__}: {one_line(str(exc))}", err=True)
             continue
         done += 1
         click.echo(f"[{index}/{len(todo)}] {name} -> {item.out}: {summary(result)}")
@@ -329,11 +325,6 @@ def run_batch(
     extra = f" diverged={diverged}" if diverged else ""
     click.echo(f"done={done} skipped={skipped} failed={failed}{extra}{rank_text}")
     return 2 if failed else 0
-
-
-def _one_line(text: str) -> str:
-    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
-    return "; ".join(lines) if lines else "unknown error"
 
 
 __all__ = [

@@ -18,7 +18,8 @@ from metadip.batch import json_safe as _json_safe
 from metadip.batch import summary as _summary
 from metadip.cli_evaluate import evaluate  # registered below
 from metadip.cli_pretrain import checkpoints, pretrain  # the meta-learning commands (registered below)
-from metadip.errors import MetadipError
+from metadip.errors import MetadipError, one_line
+from metadip.fileio import remove_files
 from metadip.imageio import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
@@ -42,11 +43,6 @@ DEMO_ITERATIONS = 400
 EXIT_USER_ERROR = 2
 
 
-def _one_line(text: str) -> str:
-    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
-    return "; ".join(lines) if lines else "unknown error"
-
-
 class MetadipGroup(click.Group):
     """A click group that reports user errors as a single ``error: ...`` line (exit 2) instead of click's
     multi-line usage block or a Python traceback."""
@@ -57,20 +53,20 @@ class MetadipGroup(click.Group):
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except MetadipError as exc:
-            click.echo(f"error: {_one_line(str(exc))}", err=True)
+            click.echo(f"error: {one_line(str(exc))}", err=True)
             sys.exit(EXIT_USER_ERROR)
         except click.UsageError as exc:
             hint = ""
             if exc.ctx is not None:
                 hint = f" (see '{exc.ctx.command_path} --help')"
-            click.echo(f"error: {_one_line(exc.format_message())}{hint}", err=True)
+            click.echo(f"error: {one_line(exc.format_message())}{hint}", err=True)
             sys.exit(EXIT_USER_ERROR)
         except click.ClickException as exc:
-            click.echo(f"error: {_one_line(exc.format_message())}", err=True)
+            click.echo(f"error: {one_line(exc.format_message())}", err=True)
             sys.exit(exc.exit_code if exc.exit_code else EXIT_USER_ERROR)
         except OSError as exc:  # disk full, permission changed mid-run, ...: not a bug, not a usage error
             where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-            click.echo(f"error: {_one_line(exc.strerror or str(exc))}{where}", err=True)
+            click.echo(f"error: {one_line(exc.strerror or str(exc))}{where}", err=True)
             sys.exit(1)
         except click.Abort:
             click.echo("error: aborted", err=True)
@@ -107,34 +103,20 @@ def main() -> None:
 
 def _load_reference(text: str, image_shape: tuple[int, int, int], max_pixels: int):
     """Load ``--reference`` (path or sample:NAME) and check it matches the operator's image shape."""
-    import torch
-
-    from metadip.imageio import load_image_source, parse_image_source
+    from metadip.imageio import load_image_source, parse_image_source, to_channels
 
     source = parse_image_source(text)
     channels, height, width = image_shape
     size = height if (source.kind == "sample" and height == width) else None
     reference = load_image_source(source, size=size, max_pixels=max_pixels)
-    if reference.shape[1] != channels:
-        if reference.shape[1] == 3 and channels == 1:
-            weights = torch.tensor([0.2125, 0.7154, 0.0721]).view(1, 3, 1, 1)
-            reference = (reference * weights).sum(dim=1, keepdim=True)
-        elif reference.shape[1] == 1 and channels == 3:
-            reference = reference.expand(-1, 3, -1, -1).contiguous()
+    if reference.shape[1] in (1, 3) and channels in (1, 3):  # other counts: api.reconstruct names the mismatch
+        reference = to_channels(reference, channels)
     if tuple(reference.shape[-2:]) != (height, width):
         raise MetadipError(
             f"--reference {text} is {reference.shape[-1]}x{reference.shape[-2]} but the reconstruction "
             f"will be {width}x{height}"
         )
     return reference
-
-
-def _cleanup(paths: list[Path]) -> None:
-    for path in paths:
-        try:
-            Path(path).unlink()
-        except OSError:
-            pass
 
 
 def _check_tensorboard_dir(path: Path | None) -> None:
@@ -232,7 +214,7 @@ def simulate(clean: str, spec: str, seed: int, out: str, size: int | None, max_p
         written.append(path)
         written.extend(Path(p) for p in operators.save_operator_artifacts(op, out_path))
     except BaseException:
-        _cleanup(written)
+        remove_files(written)
         raise
     shape = "×".join(str(s) for s in y.shape[1:])
     click.echo(f"wrote {path} ({op.spec()}, measurement {shape}{', complex' if y.is_complex() else ''})")

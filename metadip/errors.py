@@ -9,3 +9,9 @@ from __future__ import annotations
 
 class MetadipError(ValueError):
     """A problem with the user's input, reported as one line without a traceback."""
+
+
+def one_line(text: str) -> str:
+    """``text`` (an error message) as one line: its non-blank lines, stripped, joined by ``"; "``."""
+    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
+    return "; ".join(lines) if lines else "unknown error"

@@ -420,25 +420,13 @@ def resolve_images(spec: str, meta: Arm | None = None, max_images: int | None = 
     return items[:max_images] if max_images else items
 
 
-def _match_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
-    have = image.shape[1]
-    if have == channels:
-        return image
-    if have == 1 and channels == 3:
-        return image.expand(-1, 3, -1, -1).contiguous()
-    if have == 3 and channels == 1:
-        weights = torch.tensor([0.2125, 0.7154, 0.0721], dtype=image.dtype).view(1, 3, 1, 1)
-        return (image * weights).sum(dim=1, keepdim=True)
-    raise MetadipError(f"cannot convert a {have}-channel image to {channels} channels")
-
-
 def load_clean(item: ImageItem, size: int, channels: int) -> torch.Tensor:
     """The image as 1×channels×size×size in [0, 1]: centre square crop, anti-aliased resize."""
-    from metadip.imageio import load_image_source
+    from metadip.imageio import load_image_source, to_channels
 
     source = f"sample:{item.name}" if item.kind == "sample" else str(item.path)
     image = load_image_source(source, size=size, max_pixels=None)
-    return _match_channels(image.float(), channels).contiguous()
+    return to_channels(image.float(), channels).contiguous()
 
 
 def _tensor_hash(tensor: torch.Tensor) -> str:

@@ -75,3 +75,12 @@ def atomic_save_with(path: str | os.PathLike, writer) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def remove_files(paths) -> None:
+    """Delete ``paths``, ignoring any that cannot be removed (clean-up after a failed multi-file write)."""
+    for path in paths:
+        try:
+            Path(path).unlink()
+        except OSError:
+            pass

@@ -245,6 +245,22 @@ def array_to_tensor(array: np.ndarray, name: str = "image") -> torch.Tensor:
     return torch.from_numpy(chw).unsqueeze(0).contiguous()
 
 
+def to_channels(image: torch.Tensor, channels: int, name: str | None = None) -> torch.Tensor:
+    """1×C×H×W → 1×channels×H×W: grey→RGB by repetition, RGB→grey by luminance (ITU-R 601, scikit-image's
+    weights); other channel counts are an error (naming image ``name`` when given)."""
+    have = image.shape[1]
+    if have == channels:
+        return image
+    if have == 1 and channels == 3:
+        return image.expand(-1, 3, -1, -1).contiguous()
+    if have == 3 and channels == 1:
+        weights = torch.tensor([0.2125, 0.7154, 0.0721], dtype=image.dtype).view(1, 3, 1, 1)
+        return (image * weights).sum(dim=1, keepdim=True)
+    if name is not None:
+        raise MetadipError(f"image {name!r} has {have} channels; cannot convert to {channels}")
+    raise MetadipError(f"cannot convert a {have}-channel image to {channels} channels")
+
+
 def read_image(
     path: str | os.PathLike,
     *,
@@ -473,14 +489,20 @@ def load_sample_image(name: str, size: int | None = None) -> torch.Tensor:
     key = name.strip().lower()
     if key not in SAMPLE_IMAGES:
         raise MetadipError(f"unknown sample image {name!r}; valid: {', '.join(SAMPLE_IMAGES)}")
+    image = center_square(read_sample(key))
+    return resize(image, size) if size is not None else image.contiguous()
+
+
+def read_sample(key: str) -> torch.Tensor:
+    """scikit-image's bundled sample ``key`` (a lower-case name the caller has checked) at its native size and
+    channel count, as 1×C×H×W float32 in [0, 1]."""
     import skimage.data
 
     try:
         array = skimage.data.stereo_motorcycle()[0] if key == "motorcycle" else getattr(skimage.data, key)()
     except Exception as exc:  # pragma: no cover - depends on the scikit-image install
         raise MetadipError(f"scikit-image could not provide sample image {key!r}: {_one_line(exc)}") from None
-    image = center_square(array_to_tensor(array, f"sample:{key}"))
-    return resize(image, size) if size is not None else image.contiguous()
+    return array_to_tensor(array, f"sample:{key}")
 
 
 @dataclass(frozen=True)

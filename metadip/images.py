@@ -23,11 +23,11 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from metadip.errors import MetadipError
+from metadip.imageio import read_image, read_sample, to_channels
 
 #: Natural photographs / micrographs bundled with scikit-image, usable for meta-training and evaluation.
 NATURAL_SAMPLES: dict[str, str] = {
@@ -59,33 +59,12 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SAMPLES = "samples"  # the source name for the bundled scikit-image pictures
 
 
-def _to_channels(image: torch.Tensor, channels: int, name: str) -> torch.Tensor:
-    """1×C×H×W → 1×channels×H×W (grey→RGB by repetition, RGB→grey by luminance)."""
-    have = image.shape[1]
-    if have == channels:
-        return image
-    if have == 1 and channels == 3:
-        return image.expand(-1, 3, -1, -1).contiguous()
-    if have == 3 and channels == 1:
-        weights = torch.tensor([0.2125, 0.7154, 0.0721], dtype=image.dtype).view(1, 3, 1, 1)
-        return (image * weights).sum(dim=1, keepdim=True)
-    raise MetadipError(f"image {name!r} has {have} channels; cannot convert to {channels}")
-
-
 def load_sample(name: str, channels: int = 3) -> torch.Tensor:
     """A bundled sample (:data:`NATURAL_SAMPLES`) at native size: 1×channels×H×W float32 in [0, 1]."""
-    from metadip.imageio import array_to_tensor
-
     key = str(name).strip().lower()
     if key not in NATURAL_SAMPLES:
         raise MetadipError(f"unknown sample image {name!r}; valid: {', '.join(NATURAL_SAMPLES)}")
-    import skimage.data
-
-    try:
-        array = skimage.data.stereo_motorcycle()[0] if key == "motorcycle" else getattr(skimage.data, key)()
-    except Exception as exc:  # pragma: no cover - depends on the scikit-image install
-        raise MetadipError(f"scikit-image could not provide sample image {key!r}: {exc}") from None
-    return _to_channels(array_to_tensor(np.asarray(array), f"sample:{key}"), channels, key)
+    return to_channels(read_sample(key), channels, key)
 
 
 def find_image_files(folder: str | os.PathLike) -> list[Path]:
@@ -137,10 +116,8 @@ def load_image(source: str | os.PathLike, name: str, channels: int = 3) -> torch
     """Load image ``name`` of ``source`` as 1×channels×H×W float32 in [0, 1]."""
     if str(source) == SAMPLES:
         return load_sample(name, channels)
-    from metadip.imageio import read_image
-
     image = read_image(Path(source) / name, max_pixels=None)
-    return _to_channels(image, channels, name)
+    return to_channels(image, channels, name)
 
 
 def load_images(
