@@ -63,11 +63,22 @@ class ReconstructionResult:
         return data
 
 
+def resolve_init_name(init: str | Path, *, arch: str | None, out_channels: int) -> str | Path:
+    """``auto`` → the shipped init for ``out_channels``-channel images (and ``arch``, if given), else
+    ``random``; any other value unchanged."""
+    from metadip import checkpoint
+
+    if str(init) != "auto":
+        return init
+    return checkpoint.shipped_init_for(out_channels, arch) or "random"
+
+
 def load_init(init: str | Path, *, arch: str | None, out_channels: int, seed: int):
-    """Resolve ``init`` (``random``, a shipped checkpoint name, or a path) to an ``Init``."""
+    """Resolve ``init`` (``auto``, ``random``, a shipped checkpoint name, or a path) to an ``Init``."""
     from metadip import checkpoint
     from metadip.generators import DEFAULT_ARCH
 
+    init = resolve_init_name(init, arch=arch, out_channels=out_channels)
     if str(init) == "random":
         return checkpoint.random_init(arch or DEFAULT_ARCH, out_channels=out_channels, seed=seed)
     loaded = checkpoint.load_checkpoint(init)
@@ -128,7 +139,7 @@ def reconstruct(
     y: torch.Tensor,
     operator,
     *,
-    init: str | Path = "random",
+    init: str | Path = "auto",
     arch: str | None = None,
     iterations: int | None = None,
     stop: str | None = None,
@@ -143,7 +154,8 @@ def reconstruct(
 ) -> ReconstructionResult:
     """Reconstruct an image from measurement ``y`` of ``operator`` with DIP from ``init``.
 
-    ``init`` is ``"random"`` (the DIP paper's recipe), a shipped checkpoint name, or a checkpoint path; the init's
+    ``init`` is ``"auto"`` (default: the shipped universal init when one fits the image's channels and ``arch``,
+    else random), ``"random"`` (the DIP paper's recipe), a shipped checkpoint name, or a checkpoint path; the init's
     own recipe (z, optimiser, lr, jitter, EMA, iteration budget, stopping rule) is used unless overridden.
     """
     device = resolve_device(device)

@@ -38,6 +38,8 @@ Z_KEY = "__z__"
 WEIGHTS_SUFFIX = ".safetensors"
 SIDECAR_SUFFIX = ".json"
 ENV_VAR = "METADIP_CHECKPOINTS"
+#: The shipped universal initialisation that ``--init auto`` (the default) prefers when it fits.
+DEFAULT_INIT = "universal-slim"
 REQUIRED_KEYS = ("format_version", "name", "sha256", "arch", "input", "inner", "training")
 
 
@@ -313,6 +315,29 @@ def list_checkpoints() -> list[tuple[str, str]]:
                 card += " (weights file missing)"
             seen[name] = str(card)
     return sorted(seen.items())
+
+
+def shipped_init_for(channels: int, arch: str | None = None) -> str | None:
+    """Name of the shipped initialisation ``--init auto`` picks for images with ``channels`` channels
+    (and, when given, generator preset ``arch``): :data:`DEFAULT_INIT` when it fits, else the first installed
+    checkpoint that does; None when none fits (the caller falls back to random init). Checkpoints that fail to
+    load are skipped here; naming one explicitly still reports why it failed."""
+    try:
+        names = [name for name, _ in list_checkpoints()]
+    except (MetadipError, OSError):
+        return None
+    names.sort(key=lambda name: name != DEFAULT_INIT)
+    for name in names:
+        try:
+            init = load_checkpoint(name)
+        except (MetadipError, OSError):
+            continue
+        if int(init.arch_config.get("out_channels", 3)) != int(channels):
+            continue
+        if arch is not None and init.arch_config.get("name") != arch:
+            continue
+        return name
+    return None
 
 
 def dip_recipe() -> dict:

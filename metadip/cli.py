@@ -279,13 +279,18 @@ evaluation only). A meta-learned init brings its own default rule and settings.
 )
 @click.option(
     "--init",
-    default="random",
+    default="auto",
     show_default=True,
-    metavar="random|NAME|PATH",
-    help="Initial weights: DIP's random init, a shipped checkpoint name, or a checkpoint path.",
+    metavar="auto|random|NAME|PATH",
+    help="Initial weights: auto = the shipped universal init when one fits the image (and --arch), else "
+    "random; random = DIP's random init; or a shipped checkpoint name or a checkpoint path.",
 )
 @click.option(
-    "--arch", default=None, metavar="NAME", help="Generator preset for --init random (skip, skip-slim, ...)."
+    "--arch",
+    default=None,
+    metavar="NAME",
+    help="Generator preset (skip, skip-slim, deep-decoder); with --init auto, a preset no shipped init has "
+    "means random init.",
 )
 @click.option(
     "--iterations",
@@ -456,27 +461,6 @@ def _baseline(x, y, op):
         return "adjoint", op.A_adjoint(y).real.clamp(0, 1)
 
 
-def _shipped_init(channels: int) -> str | None:
-    """Name of the first shipped meta-learned initialisation whose generator outputs ``channels`` channels."""
-    try:
-        from metadip.checkpoint import list_checkpoints, load_checkpoint
-    except ImportError:  # pragma: no cover - checkpoint support missing from this install
-        return None
-    try:
-        entries = list(list_checkpoints())
-    except (MetadipError, OSError):  # a broken checkpoints folder must not break the demo
-        return None
-    for entry in entries:
-        name = entry[0] if isinstance(entry, (tuple, list)) else getattr(entry, "name", entry)
-        try:
-            init = load_checkpoint(str(name))
-        except (MetadipError, OSError):
-            continue
-        if int(init.arch_config.get("out_channels", 3)) == channels:
-            return str(name)
-    return None
-
-
 def _demo_figure(rows, path: Path, with_meta: bool) -> None:
     import matplotlib
 
@@ -569,7 +553,9 @@ def demo(size: int, out: str, iterations: int, image: str, seed: int, device: st
     check_output_path(figure_path)
     resolved_device = resolve_device(device)
     clean = load_image_source(image, size=size)
-    meta_init = _shipped_init(clean.shape[1])
+    from metadip.checkpoint import shipped_init_for
+
+    meta_init = shipped_init_for(clean.shape[1])
 
     problems = []
     for index, spec in enumerate(DEMO_OPERATORS):
@@ -602,7 +588,14 @@ def demo(size: int, out: str, iterations: int, image: str, seed: int, device: st
         baseline_name, baseline = _baseline(clean, y, op)
         baseline_psnr = metrics.psnr(baseline, clean)
         result = api.reconstruct(
-            y, op, iterations=iterations, seed=seed, device=resolved_device, reference=clean, progress=False
+            y,
+            op,
+            init="random",
+            iterations=iterations,
+            seed=seed,
+            device=resolved_device,
+            reference=clean,
+            progress=False,
         )
         row = {
             "operator": op.spec(),

@@ -7,6 +7,10 @@ smooth upsampling for super-resolution, the zero-filled inverse FFT for partial 
 with the channel mean), the relative normaliser AᴴA1 (where the operator sees the image, e.g. the inpainting
 mask) and ``noise_channels`` channels of the recipe's noise. With a ``residual`` generator the network predicts
 a correction of the estimate's logit.
+With ``InputRecipe.lowpass`` = s > 0 the estimate is smoothed by a Gaussian normalised convolution of std s
+pixels, G∗(m·e) / G∗m over the seen pixels m (this also fills inpainting holes from their neighbourhood). The
+network then sees no pixel-level noise to copy: the fine detail of its output has to be generated, as in
+classic DIP, so fitting the noise in y stays slow (spectral bias) while the coarse image is there from the start.
 z stays fixed during the fit and the loss is still only ‖A f(z) − y‖²: the prior is the architecture plus the
 meta-learned θ0, and early stopping is still the regulariser. A meta-learned θ0 trained with this recipe starts
 close to a reconstruction, which is what makes the first few DIP steps count.
@@ -14,7 +18,10 @@ close to a reconstruction, which is what makes the first few DIP steps count.
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from metadip.generators.inputs import InputRecipe, make_input
 
@@ -22,7 +29,7 @@ BACKPROJECTION = "backprojection"
 
 
 def backprojection(
-    op, y: torch.Tensor, floor: float = 0.05, weight: torch.Tensor | None = None
+    op, y: torch.Tensor, floor: float = 0.05, weight: torch.Tensor | None = None, lowpass: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Image estimate from y and the relative normaliser AᴴA1 / max(AᴴA1), both real B×C×H×W.
 
@@ -32,7 +39,8 @@ def backprojection(
     Where the operator does not see the image (normaliser below ``floor`` of its maximum: inpainting holes, the
     unobserved border of a non-divisible super-resolution) the back-projection is filled with the mean of the
     seen pixels of its channel. ``weight`` (broadcastable to y, 1 = use) hides measurements from the input —
-    the entries the hold-out stopping rule keeps out of the loss must not leak into z either.
+    the entries the hold-out stopping rule keeps out of the loss must not leak into z either. ``lowpass`` > 0
+    replaces the estimate by its Gaussian normalised convolution over the seen pixels (std in pixels).
     """
     channels, height, width = op.image_shape
     ones = torch.ones(1, channels, height, width, device=y.device)
@@ -52,10 +60,54 @@ def backprojection(
         else:
             image = op.A_adjoint(y).real / raw.clamp_min(1e-12)
         image = torch.where(seen, image, torch.zeros_like(image))
+        if lowpass > 0:
+            return lowpass_estimate(image, seen, lowpass).clamp(0, 1), normaliser.clamp(0, 1)
         count = seen.sum(dim=(-2, -1), keepdim=True).clamp_min(1)
         fill = (image * seen).sum(dim=(-2, -1), keepdim=True) / count
         image = torch.where(seen, image, fill.expand_as(image))
     return image.clamp(0, 1), normaliser.clamp(0, 1)
+
+
+def gaussian_kernel1d(sigma: float, size: int) -> torch.Tensor:
+    """Normalised 1-D Gaussian of std ``sigma`` pixels, radius ⌈3σ⌉ capped so reflection padding fits ``size``."""
+    radius = max(1, min(int(math.ceil(3.0 * sigma)), size - 1))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a real B×C×H×W tensor with reflection padding (same size out)."""
+    if sigma <= 0:
+        return image
+    _, channels, height, width = image.shape
+    out = image
+    for axis, size in ((-1, width), (-2, height)):
+        if size < 2:
+            continue
+        kernel = gaussian_kernel1d(sigma, size).to(device=image.device, dtype=image.dtype)
+        radius = (kernel.numel() - 1) // 2
+        if axis == -1:
+            weight = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+            padded = F.pad(out, (radius, radius, 0, 0), mode="reflect")
+        else:
+            weight = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+            padded = F.pad(out, (0, 0, radius, radius), mode="reflect")
+        out = F.conv2d(padded, weight, groups=channels)
+    return out
+
+
+def lowpass_estimate(image: torch.Tensor, seen: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian normalised convolution G∗(seen·image) / G∗seen; where almost nothing is seen nearby, the
+    channel mean of the seen pixels."""
+    mask = seen.to(image.dtype).expand_as(image)
+    numerator = gaussian_blur(image * mask, sigma)
+    denominator = gaussian_blur(mask, sigma)
+    count = mask.sum(dim=(-2, -1), keepdim=True).clamp_min(1)
+    fill = (image * mask).sum(dim=(-2, -1), keepdim=True) / count
+    covered = denominator > 1e-3
+    smooth = numerator / denominator.clamp_min(1e-3)
+    return torch.where(covered, smooth, fill.expand_as(image))
 
 
 def conditioned_channels(image_channels: int, noise_channels: int) -> int:
@@ -73,7 +125,7 @@ def make_conditioned_input(
 ) -> torch.Tensor:
     """z = [image estimate, AᴴA1, noise] for ``op``'s image size (1×(2C+noise_channels)×H×W); ``weight`` hides
     measurements (see :func:`backprojection`)."""
-    image, normaliser = backprojection(op, y, weight=weight)
+    image, normaliser = backprojection(op, y, weight=weight, lowpass=recipe.lowpass)
     _, height, width = op.image_shape
     noise_recipe = InputRecipe(kind="uniform", channels=noise_channels, scale=recipe.scale, seed=recipe.seed)
     noise = make_input(noise_recipe, (noise_channels, height, width), device=y.device, generator=generator)

@@ -1107,6 +1107,12 @@ def summarize(cases: Sequence[dict], margin_db: float = MARGIN_DB) -> dict:
             "wall_clock_ratio_median": _rounded(median(p["wall_clock_ratio"] for p in pairs)),
         }
     )
+    if not pairs and random_cases:  # random arm only: its own iterations to (peak − margin)
+        reached = []
+        for case in random_cases.values():
+            curve = _finite(case["psnr"])
+            reached.append(metrics.first_reaching(curve, max(curve) - margin_db) if curve else None)
+        summary["iterations_to_target_random_median"] = _rounded(_median_with_never(reached), 1)
     for label, group in (("random", random_cases), ("meta", meta_cases)):
         if not group:
             continue

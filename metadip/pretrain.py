@@ -66,7 +66,8 @@ class InputConfig:
     """The z recipe and how it is used. ``z_mode``: ``resample`` (fresh z per task: θ0 works for any draw and
     size; default), ``fixed`` (one z, stored in the checkpoint; single crop size), ``conditioned`` (z from the
     measurement + ``noise_channels`` noise channels). ``channels`` defaults to the network's input
-    channels."""
+    channels. ``lowpass``: conditioned z only — Gaussian σ (pixels) of the normalised convolution that smooths
+    the image estimate in z (0 = raw estimate; see :mod:`metadip.conditioning`)."""
 
     kind: str = "uniform"
     channels: int | None = None
@@ -74,6 +75,7 @@ class InputConfig:
     seed: int = 0
     z_mode: str = "resample"
     noise_channels: int = 0
+    lowpass: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -458,6 +460,7 @@ def run_pretrain(
         channels=config.input.channels or in_channels,
         scale=config.input.scale,
         seed=config.input.seed,
+        lowpass=config.input.lowpass,
     )
     if config.input.z_mode == "conditioned":
         expected = 2 * channels + config.input.noise_channels

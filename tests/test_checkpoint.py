@@ -246,3 +246,20 @@ def test_random_init_is_seeded_and_uses_the_dip_recipe():
     assert a.inner["optimizer"] == "adam" and a.inner["lr"] == pytest.approx(0.01)
     assert a.inner["reg_noise_std"] == pytest.approx(1 / 30) and a.z is None
     assert a.build().config["name"] == "skip-slim"
+
+
+def test_auto_init_prefers_the_universal_init_and_falls_back_to_random(tmp_path, monkeypatch):
+    from metadip import api, checkpoint
+
+    monkeypatch.setattr(checkpoint, "default_checkpoint_dir", lambda: tmp_path / "none")
+    monkeypatch.setenv("METADIP_CHECKPOINTS", str(tmp_path))
+    assert checkpoint.shipped_init_for(3) is None
+    assert api.resolve_init_name("auto", arch=None, out_channels=3) == "random"
+    save_tiny(tmp_path / "aaa-other")
+    save_tiny(tmp_path / checkpoint.DEFAULT_INIT)
+    assert checkpoint.shipped_init_for(3) == checkpoint.DEFAULT_INIT  # preferred over the first by name
+    assert checkpoint.shipped_init_for(1) is None  # no grey init: random
+    assert checkpoint.shipped_init_for(3, arch="skip") is None  # no init of that preset: random
+    assert api.resolve_init_name("auto", arch="tiny", out_channels=3) == checkpoint.DEFAULT_INIT
+    assert api.resolve_init_name("random", arch=None, out_channels=3) == "random"
+    assert api.load_init("auto", arch=None, out_channels=1, seed=0).name == "random"

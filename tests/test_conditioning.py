@@ -59,3 +59,39 @@ def test_conditioned_input_layout_and_residual_net_starts_at_the_estimate():
     out = net(z, size=(32, 32))
     assert torch.allclose(out, z[:, :3].clamp(1e-3, 1 - 1e-3), atol=1e-5)
     assert build_generator(net.config).config["residual"] is True
+
+
+def test_lowpass_estimate_smooths_noise_and_fills_holes_from_neighbours():
+    x = sample_image("camera", 32)
+    generator = torch.Generator().manual_seed(0)
+    op = operators.build_operator("inpaint:ratio=0.5,sigma=25", x.shape[1:], generator=generator)
+    y = operators.simulate(x, op, generator)
+    raw, _ = backprojection(op, y)
+    smooth, _ = backprojection(op, y, lowpass=1.0)
+    mse = lambda a: float(torch.mean((a - x) ** 2))  # noqa: E731
+    assert mse(smooth) < 0.5 * mse(raw)  # holes filled from neighbours, noise averaged
+    # The normalised convolution never reads hidden pixels: their values do not change the estimate.
+    hidden = op.measurement_mask().expand_as(y) == 0
+    flipped = y.clone()
+    flipped[hidden] = 1.0 - flipped[hidden]
+    again, _ = backprojection(op, flipped, lowpass=1.0)
+    assert torch.equal(smooth, again)
+
+
+def test_lowpass_of_a_constant_is_the_constant_and_kernel_fits_tiny_images():
+    from metadip.conditioning import gaussian_blur, gaussian_kernel1d
+
+    flat = torch.full((1, 3, 5, 7), 0.3)
+    torch.testing.assert_close(gaussian_blur(flat, 2.0), flat)
+    assert gaussian_kernel1d(4.0, 3).numel() == 5  # radius capped at size - 1 for reflection padding
+    assert float(gaussian_kernel1d(1.0, 64).sum()) == pytest.approx(1.0)
+
+
+def test_input_recipe_lowpass_round_trips_and_is_validated():
+    from metadip.errors import MetadipError
+
+    recipe = InputRecipe(lowpass=1.5)
+    assert InputRecipe.from_dict(recipe.to_dict()) == recipe
+    assert InputRecipe.from_dict({"kind": "uniform", "channels": 4, "scale": 0.1, "seed": 0}).lowpass == 0.0
+    with pytest.raises(MetadipError, match="lowpass"):
+        InputRecipe(lowpass=-1)

@@ -98,6 +98,12 @@ def test_never_reached_counts_as_zero_and_iqr():
     assert summary["baselines_median"] == {"tv": 20.0}
 
 
+def test_random_only_summary_still_counts_iterations_to_its_target():
+    summary = evaluation.summarize([case("random", rising(30.0, 100, 200), pair=k) for k in "ab"])
+    assert summary["n_pairs"] == 0 and summary["speedup_median"] is None
+    assert summary["iterations_to_target_random_median"] == 98  # 29.5 dB first reached at iteration 98
+
+
 def test_median_iterations_with_never():
     assert evaluation._median_with_never([10, 20, None]) == 20
     assert evaluation._median_with_never([10, None, None]) is None  # median is "never"

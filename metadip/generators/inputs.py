@@ -25,12 +25,17 @@ class InputRecipe:
     kind: ``uniform`` — U(0, 1)·scale (the DIP default, scale 0.1); ``gaussian`` — N(0, 1)·scale;
     ``meshgrid`` — 2 channels holding the x and y pixel coordinates in [0, 1] (``channels`` is forced to 2,
     ``scale`` is ignored, ``seed`` is irrelevant).
+
+    lowpass: measurement-conditioned inputs only (:mod:`metadip.conditioning`) — the standard deviation, in
+    pixels, of the Gaussian normalised convolution applied to the image estimate placed in z (0 = the raw
+    estimate). Ignored by pure-noise inputs.
     """
 
     kind: str = "uniform"
     channels: int = 32
     scale: float = 0.1
     seed: int = 0
+    lowpass: float = 0.0
 
     def __post_init__(self) -> None:
         kind = str(self.kind).lower()
@@ -43,6 +48,10 @@ class InputRecipe:
         object.__setattr__(self, "channels", channels)
         object.__setattr__(self, "scale", float(self.scale))
         object.__setattr__(self, "seed", int(self.seed))
+        lowpass = float(self.lowpass)
+        if not (0.0 <= lowpass <= 16.0):
+            raise MetadipError(f"input lowpass must be in [0, 16] pixels, got {self.lowpass}")
+        object.__setattr__(self, "lowpass", lowpass)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
