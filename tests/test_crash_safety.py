@@ -185,3 +185,19 @@ def test_divergence_warns_and_writes_best_iterate(tmp_path, monkeypatch):
     assert image.shape == (1, 3, 24, 24) and torch.isfinite(image).all() and image.std() > 0
     data = json.loads(history.read_text())
     assert data["stop_reason"] == "diverged" and data["stop_iteration"] == 4 and len(data["loss"]) == 4
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    """Temporary files are 0600; the renamed result must get what open() would give (0666 & ~umask)."""
+    import os
+
+    from metadip.fileio import atomic_save_with, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        atomic_save_with(tmp_path / "b.txt", lambda name: open(name, "w").close())
+    finally:
+        os.umask(old)
+    for name in ("a.txt", "b.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
