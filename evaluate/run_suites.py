@@ -15,6 +15,7 @@ rebuilt by ``evaluate/readme_table.py`` (skipped with ``--no-readme``, or when o
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import time
@@ -27,7 +28,7 @@ if str(ROOT) not in sys.path:
 SUITES = ROOT / "evaluate" / "suites"
 RESULTS = ROOT / "evaluate" / "results"
 #: Run order: cheap first, so a broken setup fails fast.
-ORDER = ("quick", "default", "size256")
+ORDER = ("quick", "default", "ablation", "size256")
 
 
 def available() -> list[str]:
@@ -118,6 +119,7 @@ def main(argv=None) -> int:
     parser.add_argument("--no-readme", action="store_true", help="do not update README's results table")
     parser.add_argument("--tensorboard", default=None, metavar="DIR", help="also log curves to DIR/<suite>")
     args = parser.parse_args(argv)
+    os.chdir(ROOT)  # suites name checkpoint paths relative to the repository root (e.g. evaluate/ablation/...)
 
     from metadip import evaluation
     from metadip.errors import MetadipError

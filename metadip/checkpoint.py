@@ -318,15 +318,22 @@ def list_checkpoints() -> list[tuple[str, str]]:
 
 
 def shipped_init_for(channels: int, arch: str | None = None) -> str | None:
-    """Name of the shipped initialisation ``--init auto`` picks for images with ``channels`` channels
-    (and, when given, generator preset ``arch``): :data:`DEFAULT_INIT` when it fits, else the first installed
-    checkpoint that does; None when none fits (the caller falls back to random init). Checkpoints that fail to
-    load are skipped here; naming one explicitly still reports why it failed."""
+    """Name of the initialisation ``--init auto`` picks for images with ``channels`` channels (and, when
+    given, generator preset ``arch``): folders in :func:`checkpoint_dirs` order (``$METADIP_CHECKPOINTS`` first,
+    so your own inits win), within a folder :data:`DEFAULT_INIT` first, then by name; None when none fits (the
+    caller falls back to random init). Checkpoints that fail to load are skipped here; naming one explicitly
+    still reports why it failed."""
     try:
         names = [name for name, _ in list_checkpoints()]
     except (MetadipError, OSError):
         return None
-    names.sort(key=lambda name: name != DEFAULT_INIT)
+    dirs = checkpoint_dirs()
+
+    def rank(name: str) -> tuple[int, bool, str]:
+        folder = next((i for i, d in enumerate(dirs) if (d / f"{name}{SIDECAR_SUFFIX}").is_file()), len(dirs))
+        return (folder, name != DEFAULT_INIT, name)
+
+    names.sort(key=rank)
     for name in names:
         try:
             init = load_checkpoint(name)

@@ -1,0 +1,43 @@
+"""The initialisations shipped in checkpoints/: they load safely, rebuild their generator and input, keep
+their held-out images out of training, and are what ``--init auto`` picks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import sample_image
+
+from metadip import api, checkpoint, operators
+
+SHIPPED = sorted(p.stem for p in checkpoint.default_checkpoint_dir().glob("*.json"))
+
+
+def test_the_universal_init_is_shipped():
+    assert checkpoint.DEFAULT_INIT in SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_checkpoint_is_self_describing(name):
+    init = checkpoint.load_checkpoint(checkpoint.default_checkpoint_dir() / name)
+    training = init.training
+    assert set(training["held_out_images"]).isdisjoint(training["train_images"])
+    assert training["steps"] > 0 and training["wall_seconds"] > 0
+    for key in ("optimizer", "lr", "ema", "iterations", "stop"):
+        assert key in init.inner
+    net = init.build()
+    assert sum(p.numel() for p in net.parameters()) == init.sidecar["num_parameters"]
+    assert name in dict(checkpoint.list_checkpoints())
+
+
+def test_auto_uses_the_universal_init_for_rgb_and_random_for_grey(monkeypatch):
+    monkeypatch.delenv("METADIP_CHECKPOINTS", raising=False)
+    x = sample_image("astronaut", 24)
+    generator = torch.Generator().manual_seed(0)
+    op = operators.build_operator("inpaint:ratio=0.5", x.shape[1:], generator=generator)
+    y = operators.simulate(x, op, generator)
+    result = api.reconstruct(y, op, iterations=3, stop="budget", device="cpu", reference=x)
+    assert result.init == checkpoint.DEFAULT_INIT and result.image.shape == x.shape
+    grey = x.mean(dim=1, keepdim=True)
+    op1 = operators.build_operator("denoise:sigma=25", grey.shape[1:], generator=generator)
+    result1 = api.reconstruct(operators.simulate(grey, op1, generator), op1, iterations=2, stop="budget")
+    assert result1.init == "random"
