@@ -60,11 +60,12 @@ def backprojection(
         else:
             image = op.A_adjoint(y).real / raw.clamp_min(1e-12)
         image = torch.where(seen, image, torch.zeros_like(image))
-        if lowpass > 0:
-            return lowpass_estimate(image, seen, lowpass).clamp(0, 1), normaliser.clamp(0, 1)
         count = seen.sum(dim=(-2, -1), keepdim=True).clamp_min(1)
         fill = (image * seen).sum(dim=(-2, -1), keepdim=True) / count
-        image = torch.where(seen, image, fill.expand_as(image))
+        if lowpass > 0:
+            image = lowpass_estimate(image, seen, lowpass, fill)
+        else:
+            image = torch.where(seen, image, fill.expand_as(image))
     return image.clamp(0, 1), normaliser.clamp(0, 1)
 
 
@@ -97,14 +98,12 @@ def gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     return out
 
 
-def lowpass_estimate(image: torch.Tensor, seen: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Gaussian normalised convolution G∗(seen·image) / G∗seen; where almost nothing is seen nearby, the
-    channel mean of the seen pixels."""
+def lowpass_estimate(image: torch.Tensor, seen: torch.Tensor, sigma: float, fill: torch.Tensor) -> torch.Tensor:
+    """Gaussian normalised convolution G∗(seen·image) / G∗seen; where almost nothing is seen nearby, ``fill``
+    (the channel mean of the seen pixels, B×C×1×1)."""
     mask = seen.to(image.dtype).expand_as(image)
     numerator = gaussian_blur(image * mask, sigma)
     denominator = gaussian_blur(mask, sigma)
-    count = mask.sum(dim=(-2, -1), keepdim=True).clamp_min(1)
-    fill = (image * mask).sum(dim=(-2, -1), keepdim=True) / count
     covered = denominator > 1e-3
     smooth = numerator / denominator.clamp_min(1e-3)
     return torch.where(covered, smooth, fill.expand_as(image))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -26,8 +27,10 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
     return target
 
 
+@functools.lru_cache(maxsize=1)
 def _default_mode() -> int:
-    """Permissions a plain ``open(path, "w")`` would give: 0o666 minus the process umask (mkstemp uses 0o600)."""
+    """Permissions a plain ``open(path, "w")`` would give: 0o666 minus the process umask (mkstemp uses 0o600).
+    Read once: ``os.umask`` can only be read by setting it, which must not race other threads' file writes."""
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask

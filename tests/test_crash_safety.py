@@ -191,13 +191,16 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     """Temporary files are 0600; the renamed result must get what open() would give (0666 & ~umask)."""
     import os
 
+    from metadip import fileio
     from metadip.fileio import atomic_save_with, atomic_write_text
 
     old = os.umask(0o022)
+    fileio._default_mode.cache_clear()  # the umask is read once per process
     try:
         atomic_write_text(tmp_path / "a.txt", "x")
         atomic_save_with(tmp_path / "b.txt", lambda name: open(name, "w").close())
     finally:
         os.umask(old)
+        fileio._default_mode.cache_clear()
     for name in ("a.txt", "b.txt"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
