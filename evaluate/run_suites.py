@@ -131,10 +131,10 @@ def main(argv=None) -> int:
         estimate(names, args.device, jobs)
         return 0
     for name in names:
-        out = RESULTS / name
+        out = (RESULTS / name).relative_to(ROOT)  # relative (cwd is ROOT): the committed re-run commands stay portable
         if args.fresh and out.exists():
             shutil.rmtree(out)
-        print(f"== suite {name} -> {out.relative_to(ROOT)}", flush=True)
+        print(f"== suite {name} -> {out}", flush=True)
         started = time.perf_counter()
         try:
             config = evaluation.load_suite(SUITES / f"{name}.toml")
