@@ -78,7 +78,11 @@ def load_init(init: str | Path, *, arch: str | None, out_channels: int, seed: in
     from metadip import checkpoint
     from metadip.generators import DEFAULT_ARCH
 
-    init = resolve_init_name(init, arch=arch, out_channels=out_channels)
+    if str(init) == "auto":  # loaded once here, not looked up by name and loaded again
+        loaded = checkpoint.find_shipped_init(out_channels, arch)
+        if loaded is not None:
+            return loaded
+        init = "random"
     if str(init) == "random":
         return checkpoint.random_init(arch or DEFAULT_ARCH, out_channels=out_channels, seed=seed)
     loaded = checkpoint.load_checkpoint(init)

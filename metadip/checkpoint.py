@@ -317,12 +317,12 @@ def list_checkpoints() -> list[tuple[str, str]]:
     return sorted(seen.items())
 
 
-def shipped_init_for(channels: int, arch: str | None = None) -> str | None:
-    """Name of the initialisation ``--init auto`` picks for images with ``channels`` channels (and, when
-    given, generator preset ``arch``): folders in :func:`checkpoint_dirs` order (``$METADIP_CHECKPOINTS`` first,
-    so your own inits win), within a folder :data:`DEFAULT_INIT` first, then by name; None when none fits (the
-    caller falls back to random init). Checkpoints that fail to load are skipped here; naming one explicitly
-    still reports why it failed."""
+def _find_shipped(channels: int | None, arch: str | None) -> tuple[str, Init] | None:
+    """(name, loaded init) of the initialisation ``--init auto`` picks for images with ``channels`` channels
+    (None: any) and, when given, generator preset ``arch``: folders in :func:`checkpoint_dirs` order
+    (``$METADIP_CHECKPOINTS`` first, so your own inits win), within a folder :data:`DEFAULT_INIT` first, then
+    by name; None when none fits (the caller falls back to random init). Checkpoints that fail to load are
+    skipped here; naming one explicitly still reports why it failed."""
     try:
         names = [name for name, _ in list_checkpoints()]
     except (MetadipError, OSError):
@@ -333,18 +333,29 @@ def shipped_init_for(channels: int, arch: str | None = None) -> str | None:
         folder = next((i for i, d in enumerate(dirs) if (d / f"{name}{SIDECAR_SUFFIX}").is_file()), len(dirs))
         return (folder, name != DEFAULT_INIT, name)
 
-    names.sort(key=rank)
-    for name in names:
+    for name in sorted(names, key=rank):
         try:
             init = load_checkpoint(name)
         except (MetadipError, OSError):
             continue
-        if int(init.arch_config.get("out_channels", 3)) != int(channels):
+        if channels is not None and int(init.arch_config.get("out_channels", 3)) != int(channels):
             continue
         if arch is not None and init.arch_config.get("name") != arch:
             continue
-        return name
+        return name, init
     return None
+
+
+def find_shipped_init(channels: int | None, arch: str | None = None) -> Init | None:
+    """The loaded init ``--init auto`` picks (see :func:`_find_shipped`), or None."""
+    found = _find_shipped(channels, arch)
+    return None if found is None else found[1]
+
+
+def shipped_init_for(channels: int | None, arch: str | None = None) -> str | None:
+    """The name (as ``--init NAME`` takes it) of the init ``--init auto`` picks, or None."""
+    found = _find_shipped(channels, arch)
+    return None if found is None else found[0]
 
 
 def dip_recipe() -> dict:

@@ -266,13 +266,10 @@ def random_arch(meta_arch: dict) -> str | dict:
 
 
 def _auto_init() -> str | None:
-    from metadip.checkpoint import list_checkpoints
+    """``--init auto``: the same choice as ``metadip reconstruct --init auto`` (any channel count)."""
+    from metadip.checkpoint import shipped_init_for
 
-    try:
-        entries = list_checkpoints()
-    except (MetadipError, OSError):
-        return None
-    return entries[0][0] if entries else None
+    return shipped_init_for(None)
 
 
 def resolve_arms(config: EvalConfig) -> tuple[list[Arm], list[str]]:
