@@ -110,11 +110,13 @@ def prepare(
         raise MetadipError(f"initialisation {init_state.name!r} does not fit this architecture: {first}") from None
     net = net.to(device)
     if getattr(init_state, "z_mode", "resample") == "conditioned":
-        from metadip.conditioning import make_conditioned_input
+        from metadip.conditioning import conditioned_channels, make_conditioned_input
 
         if y is None:
             raise MetadipError(f"initialisation {init_state.name!r} builds its input from the measurement; pass y")
-        noise_channels = int(net.config["in_channels"]) - 2 * channels
+        noise_channels = int(net.config["in_channels"]) - conditioned_channels(
+            channels, 0, init_state.input_recipe.operator_maps
+        )
         z = make_conditioned_input(init_state.input_recipe, op.to(device), y.to(device), noise_channels, weight=weight)
     elif init_state.z is not None:
         z = init_state.z

@@ -11,6 +11,10 @@ With ``InputRecipe.lowpass`` = s > 0 the estimate is smoothed by a Gaussian norm
 pixels, G∗(m·e) / G∗m over the seen pixels m (this also fills inpainting holes from their neighbourhood). The
 network then sees no pixel-level noise to copy: the fine detail of its output has to be generated, as in
 classic DIP, so fitting the noise in y stays slow (spectral bias) while the coarse image is there from the start.
+With ``InputRecipe.operator_maps`` z also carries :data:`OPERATOR_MAPS` maps that describe the degradation,
+computed from A and y alone (:func:`operator_maps`): the estimated noise level of y and, for gratings of period
+2, 4, 8 and 16 px, the local fraction of their energy that survives AᴴA. The low-passed estimates of a noisy, a
+blurred and a down-sampled picture look alike; the maps tell one θ0 which of them it is looking at.
 z stays fixed during the fit and the loss is still only ‖A f(z) − y‖²: the prior is the architecture plus the
 meta-learned θ0, and early stopping is still the regulariser. A meta-learned θ0 trained with this recipe starts
 close to a reconstruction, which is what makes the first few DIP steps count.
@@ -26,6 +30,13 @@ import torch.nn.functional as F
 from metadip.generators.inputs import InputRecipe, make_input
 
 BACKPROJECTION = "backprojection"
+
+#: Periods (pixels) of the probe patterns of the detail-response maps; with the noise-level map these are the
+#: ``operator_maps`` channels of a conditioned z.
+DETAIL_PERIODS = (2, 4, 8, 16)
+OPERATOR_MAPS = 1 + len(DETAIL_PERIODS)
+#: Scale of the noise-level map: σ̂ (intensity units, [0, 1] images) × NOISE_MAP_SCALE (σ = 50/255 → 0.78).
+NOISE_MAP_SCALE = 4.0
 
 
 def backprojection(
@@ -109,9 +120,85 @@ def lowpass_estimate(image: torch.Tensor, seen: torch.Tensor, sigma: float, fill
     return torch.where(covered, smooth, fill.expand_as(image))
 
 
-def conditioned_channels(image_channels: int, noise_channels: int) -> int:
-    """Total z channels of the backprojection recipe: back-projection + normaliser + noise."""
-    return 2 * image_channels + noise_channels
+def conditioned_channels(image_channels: int, noise_channels: int, operator_maps: bool = False) -> int:
+    """Total z channels of the backprojection recipe: back-projection + normaliser (+ operator maps) + noise."""
+    return 2 * image_channels + (OPERATOR_MAPS if operator_maps else 0) + noise_channels
+
+
+def estimate_noise_level(image: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
+    """Std of additive white noise in a real B×C×H×W image, per batch item (B×1×1×1): the median absolute
+    finest diagonal Haar coefficient / 0.6745 (Donoho's robust estimator), over 2×2 blocks that are fully
+    ``seen`` (boolean, broadcastable). Image structure inflates it a little, in training as online alike."""
+    batch = image.shape[0]
+    height, width = image.shape[-2] // 2 * 2, image.shape[-1] // 2 * 2
+    if height == 0 or width == 0:
+        return image.new_zeros(batch, 1, 1, 1)
+    x = image[..., :height, :width]
+    diagonal = (x[..., 0::2, 0::2] - x[..., 0::2, 1::2] - x[..., 1::2, 0::2] + x[..., 1::2, 1::2]) / 2
+    if seen is None:
+        ok = torch.ones_like(diagonal, dtype=torch.bool)
+    else:
+        m = seen.expand_as(image)[..., :height, :width]
+        ok = m[..., 0::2, 0::2] & m[..., 0::2, 1::2] & m[..., 1::2, 0::2] & m[..., 1::2, 1::2]
+    levels = []
+    for b in range(batch):
+        values = diagonal[b][ok[b]].abs()
+        levels.append(values.median() / 0.6745 if values.numel() else image.new_zeros(()))
+    return torch.stack(levels).view(batch, 1, 1, 1)
+
+
+def probe_pattern(period: int, height: int, width: int, device=None) -> torch.Tensor:
+    """1×1×H×W separable cosine grating of the given period (pixels), phase chosen so no sample is zero."""
+    phase = 0.0 if period == 2 else math.pi / period
+    rows = torch.cos(2 * math.pi * torch.arange(height, device=device) / period + phase)
+    cols = torch.cos(2 * math.pi * torch.arange(width, device=device) / period + phase)
+    return (rows[:, None] * cols[None, :])[None, None]
+
+
+def detail_response(op, period: int, device=None, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """1×1×H×W local fraction of a period-``period`` grating's energy that survives AᴴA (normalised so the
+    identity gives 1): 1 for denoising, the mask for inpainting, |H(f)|² for a blur, ~0 below a
+    super-resolution factor. ``weight`` hides measurements as in :func:`backprojection`."""
+    channels, height, width = op.image_shape
+    pattern = probe_pattern(period, height, width, device=device).expand(1, channels, height, width)
+    with torch.no_grad():
+        measured = op.A(pattern)
+        if weight is not None:
+            measured = measured * weight
+        back = op.A_adjoint(measured).real
+        ones = torch.ones(1, channels, height, width, device=device)
+        sampled = op.A(ones) if weight is None else op.A(ones) * weight
+        scale = op.A_adjoint(sampled).real.amax().clamp_min(1e-12)
+        smooth = float(period) / 2
+        numerator = gaussian_blur((pattern * back)[:, :1], smooth)
+        denominator = gaussian_blur((pattern * pattern)[:, :1], smooth).clamp_min(1e-6)
+    return (numerator / denominator / scale).clamp(-1, 1)
+
+
+def operator_maps(op, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """B×OPERATOR_MAPS×H×W: the estimated noise level of y (constant map, × NOISE_MAP_SCALE), then the detail
+    responses at :data:`DETAIL_PERIODS`. Computed from the operator and y alone — the same way in meta-training
+    and online, for any linear operator."""
+    channels, height, width = op.image_shape
+    with torch.no_grad():
+        if not y.is_complex():
+            # y is an image (denoise/inpaint/deblur) or a smaller one (super-resolution): estimate on it.
+            seen = None
+            mask = op.measurement_mask()
+            if mask is not None and tuple(mask.shape[-2:]) == tuple(y.shape[-2:]):
+                seen = mask.to(y.device) > 0
+            if weight is not None:
+                visible = weight.to(y.device).expand_as(y) > 0
+                seen = visible if seen is None else seen & visible
+            level = estimate_noise_level(y, seen)
+        else:
+            estimate, _ = backprojection(op, y, weight=weight)
+            level = estimate_noise_level(estimate)
+        maps = [(level * NOISE_MAP_SCALE).clamp(0, 4).expand(y.shape[0], 1, height, width)]
+        wt = None if weight is None else weight.to(device=y.device, dtype=torch.float32)
+        for period in DETAIL_PERIODS:
+            maps.append(detail_response(op, period, device=y.device, weight=wt).expand(y.shape[0], 1, height, width))
+    return torch.cat(maps, dim=1)
 
 
 def make_conditioned_input(
@@ -122,10 +209,13 @@ def make_conditioned_input(
     generator: torch.Generator | None = None,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """z = [image estimate, AᴴA1, noise] for ``op``'s image size (1×(2C+noise_channels)×H×W); ``weight`` hides
-    measurements (see :func:`backprojection`)."""
+    """z = [image estimate, AᴴA1, (operator maps,) noise] for ``op``'s image size
+    (1×:func:`conditioned_channels`×H×W); ``weight`` hides measurements (see :func:`backprojection`)."""
     image, normaliser = backprojection(op, y, weight=weight, lowpass=recipe.lowpass)
     _, height, width = op.image_shape
+    parts = [image[:1], normaliser[:1]]
+    if recipe.operator_maps:
+        parts.append(operator_maps(op, y[:1], weight=weight))
     noise_recipe = InputRecipe(kind="uniform", channels=noise_channels, scale=recipe.scale, seed=recipe.seed)
-    noise = make_input(noise_recipe, (noise_channels, height, width), device=y.device, generator=generator)
-    return torch.cat([image[:1], normaliser[:1], noise], dim=1)
+    parts.append(make_input(noise_recipe, (noise_channels, height, width), device=y.device, generator=generator))
+    return torch.cat(parts, dim=1)

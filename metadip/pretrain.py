@@ -67,7 +67,8 @@ class InputConfig:
     size; default), ``fixed`` (one z, stored in the checkpoint; single crop size), ``conditioned`` (z from the
     measurement + ``noise_channels`` noise channels). ``channels`` defaults to the network's input
     channels. ``lowpass``: conditioned z only — Gaussian σ (pixels) of the normalised convolution that smooths
-    the image estimate in z (0 = raw estimate; see :mod:`metadip.conditioning`)."""
+    the image estimate in z (0 = raw estimate; see :mod:`metadip.conditioning`). ``operator_maps``: conditioned
+    z only — add the noise-level and detail-response maps of :func:`metadip.conditioning.operator_maps`."""
 
     kind: str = "uniform"
     channels: int | None = None
@@ -76,6 +77,7 @@ class InputConfig:
     z_mode: str = "resample"
     noise_channels: int = 0
     lowpass: float = 0.0
+    operator_maps: bool = False
 
 
 @dataclass(frozen=True)
@@ -193,9 +195,7 @@ class PretrainConfig:
         if self.input.z_mode not in Z_MODES:
             raise MetadipError(f"input.z_mode {self.input.z_mode!r} is not one of {', '.join(Z_MODES)}")
         if self.maml.outer_loss not in ("clean", "measurement", "both"):
-            raise MetadipError(
-                f"maml.outer_loss {self.maml.outer_loss!r} is not one of clean, measurement, both"
-            )
+            raise MetadipError(f"maml.outer_loss {self.maml.outer_loss!r} is not one of clean, measurement, both")
         if isinstance(self.maml.loss_steps, str) and self.maml.loss_steps not in ("last", "all"):
             raise MetadipError(f"maml.loss_steps {self.maml.loss_steps!r} must be 'last', 'all' or a list")
         if self.maml.schedule not in ("constant", "cosine"):
@@ -288,9 +288,7 @@ def _load_state(path: Path) -> dict:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise MetadipError(f"cannot resume from {path}: {first}") from None
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-        raise MetadipError(
-            f"cannot resume from {path}: not a metadip training state (version {STATE_VERSION})"
-        )
+        raise MetadipError(f"cannot resume from {path}: not a metadip training state (version {STATE_VERSION})")
     return state
 
 
@@ -412,9 +410,7 @@ def run_pretrain(
         )
     else:
         if state_path.exists():
-            raise MetadipError(
-                f"{out} already holds a training run (state.pt); use --resume or another --out"
-            )
+            raise MetadipError(f"{out} already holds a training run (state.pt); use --resume or another --out")
         config = config.resolved()
     export = config.export if export is None else bool(export)
     seed = config.seed
@@ -445,9 +441,7 @@ def run_pretrain(
         held_images = load_images(source, held_names, channels, config.data.max_side)
         val_size = config.log.val_size or max(config.tasks.sizes)
         val_dist = dataclasses.replace(config.tasks, sizes=(val_size,))
-        val_tasks = [
-            val_dist.task(held_images, seed, i, stream="val").to(device) for i in range(config.log.val_tasks)
-        ]
+        val_tasks = [val_dist.task(held_images, seed, i, stream="val").to(device) for i in range(config.log.val_tasks)]
 
     # ---- network, input policy, meta-learner ---------------------------------------------------------------
     with torch.random.fork_rng(devices=[]):
@@ -461,20 +455,22 @@ def run_pretrain(
         scale=config.input.scale,
         seed=config.input.seed,
         lowpass=config.input.lowpass,
+        operator_maps=config.input.operator_maps,
     )
     if config.input.z_mode == "conditioned":
-        expected = 2 * channels + config.input.noise_channels
+        from metadip.conditioning import OPERATOR_MAPS, conditioned_channels
+
+        expected = conditioned_channels(channels, config.input.noise_channels, config.input.operator_maps)
         if in_channels != expected:
+            maps = f" + {OPERATOR_MAPS} operator maps" if config.input.operator_maps else ""
             raise MetadipError(
-                f"z_mode 'conditioned' needs a network with {expected} input channels (2×{channels} "
+                f"z_mode 'conditioned' needs a network with {expected} input channels (2×{channels}{maps} "
                 f"+ {config.input.noise_channels} noise), the model has {in_channels}; set "
                 "model.options.in_channels"
             )
     elif recipe.channels != in_channels:
         raise MetadipError(f"input.channels {recipe.channels} does not match the network's {in_channels}")
-    inputs = InputPolicy.create(
-        recipe, config.input.z_mode, net, config.tasks.sizes, config.input.noise_channels
-    )
+    inputs = InputPolicy.create(recipe, config.input.z_mode, net, config.tasks.sizes, config.input.noise_channels)
     if inputs.fixed_z is not None:
         inputs.fixed_z = inputs.fixed_z.to(device)
     if config.algorithm == "maml":
@@ -536,9 +532,7 @@ def run_pretrain(
     random_cache: dict[int, dict] = {}
     random_net = None
     if val_tasks and config.log.val_random:
-        random_init = ckpt.random_init(
-            net.config, out_channels=channels, seed=derive_seed(seed, "random-arm") % 2**31
-        )
+        random_init = ckpt.random_init(net.config, out_channels=channels, seed=derive_seed(seed, "random-arm") % 2**31)
         random_net = random_init.build(device)
         random_recipe = default_input_recipe(random_net, seed=random_init.input_recipe.seed)
 
@@ -597,9 +591,7 @@ def run_pretrain(
         summary = {k: sum(v) / len(v) for k, v in results.items()}
         if rows:
             tiles = [t for row in rows for t in row]
-            logger.log_images(
-                "val/images_x_y_metaK_metaNK_randomK_randomNK", image_grid(tiles, len(rows[0])), step
-            )
+            logger.log_images("val/images_x_y_metaK_metaNK_randomK_randomNK", image_grid(tiles, len(rows[0])), step)
         return summary
 
     # ---- the loop ------------------------------------------------------------------------------------------
@@ -663,9 +655,7 @@ def run_pretrain(
             done = step + 1
             last_metrics = record
             bar.update(1)
-            bar.set_postfix(
-                {"loss": f"{record['outer_loss']:.4g}", "psnr": f"{record['psnr']:.2f}"}, refresh=False
-            )
+            bar.set_postfix({"loss": f"{record['outer_loss']:.4g}", "psnr": f"{record['psnr']:.2f}"}, refresh=False)
             if main and (done % config.log.every == 0 or done == end):
                 logger.log(
                     {f"train/{k}": v for k, v in record.items()}
@@ -682,9 +672,7 @@ def run_pretrain(
                 if progress:
                     bar.write(
                         f"step {done}: "
-                        + ", ".join(
-                            f"{k[4:]}={v:.2f}" for k, v in sorted(last_val.items()) if k.count("/") == 1
-                        )
+                        + ", ".join(f"{k[4:]}={v:.2f}" for k, v in sorted(last_val.items()) if k.count("/") == 1)
                     )
             if config.log.ckpt_every > 0 and done % config.log.ckpt_every == 0 and done != end:
                 save_state(done)
@@ -709,9 +697,7 @@ def run_pretrain(
         inner_recipe = {
             "optimizer": online.optimizer,
             "lr": online.lr if online.lr is not None else config.inner.lr,
-            "reg_noise_std": online.reg_noise_std
-            if online.reg_noise_std is not None
-            else config.inner.reg_noise_std,
+            "reg_noise_std": online.reg_noise_std if online.reg_noise_std is not None else config.inner.reg_noise_std,
             "ema": online.ema,
             "iterations": online.iterations,
             "stop": online.stop,

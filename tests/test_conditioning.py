@@ -95,3 +95,77 @@ def test_input_recipe_lowpass_round_trips_and_is_validated():
     assert InputRecipe.from_dict({"kind": "uniform", "channels": 4, "scale": 0.1, "seed": 0}).lowpass == 0.0
     with pytest.raises(MetadipError, match="lowpass"):
         InputRecipe(lowpass=-1)
+
+
+# ------------------------------------------------------------------------------------------- operator maps
+
+
+def _measured(spec: str, size: int = 64, name: str = "astronaut", seed: int = 0):
+    x = sample_image(name, size)
+    generator = torch.Generator().manual_seed(seed)
+    op = operators.build_operator(spec, x.shape[1:], generator=generator)
+    return x, op, operators.simulate(x, op, generator)
+
+
+@pytest.mark.parametrize("sigma", [10, 25, 50])
+def test_noise_level_estimate_tracks_sigma_and_ignores_inpainting_holes(sigma):
+    from metadip.conditioning import NOISE_MAP_SCALE, operator_maps
+
+    def level(spec):
+        _, op, y = _measured(spec)
+        return float(operator_maps(op, y)[0, 0, 0, 0]) / NOISE_MAP_SCALE * 255
+
+    for spec in (f"denoise:sigma={sigma}", f"inpaint:ratio=0.5,sigma={sigma}"):
+        assert 0.85 * sigma < level(spec) < 1.15 * sigma + 4, spec  # + a little image structure
+    # on a low-resolution measurement texture weighs more, but the estimate still grows with the noise
+    assert level(f"superres:factor=2,sigma={sigma}") > level(f"superres:factor=2,sigma={sigma // 2}") + 0.3 * sigma
+    assert level("inpaint:ratio=0.5") < 8  # zero-filled holes must not read as noise
+
+
+def test_detail_response_maps_describe_the_operator():
+    from metadip.conditioning import DETAIL_PERIODS, OPERATOR_MAPS, operator_maps
+
+    def responses(spec):
+        _, op, y = _measured(spec)
+        maps = operator_maps(op, y)
+        assert maps.shape == (1, OPERATOR_MAPS, 64, 64)
+        return [float(maps[0, 1 + i].mean()) for i in range(len(DETAIL_PERIODS))]
+
+    assert responses("denoise:sigma=25") == pytest.approx([1.0] * len(DETAIL_PERIODS), abs=1e-4)
+    assert responses("inpaint:ratio=0.3") == pytest.approx([0.7] * len(DETAIL_PERIODS), abs=0.03)
+    sr4, sr2 = responses("superres:factor=4"), responses("superres:factor=2")
+    assert max(sr4[:3]) < 1e-4 and sr4[3] > 0.3  # nothing finer than the factor survives
+    assert sr2[0] < 1e-4 and sr2[2] > 0.5
+    narrow, wide = responses("deblur:kernel=gauss,width=1"), responses("deblur:kernel=gauss,width=3")
+    assert narrow == sorted(narrow) and wide == sorted(wide)  # a blur keeps coarse detail better
+    assert all(w <= n + 1e-6 for n, w in zip(narrow, wide, strict=True)) and narrow[-1] > wide[-1] + 0.2
+
+
+def test_operator_maps_extend_the_conditioned_input_and_respect_hidden_measurements():
+    from metadip.conditioning import OPERATOR_MAPS
+
+    _, op, y = _measured("inpaint:ratio=0.5,sigma=10", size=32)
+    recipe = InputRecipe(operator_maps=True, lowpass=1.0)
+    z = make_conditioned_input(recipe, op, y, noise_channels=4)
+    assert z.shape == (1, conditioned_channels(3, 4, operator_maps=True), 32, 32)
+    assert conditioned_channels(3, 4, operator_maps=True) == 6 + OPERATOR_MAPS + 4
+    plain = make_conditioned_input(InputRecipe(lowpass=1.0), op, y, noise_channels=4)
+    torch.testing.assert_close(z[:, :6], plain[:, :6])
+    # measurements hidden by a hold-out weight change the maps but their values never enter them
+    weight = (torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(1)) > 0.2).float()
+    hidden = make_conditioned_input(recipe, op, y, noise_channels=4, weight=weight)
+    scrambled = y.clone()
+    scrambled[(weight == 0).expand_as(y)] = 0.5
+    again = make_conditioned_input(recipe, op, scrambled, noise_channels=4, weight=weight)
+    assert torch.equal(hidden, again)
+    assert not torch.equal(hidden[:, 6 : 6 + OPERATOR_MAPS], z[:, 6 : 6 + OPERATOR_MAPS])
+
+
+def test_input_recipe_operator_maps_round_trip_and_default_off():
+    from metadip.errors import MetadipError
+
+    recipe = InputRecipe(operator_maps=True)
+    assert InputRecipe.from_dict(recipe.to_dict()) == recipe
+    assert InputRecipe.from_dict({"kind": "uniform", "channels": 4, "scale": 0.1, "seed": 0}).operator_maps is False
+    with pytest.raises(MetadipError, match="operator_maps"):
+        InputRecipe(operator_maps="yes")

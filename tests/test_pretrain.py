@@ -105,10 +105,7 @@ def test_same_seed_gives_bitwise_same_theta0(tmp_path):
     assert_same(weights(tmp_path / "a"), weights(tmp_path / "b"))
     other = run_pretrain(dataclasses.replace(config, seed=1), tmp_path / "c", device="cpu", progress=False)
     assert other.finished
-    assert any(
-        not torch.equal(weights(tmp_path / "a")[k], weights(tmp_path / "c")[k])
-        for k in weights(tmp_path / "a")
-    )
+    assert any(not torch.equal(weights(tmp_path / "a")[k], weights(tmp_path / "c")[k]) for k in weights(tmp_path / "a"))
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "reptile"])
@@ -144,9 +141,7 @@ def test_resume_guards(tmp_path):
     with pytest.raises(MetadipError, match="already holds"):
         run_pretrain(config, tmp_path / "r", device="cpu", progress=False)
     with pytest.raises(MetadipError, match="differs"):
-        run_pretrain(
-            dataclasses.replace(config, seed=3), tmp_path / "r", device="cpu", progress=False, resume=True
-        )
+        run_pretrain(dataclasses.replace(config, seed=3), tmp_path / "r", device="cpu", progress=False, resume=True)
     # a longer run may continue a finished one
     longer = run_pretrain(
         dataclasses.replace(config, steps=3), tmp_path / "r", device="cpu", progress=False, resume=True
@@ -203,15 +198,11 @@ def _worker(rank: int, world: int, port: int, config: PretrainConfig, out: str) 
             },
             out_channels=3,
         )
-        learner = MAML(
-            net, config.inner, InputPolicy(InputRecipe(channels=4), "resample"), learn_inner_lr=True
-        )
+        learner = MAML(net, config.inner, InputPolicy(InputRecipe(channels=4), "resample"), learn_inner_lr=True)
         sampler = TaskSampler(config.tasks, load_images("samples", ["coins", "brick"], 3, 128), seed=0)
         indices = list(range(3))
         full, full_metrics = learner.meta_gradient([sampler(k) for k in indices])
-        mine, metrics = learner.meta_gradient(
-            [sampler(k) for k in distributed.shard(indices, info)], normalize=3
-        )
+        mine, metrics = learner.meta_gradient([sampler(k) for k in distributed.shard(indices, info)], normalize=3)
         distributed.all_reduce_sum_(mine, info)
         metrics = distributed.all_reduce_metrics(metrics, torch.device("cpu"), info)
         for a, b in zip(full, mine, strict=True):
@@ -311,3 +302,33 @@ def test_cli_pretrain_bad_config_is_a_metadip_error(tmp_path):
     bad.write_text('name = "x"\nmeta_batch = 0\n')
     result = CliRunner().invoke(pretrain, ["--config", str(bad), "--out", str(tmp_path / "o")])
     assert isinstance(result.exception, MetadipError) and "meta_batch" in str(result.exception)
+
+
+def test_conditioned_init_with_operator_maps_trains_and_reconstructs(tmp_path):
+    """The conditioned recipe end to end: a 1-step run writes a checkpoint whose recipe (operator maps on)
+    rebuilds the same input channels online, and ``reconstruct`` runs from it."""
+    from metadip import api, operators
+    from metadip.conditioning import conditioned_channels
+
+    channels = conditioned_channels(3, 3, operator_maps=True)
+    config = quiet(tiny_config(steps=1))
+    config = dataclasses.replace(
+        config,
+        model=dataclasses.replace(
+            config.model, options={**config.model.options, "in_channels": channels, "residual": True}
+        ),
+        input=dataclasses.replace(
+            config.input, z_mode="conditioned", noise_channels=3, lowpass=1.0, operator_maps=True
+        ),
+    )
+    result = run_pretrain(config, tmp_path / "c", device="cpu", progress=False)
+    init = load_checkpoint(result.checkpoint)
+    assert init.z_mode == "conditioned" and init.input_recipe.operator_maps is True
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    op = operators.build_operator("denoise:sigma=25", x.shape[1:])
+    y = operators.simulate(x, op, torch.Generator().manual_seed(1))
+    out = api.reconstruct(y, op, init=result.checkpoint, iterations=3, stop="holdout", device="cpu")
+    assert out.image.shape == (1, 3, 16, 16) and torch.isfinite(out.image).all()
+    wrong = dataclasses.replace(config, input=dataclasses.replace(config.input, operator_maps=False))
+    with pytest.raises(MetadipError, match="input channels"):
+        run_pretrain(wrong, tmp_path / "w", device="cpu", progress=False)

@@ -29,6 +29,11 @@ class InputRecipe:
     lowpass: measurement-conditioned inputs only (:mod:`metadip.conditioning`) — the standard deviation, in
     pixels, of the Gaussian normalised convolution applied to the image estimate placed in z (0 = the raw
     estimate). Ignored by pure-noise inputs.
+
+    operator_maps: measurement-conditioned inputs only — add :data:`metadip.conditioning.OPERATOR_MAPS`
+    channels that tell the network what the operator and the noise did (estimated noise level, fraction of
+    fine detail that survives AᴴA at three scales), so one θ0 can tell denoising from deblurring from
+    super-resolution although the low-passed estimates of all three look alike.
     """
 
     kind: str = "uniform"
@@ -36,6 +41,7 @@ class InputRecipe:
     scale: float = 0.1
     seed: int = 0
     lowpass: float = 0.0
+    operator_maps: bool = False
 
     def __post_init__(self) -> None:
         kind = str(self.kind).lower()
@@ -52,6 +58,8 @@ class InputRecipe:
         if not (0.0 <= lowpass <= 16.0):
             raise MetadipError(f"input lowpass must be in [0, 16] pixels, got {self.lowpass}")
         object.__setattr__(self, "lowpass", lowpass)
+        if not isinstance(self.operator_maps, bool):
+            raise MetadipError(f"input operator_maps must be true or false, got {self.operator_maps!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,9 +71,7 @@ class InputRecipe:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise MetadipError(
-                f"unknown input recipe key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
-            )
+            raise MetadipError(f"unknown input recipe key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
         return cls(**data)
 
 
