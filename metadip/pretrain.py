@@ -98,7 +98,9 @@ class MAMLSettings:
     """Outer loop of MAML. ``first_order``: FO-MAML. ``outer_loss``: clean | measurement | both.
     ``loss_steps``: ``last``, ``all`` or a list of inner steps. ``learn_inner_lr``: Meta-SGD (per tensor).
     ``schedule``: ``constant`` or ``cosine`` (to ``min_lr_ratio``·lr over ``schedule_steps``, default: steps)
-    after ``warmup_steps`` of linear warm-up."""
+    after ``warmup_steps`` of linear warm-up. ``supervised_steps``: the first N meta-steps are a warm start that
+    regresses θ0's own output f_{θ0}(z) on the outer loss (K = 0, no inner loop, much cheaper per step); the
+    remaining ``steps − N`` are MAML proper. Counted in ``steps`` and in the schedule."""
 
     first_order: bool = False
     outer_loss: str = "clean"
@@ -112,6 +114,7 @@ class MAMLSettings:
     warmup_steps: int = 0
     min_lr_ratio: float = 0.1
     schedule_steps: int | None = None
+    supervised_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,10 @@ class PretrainConfig:
             raise MetadipError(f"maml.loss_steps {self.maml.loss_steps!r} must be 'last', 'all' or a list")
         if self.maml.schedule not in ("constant", "cosine"):
             raise MetadipError(f"maml.schedule {self.maml.schedule!r} is not one of constant, cosine")
+        if self.maml.supervised_steps < 0:
+            raise MetadipError("maml.supervised_steps must be >= 0")
+        if self.algorithm == "reptile" and self.maml.supervised_steps:
+            raise MetadipError("maml.supervised_steps needs algorithm = 'maml'")
         if self.algorithm == "reptile" and self.maml.learn_inner_lr:
             raise MetadipError("maml.learn_inner_lr needs algorithm = 'maml' (Reptile gives no lr gradient)")
         if self.online.optimizer not in ("adam", "sgd"):
@@ -635,7 +642,11 @@ def run_pretrain(
             indices = [step * config.meta_batch + i for i in range(config.meta_batch)]
             tasks = [sampler(k).to(device) for k in distributed.shard(indices, info)]
             try:
-                grads, record = learner.meta_gradient(tasks, normalize=config.meta_batch)
+                if config.algorithm == "maml":
+                    supervised = step < config.maml.supervised_steps
+                    grads, record = learner.meta_gradient(tasks, normalize=config.meta_batch, supervised=supervised)
+                else:
+                    grads, record = learner.meta_gradient(tasks, normalize=config.meta_batch)
             except FloatingPointError as exc:
                 raise MetadipError(f"meta-step {step + 1}: {exc}; lower inner.lr") from None
             record = {key: record.get(key, 0.0) for key in METRIC_KEYS}

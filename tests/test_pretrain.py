@@ -332,3 +332,42 @@ def test_conditioned_init_with_operator_maps_trains_and_reconstructs(tmp_path):
     wrong = dataclasses.replace(config, input=dataclasses.replace(config.input, operator_maps=False))
     with pytest.raises(MetadipError, match="input channels"):
         run_pretrain(wrong, tmp_path / "w", device="cpu", progress=False)
+
+
+def test_supervised_warm_start_regresses_theta0_and_then_meta_learns(tmp_path):
+    """maml.supervised_steps: the first steps are plain regression of f_θ0(z) (K = 0: the gradient is the
+    gradient of the clean loss at θ0), then MAML proper; the log-lrs only move in the MAML phase; resume works
+    across the phase boundary."""
+    from metadip.meta.maml import MAML, outer_loss_value
+
+    config = quiet(tiny_config(steps=3))
+    maml = dataclasses.replace(config.maml, supervised_steps=2, learn_inner_lr=True, schedule_steps=3)
+    config = dataclasses.replace(config, maml=maml)
+    with pytest.raises(MetadipError, match="supervised_steps"):
+        dataclasses.replace(config, maml=dataclasses.replace(config.maml, supervised_steps=-1))
+    # the supervised gradient is the plain gradient of the outer loss at θ0
+    from metadip.generators import InputRecipe, build_generator
+    from metadip.meta.inner import InnerConfig, InputPolicy
+    from metadip.tasks import TaskDistribution
+
+    net = build_generator("skip", out_channels=3, **config.model.options)
+    learner = MAML(net, InnerConfig(steps=2), InputPolicy(InputRecipe(channels=4)), learn_inner_lr=True)
+    images = {"noise": torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))}
+    task = TaskDistribution(sizes=(16,)).task(images, 0, 0)
+    grads, record = learner.task_gradient(task, supervised=True)
+    assert record["k"] == 0.0
+    z = learner.inputs.z_for(task, net)
+    expected = torch.autograd.grad(outer_loss_value("clean", net(z, size=task.size), task), list(net.parameters()))
+    for got, want in zip(grads, expected, strict=False):
+        torch.testing.assert_close(got, want)
+    assert all(float(g.abs().sum()) == 0 for g in grads[len(expected) :])  # no lr gradient
+
+    full = run_pretrain(config, tmp_path / "full", device="cpu", progress=False)
+    lrs = load_checkpoint(full.checkpoint).inner["lr_per_tensor"]
+    assert any(v != pytest.approx(config.inner.lr) for v in lrs.values())  # the MAML step moved them
+    first = run_pretrain(dataclasses.replace(config, steps=2), tmp_path / "part", device="cpu", progress=False)
+    warm = load_checkpoint(first.checkpoint).inner["lr_per_tensor"]
+    assert all(v == pytest.approx(config.inner.lr) for v in warm.values())
+    resumed = run_pretrain(config, tmp_path / "part", device="cpu", progress=False, resume=True)
+    assert_same(weights(tmp_path / "full"), weights(tmp_path / "part"))
+    assert resumed.step == 3 and lrs == load_checkpoint(resumed.checkpoint).inner["lr_per_tensor"]

@@ -20,7 +20,12 @@ near zero (Adam's step ≈ lr·sign(g) is a near-step function of θ0), so T = 1
 First-order MAML treats every θ_t as independent of θ0, so the meta-gradient is Σ_t ∇ℓ(θ_t) / |loss_steps|
 (the plain gradient at the adapted weights). For a learned log-lr of tensor n it uses ``⟨∇ℓ(θ_t)_n, θ_{t,n} −
 θ_{0,n}⟩``: the exact derivative when the update directions are held fixed (every inner update of tensor n is
-proportional to exp(log_lr_n)), which is the first-order approximation of Meta-SGD."""
+proportional to exp(log_lr_n)), which is the first-order approximation of Meta-SGD.
+
+``supervised=True`` (the warm-start phase, ``maml.supervised_steps``) skips the inner loop: K = 0 and the loss
+is ℓ(f_{θ0}(z)) alone — plain regression of the restorer θ0 on the task distribution, about K times cheaper
+per task than a meta-step, so θ0 can first learn *what* to output before meta-learning shapes how DIP steps
+from it behave. The learned inner learning rates get no gradient in that phase."""
 
 from __future__ import annotations
 
@@ -122,8 +127,28 @@ class MAML:
         return {n: float(self.inner.lr * torch.exp(self.log_lr[n].detach())) for n in self.names}
 
     # -- one task --------------------------------------------------------------------------------------------
-    def task_gradient(self, task: Task) -> tuple[list[Tensor], dict[str, float]]:
-        """Outer-loss gradient of one task w.r.t. :meth:`meta_parameters`, and its metrics."""
+    def supervised_gradient(self, task: Task) -> tuple[list[Tensor], dict[str, float]]:
+        """Gradient of ℓ(f_{θ0}(z)) (no inner steps) w.r.t. :meth:`meta_parameters` (zeros for the log-lrs)."""
+        z = self.inputs.z_for(task, self.net)
+        params = list(self.net.parameters())
+        with torch.enable_grad():
+            output = self.net(z, size=task.size)
+            loss = outer_loss_value(self.outer_loss, output, task)
+            grads = list(torch.autograd.grad(loss, params, materialize_grads=True))
+        grads += [torch.zeros_like(self.log_lr[n]) for n in self.names if self.log_lr]
+        record = {
+            "outer_loss": float(loss.detach()),
+            "psnr": metrics.psnr(output.detach().clamp(0, 1), task.x),
+            "inner_loss": float(measurement_loss(task.op, output.detach(), task.y)),
+            "k": 0.0,
+        }
+        return grads, record
+
+    def task_gradient(self, task: Task, supervised: bool = False) -> tuple[list[Tensor], dict[str, float]]:
+        """Outer-loss gradient of one task w.r.t. :meth:`meta_parameters`, and its metrics (``supervised``:
+        see :meth:`supervised_gradient`)."""
+        if supervised:
+            return self.supervised_gradient(task)
         generator = inner_generator(task)
         k = self.inner.draw_steps(generator)
         steps = resolve_loss_steps(self.loss_steps, k)
@@ -204,15 +229,16 @@ class MAML:
 
     # -- a meta-batch ----------------------------------------------------------------------------------------
     def meta_gradient(
-        self, tasks: Sequence[Task], normalize: int | None = None
+        self, tasks: Sequence[Task], normalize: int | None = None, supervised: bool = False
     ) -> tuple[list[Tensor], dict[str, float]]:
         """Sum of the tasks' gradients (and metrics) divided by ``normalize`` (default ``len(tasks)``): with
-        the global meta-batch size as ``normalize``, an all-reduce SUM over ranks gives the global mean."""
+        the global meta-batch size as ``normalize``, an all-reduce SUM over ranks gives the global mean.
+        ``supervised``: the warm-start phase (no inner loop, see :meth:`supervised_gradient`)."""
         normalize = len(tasks) if normalize is None else int(normalize)
         total: list[Tensor] | None = None
         sums: dict[str, float] = {}
         for task in tasks:
-            grads, record = self.task_gradient(task)
+            grads, record = self.task_gradient(task, supervised=supervised)
             total = grads if total is None else [a + b for a, b in zip(total, grads, strict=True)]
             for key, value in record.items():
                 sums[key] = sums.get(key, 0.0) + value
