@@ -39,7 +39,7 @@ WEIGHTS_SUFFIX = ".safetensors"
 SIDECAR_SUFFIX = ".json"
 ENV_VAR = "METADIP_CHECKPOINTS"
 #: The shipped universal initialisation that ``--init auto`` (the default) prefers when it fits.
-DEFAULT_INIT = "universal-slim"
+DEFAULT_INIT = "universal-slim-maps"
 REQUIRED_KEYS = ("format_version", "name", "sha256", "arch", "input", "inner", "training")
 
 
@@ -103,10 +103,12 @@ def make_card(name: str, arch: dict, training: dict) -> str:
     steps = training.get("steps", "?")
     wall = training.get("wall_seconds")
     wall_text = f", {wall / 3600:.1f} h" if isinstance(wall, (int, float)) and wall > 0 else ""
-    return (
-        f"{arch.get('name', 'custom')} · {algorithm} · {'+'.join(families) or 'no tasks'} · "
-        f"{steps} meta-steps{wall_text}"
-    )
+    supervised = training.get("supervised_steps") or 0
+    if supervised and isinstance(steps, int):
+        steps_text = f"{supervised} supervised warm-start + {max(0, steps - supervised)} meta-steps"
+    else:
+        steps_text = f"{steps} meta-steps"
+    return f"{arch.get('name', 'custom')} · {algorithm} · {'+'.join(families) or 'no tasks'} · {steps_text}{wall_text}"
 
 
 def _json_safe(value: Any) -> Any:

@@ -728,6 +728,7 @@ def run_pretrain(
             "train_images": train_names,
             "held_out_images": held_names,
             "steps": step,
+            "supervised_steps": min(step, config.maml.supervised_steps) if config.algorithm == "maml" else 0,
             "meta_batch": config.meta_batch,
             "tasks_seen": step * config.meta_batch,
             "wall_seconds": round(wall, 1),

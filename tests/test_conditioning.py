@@ -169,3 +169,17 @@ def test_input_recipe_operator_maps_round_trip_and_default_off():
     assert InputRecipe.from_dict({"kind": "uniform", "channels": 4, "scale": 0.1, "seed": 0}).operator_maps is False
     with pytest.raises(MetadipError, match="operator_maps"):
         InputRecipe(operator_maps="yes")
+
+
+@pytest.mark.parametrize(
+    ("size", "spec"),
+    [(8, "superres:factor=4"), (5, "inpaint:ratio=0.5"), (3, "denoise:sigma=25"), (7, "fourier:ratio=0.3"), (1, "denoise")],
+)
+def test_operator_maps_are_finite_on_tiny_images(size, spec):
+    from metadip.conditioning import OPERATOR_MAPS, operator_maps
+
+    x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    op = operators.build_operator(spec, x.shape[1:], generator=torch.Generator().manual_seed(0))
+    y = operators.simulate(x, op, torch.Generator().manual_seed(1))
+    maps = operator_maps(op, y)
+    assert maps.shape == (1, OPERATOR_MAPS, size, size) and torch.isfinite(maps).all()
