@@ -173,7 +173,13 @@ def test_input_recipe_operator_maps_round_trip_and_default_off():
 
 @pytest.mark.parametrize(
     ("size", "spec"),
-    [(8, "superres:factor=4"), (5, "inpaint:ratio=0.5"), (3, "denoise:sigma=25"), (7, "fourier:ratio=0.3"), (1, "denoise")],
+    [
+        (8, "superres:factor=4"),
+        (5, "inpaint:ratio=0.5"),
+        (3, "denoise:sigma=25"),
+        (7, "fourier:ratio=0.3"),
+        (1, "denoise"),
+    ],
 )
 def test_operator_maps_are_finite_on_tiny_images(size, spec):
     from metadip.conditioning import OPERATOR_MAPS, operator_maps
