@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 SUITES = ROOT / "evaluate" / "suites"
 RESULTS = ROOT / "evaluate" / "results"
 #: Run order: cheap first, so a broken setup fails fast.
-ORDER = ("quick", "default", "ablation-warmstart", "size256", "default-universal-slim", "ablation")
+ORDER = ("quick", "default", "ablation", "size256", "default-universal-slim-maps", "ablation-warmstart")
 
 
 def available() -> list[str]:

@@ -57,7 +57,7 @@ class _EvaluateCommand(click.Command):
     epilog="""\b
 Examples:
   metadip evaluate --quick                                  (2 held-out images, 2 operators, ~1-2 min)
-  metadip evaluate --init universal-slim-maps --operators denoise:sigma=25 inpaint:ratio=0.5 --size 64 --seeds 3
+  metadip evaluate --init universal-slim --operators denoise:sigma=25 inpaint:ratio=0.5 --size 64 --seeds 3
   metadip evaluate --images my_photos/ --operators superres:factor=4 --init runs/x/x.json --out eval-x
   metadip evaluate --config evaluate/suites/default.toml --out evaluate/results/default
 \b

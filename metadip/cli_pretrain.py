@@ -20,7 +20,7 @@ from metadip.errors import MetadipError
     "config_path",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Meta-training recipe (TOML), e.g. pretrain/universal-slim-maps.toml.",
+    help="Meta-training recipe (TOML), e.g. pretrain/universal-slim.toml.",
 )
 @click.option(
     "--out",
