@@ -32,7 +32,7 @@ class InputRecipe:
 
     operator_maps: measurement-conditioned inputs only — add :data:`metadip.conditioning.OPERATOR_MAPS`
     channels that tell the network what the operator and the noise did (estimated noise level, fraction of
-    fine detail that survives AᴴA at three scales), so one θ0 can tell denoising from deblurring from
+    fine detail that survives AᴴA at four scales), so one θ0 can tell denoising from deblurring from
     super-resolution although the low-passed estimates of all three look alike.
     """
 
