@@ -155,20 +155,28 @@ def probe_pattern(period: int, height: int, width: int, device=None) -> torch.Te
     return (rows[:, None] * cols[None, :])[None, None]
 
 
-def detail_response(op, period: int, device=None, weight: torch.Tensor | None = None) -> torch.Tensor:
+def _normal_operator(op, x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Aᴴ(w·A x) (real part), with w = ``weight`` or 1."""
+    measured = op.A(x)
+    if weight is not None:
+        measured = measured * weight
+    return op.A_adjoint(measured).real
+
+
+def detail_response(
+    op, period: int, device=None, weight: torch.Tensor | None = None, scale: torch.Tensor | None = None
+) -> torch.Tensor:
     """1×1×H×W local fraction of a period-``period`` grating's energy that survives AᴴA (normalised so the
     identity gives 1): 1 for denoising, the mask for inpainting, |H(f)|² for a blur, ~0 below a
-    super-resolution factor. ``weight`` hides measurements as in :func:`backprojection`."""
+    super-resolution factor. ``weight`` hides measurements as in :func:`backprojection`; ``scale`` is
+    max AᴴA1 under that weight (computed when None; pass it when probing several periods)."""
     channels, height, width = op.image_shape
     pattern = probe_pattern(period, height, width, device=device).expand(1, channels, height, width)
     with torch.no_grad():
-        measured = op.A(pattern)
-        if weight is not None:
-            measured = measured * weight
-        back = op.A_adjoint(measured).real
-        ones = torch.ones(1, channels, height, width, device=device)
-        sampled = op.A(ones) if weight is None else op.A(ones) * weight
-        scale = op.A_adjoint(sampled).real.amax().clamp_min(1e-12)
+        back = _normal_operator(op, pattern, weight)
+        if scale is None:
+            ones = torch.ones(1, channels, height, width, device=device)
+            scale = _normal_operator(op, ones, weight).amax().clamp_min(1e-12)
         smooth = float(period) / 2
         numerator = gaussian_blur((pattern * back)[:, :1], smooth)
         denominator = gaussian_blur((pattern * pattern)[:, :1], smooth).clamp_min(1e-6)
@@ -196,8 +204,11 @@ def operator_maps(op, y: torch.Tensor, weight: torch.Tensor | None = None) -> to
             level = estimate_noise_level(estimate)
         maps = [(level * NOISE_MAP_SCALE).clamp(0, 4).expand(y.shape[0], 1, height, width)]
         wt = None if weight is None else weight.to(device=y.device, dtype=torch.float32)
+        ones = torch.ones(1, channels, height, width, device=y.device)
+        scale = _normal_operator(op, ones, wt).amax().clamp_min(1e-12)  # once for all periods
         for period in DETAIL_PERIODS:
-            maps.append(detail_response(op, period, device=y.device, weight=wt).expand(y.shape[0], 1, height, width))
+            response = detail_response(op, period, device=y.device, weight=wt, scale=scale)
+            maps.append(response.expand(y.shape[0], 1, height, width))
     return torch.cat(maps, dim=1)
 
 
