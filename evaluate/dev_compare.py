@@ -11,7 +11,13 @@ them as results.
         --iterations 300 --out evaluate/results/dev-universal-slim-maps.json
 
 Prints, per operator, the median over pictures × seeds of the peak PSNR, the PSNR at iterations 10 / 50 / 100,
-and the iteration of the peak, for each candidate; writes the same as JSON with ``--out``.
+and the iteration of the peak, for each candidate; writes the same as JSON with ``--out``. With ``--baseline``
+(e.g. ``random``, run for ``--baseline-iterations``) it also reports the evaluation's own criteria per case:
+Δ peak against the baseline and the speedup to the baseline's peak − 0.5 dB.
+
+``--images`` also takes image files (any path with a slash), e.g. crops of a photograph that is in neither
+the training nor the held-out list. ``--lr-scale`` / ``--ema`` try another online recipe for the same weights
+(a copy of the checkpoint with an edited sidecar, in a temporary folder).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,23 +41,62 @@ DEV_OPERATORS = (
 MARKS = (10, 50, 100)
 
 
-def run_case(init: str, image: str, operator: str, seed: int, size: int, iterations: int) -> dict:
+def image_item(image: str):
+    from metadip.evaluation import ImageItem
+
+    if "/" in image:
+        return ImageItem(name=Path(image).stem, kind="file", path=image)
+    return ImageItem(name=image, kind="sample")
+
+
+def run_curve(init: str, image: str, operator: str, seed: int, size: int, iterations: int) -> list[float]:
     import torch
 
     from metadip import api
-    from metadip.evaluation import ImageItem, load_clean, make_problem
+    from metadip.evaluation import load_clean, make_problem
 
     torch.manual_seed(seed)
-    x = load_clean(ImageItem(name=image, kind="sample"), size, 3)
-    op, y = make_problem(x, operator, seed, image)
+    item = image_item(image)
+    x = load_clean(item, size, 3)
+    op, y = make_problem(x, operator, seed, item.name)
     result = api.reconstruct(y, op, init=init, iterations=iterations, stop="budget", seed=seed, reference=x)
-    curve = result.history["psnr"]
+    return list(result.history["psnr"])
+
+
+def summarise(curve: list[float], baseline: list[float] | None = None) -> dict:
     peak = max(range(len(curve)), key=curve.__getitem__)
-    return {
+    row = {
         "peak": curve[peak],
         "peak_iteration": peak + 1,
         **{f"at_{m}": curve[min(m, len(curve)) - 1] for m in MARKS},
     }
+    if baseline is not None:
+        from metadip import metrics
+
+        row["delta_peak"] = curve[peak] - max(baseline)
+        row["speedup"] = metrics.speedup(baseline, curve)
+    return row
+
+
+def recipe_variant(init: str, lr_scale: float, ema: float | None, folder: Path) -> str:
+    """A copy of checkpoint ``init`` whose online recipe has its lr(s) × ``lr_scale`` and EMA ``ema``."""
+    import json
+    import shutil
+
+    from metadip.checkpoint import resolve_checkpoint
+
+    sidecar = resolve_checkpoint(init)
+    meta = json.loads(sidecar.read_text())
+    inner = meta["inner"]
+    inner["lr"] = float(inner.get("lr", 0.01)) * lr_scale
+    if inner.get("lr_per_tensor"):
+        inner["lr_per_tensor"] = {k: v * lr_scale for k, v in inner["lr_per_tensor"].items()}
+    if ema is not None:
+        inner["ema"] = ema
+    weights = sidecar.with_name(meta.get("weights") or sidecar.stem + ".safetensors")
+    shutil.copy(weights, folder / weights.name)
+    (folder / sidecar.name).write_text(json.dumps(meta))
+    return str(folder / sidecar.name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--baseline", default=None, help="also run this init (e.g. random) and report Δ/speedup")
+    parser.add_argument("--baseline-iterations", type=int, default=1000)
+    parser.add_argument("--lr-scale", type=float, default=1.0, help="multiply the candidates' online lr(s)")
+    parser.add_argument("--ema", type=float, default=None, help="override the candidates' online EMA")
     parser.add_argument("--out", type=Path, default=None, help="write the medians (and every case) as JSON")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
@@ -74,22 +124,52 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": args.seeds,
         "size": args.size,
         "iterations": args.iterations,
+        "lr_scale": args.lr_scale,
+        "ema": args.ema,
+        "baseline": args.baseline,
         "inits": {},
     }
+    cases_of = [(image, seed) for image in images for seed in range(args.seeds)]
     try:
-        for init in args.init:
+        baselines: dict = {}
+        if args.baseline:
+            for operator in operators:
+                for image, seed in cases_of:
+                    curve = run_curve(args.baseline, image, operator, seed, args.size, args.baseline_iterations)
+                    baselines[operator, image, seed] = curve
+            for op in operators:
+                rows = [summarise(baselines[op, i, s]) for i, s in cases_of]
+                report.setdefault("baseline_cases", {})[op] = [
+                    {"image": i, "seed": s, **row} for (i, s), row in zip(cases_of, rows, strict=True)
+                ]
+                peaks = " ".join(f"{r['peak']:.2f}@{r['peak_iteration']}" for r in rows)
+                print(f"{args.baseline:28s} {op:40s} peaks {peaks}", flush=True)
+        scratch = tempfile.TemporaryDirectory()
+        for number, init in enumerate(args.init):
+            run_init = init
+            if init != "random" and (args.lr_scale != 1.0 or args.ema is not None):
+                folder = Path(scratch.name) / str(number)
+                folder.mkdir()
+                run_init = recipe_variant(init, args.lr_scale, args.ema, folder)
             per_op = {}
             for operator in operators:
                 cases = [
-                    run_case(init, image, operator, seed, args.size, args.iterations)
-                    for image in images
-                    for seed in range(args.seeds)
+                    {
+                        "image": image,
+                        "seed": seed,
+                        **summarise(
+                            run_curve(run_init, image, operator, seed, args.size, args.iterations),
+                            baselines.get((operator, image, seed)),
+                        ),
+                    }
+                    for image, seed in cases_of
                 ]
-                medians = {k: statistics.median(c[k] for c in cases) for k in cases[0]}
+                medians = {k: statistics.median(c[k] for c in cases) for k in cases[0] if k not in ("image", "seed")}
                 per_op[operator] = {"median": medians, "cases": cases}
                 cells = " ".join(f"{k}={v:.2f}" for k, v in medians.items())
                 print(f"{Path(init).stem:28s} {operator:40s} {cells}", flush=True)
             report["inits"][init] = per_op
+        scratch.cleanup()
     except MetadipError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -108,6 +108,9 @@ def make_card(name: str, arch: dict, training: dict) -> str:
         steps_text = f"{supervised} supervised warm-start + {max(0, steps - supervised)} meta-steps"
     else:
         steps_text = f"{steps} meta-steps"
+    parent = training.get("init_from")
+    if isinstance(parent, dict) and parent.get("name"):
+        steps_text += f" from {parent['name']}"
     return f"{arch.get('name', 'custom')} · {algorithm} · {'+'.join(families) or 'no tasks'} · {steps_text}{wall_text}"
 
 

@@ -55,10 +55,14 @@ METRIC_KEYS = ("outer_loss", "psnr", "inner_loss", "k")
 @dataclass(frozen=True)
 class ModelConfig:
     """``arch``: a generator preset (``skip``, ``skip-slim``, ``deep-decoder``); ``options``: overrides of its
-    config (e.g. ``{channels_down = [16, 16, 16]}``). Output channels come from ``tasks.channels``."""
+    config (e.g. ``{channels_down = [16, 16, 16]}``). Output channels come from ``tasks.channels``.
+    ``init_from``: start θ0 from a checkpoint (shipped name or path) instead of random weights — fine-tuning a
+    shipped init on another operator distribution or objective. Its architecture and z recipe must be the ones
+    this config builds; its learned per-tensor inner lrs seed Meta-SGD's."""
 
     arch: str = "skip-slim"
     options: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -299,6 +303,39 @@ def _load_state(path: Path) -> dict:
     return state
 
 
+def _load_init_from(config: PretrainConfig, net, recipe, learner) -> dict:
+    """Copy a checkpoint's θ0 (and learned inner lrs, for Meta-SGD) into the freshly built ``net``/``learner``.
+
+    Refuses a checkpoint whose architecture, z mode or input recipe differ from what ``config`` builds: its
+    weights would mean something else. Returns what the exported checkpoint records about the starting point.
+    """
+    from metadip import checkpoint as ckpt
+
+    source = ckpt.load_checkpoint(config.model.init_from)
+    where = f"model.init_from {config.model.init_from!r}"
+    if source.arch_config != net.config:
+        differ = sorted(
+            k for k in set(source.arch_config) | set(net.config) if source.arch_config.get(k) != net.config.get(k)
+        )
+        raise MetadipError(f"{where}: its architecture differs from this config's in {', '.join(differ)}")
+    z_mode, noise = config.input.z_mode, config.input.noise_channels if config.input.z_mode == "conditioned" else 0
+    if source.z_mode != z_mode or source.noise_channels != noise:
+        raise MetadipError(
+            f"{where}: it was trained with z_mode {source.z_mode!r} ({source.noise_channels} noise channels), "
+            f"this config uses {z_mode!r} ({noise})"
+        )
+    if source.input_recipe != recipe:
+        raise MetadipError(f"{where}: its input recipe {source.input_recipe} differs from this config's {recipe}")
+    device = next(net.parameters()).device
+    with torch.no_grad():
+        net.load_state_dict({k: v.to(device) for k, v in source.state_dict.items()}, strict=True)
+        lrs = source.inner.get("lr_per_tensor") or {}
+        for name, value in (getattr(learner, "log_lr", None) or {}).items():
+            if name in lrs and lrs[name] > 0:
+                value.fill_(math.log(float(lrs[name]) / learner.inner.lr))
+    return {"name": source.name, "sha256": str(source.sidecar.get("sha256", ""))}
+
+
 def _validation_inner(config: PretrainConfig) -> InnerConfig:
     """The inner loop validation runs for θ0: the online recipe (lr, jitter) at the training K."""
     return dataclasses.replace(
@@ -509,6 +546,7 @@ def run_pretrain(
         algorithm_name = "reptile"
 
     start, wall_before = 0, 0.0
+    init_from = _load_init_from(config, net, recipe, learner) if config.model.init_from else None
     if state is not None:
         net.load_state_dict(state["params"], strict=True)
         learner.load_state_dict(state["learner"])
@@ -737,6 +775,7 @@ def run_pretrain(
             "device": device.type,
             "torch_version": torch.__version__,
             "z_mode": config.input.z_mode,
+            **({"init_from": init_from} if init_from else {}),
             "validation": last_val,
             "config": config.to_dict(),
         }

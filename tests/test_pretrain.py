@@ -371,3 +371,40 @@ def test_supervised_warm_start_regresses_theta0_and_then_meta_learns(tmp_path):
     resumed = run_pretrain(config, tmp_path / "part", device="cpu", progress=False, resume=True)
     assert_same(weights(tmp_path / "full"), weights(tmp_path / "part"))
     assert resumed.step == 3 and lrs == load_checkpoint(resumed.checkpoint).inner["lr_per_tensor"]
+
+
+def test_init_from_starts_theta0_and_inner_lrs_from_a_checkpoint(tmp_path):
+    """model.init_from: θ0 (and Meta-SGD's inner lrs) start from the checkpoint; a checkpoint of another
+    architecture or z recipe is refused with a clear error."""
+    config = quiet(tiny_config(steps=2))
+    config = dataclasses.replace(config, maml=dataclasses.replace(config.maml, learn_inner_lr=True))
+    source = run_pretrain(config, tmp_path / "source", device="cpu", progress=False).checkpoint
+    source_init = load_checkpoint(source)
+
+    def from_source(**changes):
+        model = dataclasses.replace(config.model, init_from=str(source))
+        return dataclasses.replace(config, model=model, **changes)
+
+    copied = run_pretrain(from_source(steps=0), tmp_path / "copy", device="cpu", progress=False)
+    assert_same(weights(tmp_path / "source"), weights(tmp_path / "copy"))
+    copy_init = load_checkpoint(copied.checkpoint)
+    assert copy_init.inner["lr_per_tensor"] == pytest.approx(source_init.inner["lr_per_tensor"])
+    assert copy_init.training["init_from"] == {"name": "tiny-test", "sha256": source_init.sidecar["sha256"]}
+    assert "0 meta-steps from tiny-test" in copy_init.card
+    # fine-tuning moves away from the source, and differently from a run that starts from random weights
+    tuned = run_pretrain(from_source(steps=1), tmp_path / "tuned", device="cpu", progress=False)
+    fresh = run_pretrain(dataclasses.replace(config, steps=1), tmp_path / "fresh", device="cpu", progress=False)
+    tuned_w, fresh_w, source_w = (weights(p.out_dir) for p in (tuned, fresh, copied))
+    assert any(not torch.equal(tuned_w[k], source_w[k]) for k in tuned_w)
+    assert any(not torch.equal(tuned_w[k], fresh_w[k]) for k in tuned_w)
+
+    wider = dict(config.model.options, channels_down=[6, 4])
+    with pytest.raises(MetadipError, match="architecture differs .*channels_down"):
+        model = dataclasses.replace(config.model, options=wider, init_from=str(source))
+        run_pretrain(dataclasses.replace(config, model=model), tmp_path / "x", device="cpu", progress=False)
+    with pytest.raises(MetadipError, match="z_mode"):
+        inputs = dataclasses.replace(config.input, z_mode="fixed")
+        run_pretrain(from_source(input=inputs), tmp_path / "y", device="cpu", progress=False)
+    with pytest.raises(MetadipError, match="no-such-init"):
+        model = dataclasses.replace(config.model, init_from="no-such-init")
+        run_pretrain(dataclasses.replace(config, model=model), tmp_path / "z", device="cpu", progress=False)
