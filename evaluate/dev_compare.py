@@ -15,9 +15,11 @@ and the iteration of the peak, for each candidate; writes the same as JSON with 
 (e.g. ``random``, run for ``--baseline-iterations``) it also reports the evaluation's own criteria per case:
 Δ peak against the baseline and the speedup to the baseline's peak − 0.5 dB.
 
-``--images`` also takes image files (any path with a slash), e.g. crops of a photograph that is in neither
-the training nor the held-out list. ``--lr-scale`` / ``--ema`` try another online recipe for the same weights
-(a copy of the checkpoint with an edited sidecar, in a temporary folder).
+``--images`` also takes image files (any path with a slash). ``--images outside`` is a development set that
+is in neither the training nor the held-out list: four crops (face, uniform, left, whole) of the photograph
+``grace_hopper.jpg`` that matplotlib bundles — no picture an init was trained or tested on.
+``--lr-scale`` / ``--ema`` try another online recipe for the same weights (a copy of the checkpoint with an
+edited sidecar, in a temporary folder).
 """
 
 from __future__ import annotations
@@ -39,6 +41,29 @@ DEV_OPERATORS = (
     "deblur:kernel=motion,length=9,sigma=2",
 )
 MARKS = (10, 50, 100)
+
+
+#: Crops (top, left, side) of matplotlib's bundled grace_hopper.jpg (600×512): the ``outside`` development set.
+OUTSIDE_CROPS = {
+    "gh_face": (60, 130, 256),
+    "gh_uniform": (330, 100, 256),
+    "gh_left": (100, 0, 200),
+    "gh_whole": (44, 0, 512),
+}
+
+
+def outside_images(folder: Path) -> list[str]:
+    """Write the ``outside`` crops as PNGs into ``folder``; their paths."""
+    import matplotlib
+    from skimage import io
+
+    photo = io.imread(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    paths = []
+    for name, (top, left, side) in OUTSIDE_CROPS.items():
+        path = folder / f"{name}.png"
+        io.imsave(path, photo[top : top + side, left : left + side], check_contrast=False)
+        paths.append(str(path))
+    return paths
 
 
 def image_item(image: str):
@@ -117,10 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     from metadip.errors import MetadipError
     from metadip.fileio import atomic_write_json
 
+    scratch = tempfile.TemporaryDirectory()
     images = [s.strip() for s in args.images.split(",") if s.strip()]
+    if "outside" in images:
+        at = images.index("outside")
+        images[at : at + 1] = outside_images(Path(scratch.name))
     operators = [s.strip() for s in args.operators.split(";") if s.strip()]
     report: dict = {
-        "images": images,
+        "images": [Path(i).stem if "/" in i else i for i in images],
         "seeds": args.seeds,
         "size": args.size,
         "iterations": args.iterations,
@@ -140,11 +169,11 @@ def main(argv: list[str] | None = None) -> int:
             for op in operators:
                 rows = [summarise(baselines[op, i, s]) for i, s in cases_of]
                 report.setdefault("baseline_cases", {})[op] = [
-                    {"image": i, "seed": s, **row} for (i, s), row in zip(cases_of, rows, strict=True)
+                    {"image": Path(i).stem if "/" in i else i, "seed": s, **row}
+                    for (i, s), row in zip(cases_of, rows, strict=True)
                 ]
                 peaks = " ".join(f"{r['peak']:.2f}@{r['peak_iteration']}" for r in rows)
                 print(f"{args.baseline:28s} {op:40s} peaks {peaks}", flush=True)
-        scratch = tempfile.TemporaryDirectory()
         for number, init in enumerate(args.init):
             run_init = init
             if init != "random" and (args.lr_scale != 1.0 or args.ema is not None):
@@ -155,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             for operator in operators:
                 cases = [
                     {
-                        "image": image,
+                        "image": Path(image).stem if "/" in image else image,
                         "seed": seed,
                         **summarise(
                             run_curve(run_init, image, operator, seed, args.size, args.iterations),

@@ -246,10 +246,11 @@ def fit(
                 history["holdout_loss"].append(holdout_value)
             row = {"loss": loss_value}
             if reference is not None:
-                row["psnr"] = metrics.psnr(estimate, reference)
+                shown = estimate.clamp(0, 1)  # what the fit returns (a pixel-space residual net is unbounded)
+                row["psnr"] = metrics.psnr(shown, reference)
                 history["psnr"].append(row["psnr"])
                 if track_ssim:
-                    row["ssim"] = metrics.ssim(estimate, reference)
+                    row["ssim"] = metrics.ssim(shown, reference)
                     history["ssim"].append(row["ssim"])
             if logger is not None:
                 logger.log(row, step=iteration)

@@ -6,6 +6,7 @@ from conftest import sample_image
 
 from metadip import dip, operators
 from metadip.conditioning import backprojection, conditioned_channels, make_conditioned_input
+from metadip.errors import MetadipError
 from metadip.generators import InputRecipe, build_generator
 
 
@@ -59,6 +60,26 @@ def test_conditioned_input_layout_and_residual_net_starts_at_the_estimate():
     out = net(z, size=(32, 32))
     assert torch.allclose(out, z[:, :3].clamp(1e-3, 1 - 1e-3), atol=1e-5)
     assert build_generator(net.config).config["residual"] is True
+    assert "residual_space" not in net.config  # the default (logit) keeps configs of older checkpoints equal
+
+
+def test_pixel_space_residual_net_starts_at_the_estimate_and_adds_its_correction():
+    x, op, y = _measure("denoise:sigma=25")
+    z = make_conditioned_input(InputRecipe(), op, y, noise_channels=4)
+    arch = {"kind": "skip", "num_scales": 2, "channels_down": 8, "channels_up": 8, "channels_skip": 2}
+    net = build_generator({**arch, "in_channels": 10, "residual": True, "residual_space": "pixel"}, out_channels=3)
+    assert torch.equal(net(z, size=(32, 32)), z[:, :3])  # exactly the estimate: no clamp, no sigmoid
+    assert build_generator(net.config).config["residual_space"] == "pixel"
+    with torch.no_grad():
+        for module in net.head.modules():
+            if isinstance(module, torch.nn.Conv2d) and module.bias is not None:
+                module.bias.fill_(-0.25)
+    shifted = net(z, size=(32, 32))
+    torch.testing.assert_close(shifted, z[:, :3] - 0.25)  # a correction in pixel units, not squashed to [0, 1]
+    with pytest.raises(MetadipError, match="residual_space"):
+        build_generator({**arch, "in_channels": 10, "residual": True, "residual_space": "tanh"}, out_channels=3)
+    with pytest.raises(MetadipError, match="sigmoid"):
+        build_generator({**arch, "in_channels": 10, "residual": True, "need_sigmoid": False}, out_channels=3)
 
 
 def test_lowpass_estimate_smooths_noise_and_fills_holes_from_neighbours():
