@@ -21,7 +21,15 @@ README = ROOT / "README.md"
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
 #: Suites first in this order, then any other suite alphabetically.
-ORDER = ("default", "ablation", "size256", "default-universal-slim-maps", "ablation-warmstart", "quick")
+ORDER = (
+    "default",
+    "default-universal-slim",
+    "ablation",
+    "size256",
+    "default-universal-slim-maps",
+    "ablation-warmstart",
+    "quick",
+)
 
 
 def _fmt(value, digits: int = 2) -> str:

@@ -28,7 +28,15 @@ if str(ROOT) not in sys.path:
 SUITES = ROOT / "evaluate" / "suites"
 RESULTS = ROOT / "evaluate" / "results"
 #: Run order: cheap first, so a broken setup fails fast.
-ORDER = ("quick", "default", "ablation", "size256", "default-universal-slim-maps", "ablation-warmstart")
+ORDER = (
+    "quick",
+    "default",
+    "default-universal-slim",
+    "ablation",
+    "size256",
+    "default-universal-slim-maps",
+    "ablation-warmstart",
+)
 
 
 def available() -> list[str]:

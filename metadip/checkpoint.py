@@ -39,7 +39,7 @@ WEIGHTS_SUFFIX = ".safetensors"
 SIDECAR_SUFFIX = ".json"
 ENV_VAR = "METADIP_CHECKPOINTS"
 #: The shipped universal initialisation that ``--init auto`` (the default) prefers when it fits.
-DEFAULT_INIT = "universal-slim"
+DEFAULT_INIT = "universal-slim-long"
 REQUIRED_KEYS = ("format_version", "name", "sha256", "arch", "input", "inner", "training")
 
 

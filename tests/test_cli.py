@@ -80,7 +80,7 @@ def test_simulate_reconstruct_round_trip(tmp_path, spec, name, artifacts):
         assert key in data, key
     assert len(data["loss"]) == 20 and len(data["psnr"]) == 20 and len(data["ssim"]) == 20
     assert data["stop_iteration"] == 20 and data["stop_reason"] == "budget"
-    assert data["init"] == "universal-slim" and data["arch"] == "skip-slim"  # --init auto: the shipped init
+    assert data["init"] == "universal-slim-long" and data["arch"] == "skip-slim"  # --init auto: the shipped init
     assert data["operator"].split(":")[0] == spec.split(":")[0]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
 
