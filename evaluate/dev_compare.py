@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         images[at : at + 1] = outside_images(Path(scratch.name))
     operators = [s.strip() for s in args.operators.split(";") if s.strip()]
     report: dict = {
-        "images": [Path(i).stem if "/" in i else i for i in images],
+        "images": [image_item(i).name for i in images],
         "seeds": args.seeds,
         "size": args.size,
         "iterations": args.iterations,
@@ -169,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             for op in operators:
                 rows = [summarise(baselines[op, i, s]) for i, s in cases_of]
                 report.setdefault("baseline_cases", {})[op] = [
-                    {"image": Path(i).stem if "/" in i else i, "seed": s, **row}
-                    for (i, s), row in zip(cases_of, rows, strict=True)
+                    {"image": image_item(i).name, "seed": s, **row} for (i, s), row in zip(cases_of, rows, strict=True)
                 ]
                 peaks = " ".join(f"{r['peak']:.2f}@{r['peak_iteration']}" for r in rows)
                 print(f"{args.baseline:28s} {op:40s} peaks {peaks}", flush=True)
@@ -184,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             for operator in operators:
                 cases = [
                     {
-                        "image": Path(image).stem if "/" in image else image,
+                        "image": image_item(image).name,
                         "seed": seed,
                         **summarise(
                             run_curve(run_init, image, operator, seed, args.size, args.iterations),

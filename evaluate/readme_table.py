@@ -20,7 +20,8 @@ RESULTS = ROOT / "evaluate" / "results"
 README = ROOT / "README.md"
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
-#: Suites first in this order, then any other suite alphabetically.
+#: Suites first in this order, then any other suite alphabetically (run_suites.py runs them in this order too,
+#: after the quick suite).
 ORDER = (
     "default",
     "default-universal-slim",

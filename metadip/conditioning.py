@@ -163,6 +163,12 @@ def _normal_operator(op, x: torch.Tensor, weight: torch.Tensor | None) -> torch.
     return op.A_adjoint(measured).real
 
 
+def _normaliser_peak(op, weight: torch.Tensor | None, device=None) -> torch.Tensor:
+    """max AᴴA1 under ``weight``: what makes the identity's detail response 1."""
+    ones = torch.ones(1, *op.image_shape, device=device)
+    return _normal_operator(op, ones, weight).amax().clamp_min(1e-12)
+
+
 def detail_response(
     op, period: int, device=None, weight: torch.Tensor | None = None, scale: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -175,8 +181,7 @@ def detail_response(
     with torch.no_grad():
         back = _normal_operator(op, pattern, weight)
         if scale is None:
-            ones = torch.ones(1, channels, height, width, device=device)
-            scale = _normal_operator(op, ones, weight).amax().clamp_min(1e-12)
+            scale = _normaliser_peak(op, weight, device)
         smooth = float(period) / 2
         numerator = gaussian_blur((pattern * back)[:, :1], smooth)
         denominator = gaussian_blur((pattern * pattern)[:, :1], smooth).clamp_min(1e-6)
@@ -187,7 +192,7 @@ def operator_maps(op, y: torch.Tensor, weight: torch.Tensor | None = None) -> to
     """B×OPERATOR_MAPS×H×W: the estimated noise level of y (constant map, × NOISE_MAP_SCALE), then the detail
     responses at :data:`DETAIL_PERIODS`. Computed from the operator and y alone — the same way in meta-training
     and online, for any linear operator."""
-    channels, height, width = op.image_shape
+    _, height, width = op.image_shape
     with torch.no_grad():
         if not y.is_complex():
             # y is an image (denoise/inpaint/deblur) or a smaller one (super-resolution): estimate on it.
@@ -204,8 +209,7 @@ def operator_maps(op, y: torch.Tensor, weight: torch.Tensor | None = None) -> to
             level = estimate_noise_level(estimate)
         maps = [(level * NOISE_MAP_SCALE).clamp(0, 4).expand(y.shape[0], 1, height, width)]
         wt = None if weight is None else weight.to(device=y.device, dtype=torch.float32)
-        ones = torch.ones(1, channels, height, width, device=y.device)
-        scale = _normal_operator(op, ones, wt).amax().clamp_min(1e-12)  # once for all periods
+        scale = _normaliser_peak(op, wt, y.device)  # once for all periods
         for period in DETAIL_PERIODS:
             response = detail_response(op, period, device=y.device, weight=wt, scale=scale)
             maps.append(response.expand(y.shape[0], 1, height, width))
