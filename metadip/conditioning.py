@@ -11,6 +11,10 @@ With ``InputRecipe.lowpass`` = s > 0 the estimate is smoothed by a Gaussian norm
 pixels, G∗(m·e) / G∗m over the seen pixels m (this also fills inpainting holes from their neighbourhood). The
 network then sees no pixel-level noise to copy: the fine detail of its output has to be generated, as in
 classic DIP, so fitting the noise in y stays slow (spectral bias) while the coarse image is there from the start.
+With ``InputRecipe.estimate`` = ``tikhonov`` the estimate is instead the regularised least-squares image
+argmin ‖A x − y‖² + λ‖∇x‖², λ = ``tikhonov_floor`` + ``tikhonov_noise``·σ̂² (σ̂ estimated from y;
+:func:`tikhonov_estimate`): one rule for every linear operator that smooths in proportion to the noise, and
+interpolates, fills holes, deconvolves and suppresses Fourier aliasing where the back-projection cannot.
 With ``InputRecipe.operator_maps`` z also carries :data:`OPERATOR_MAPS` maps that describe the degradation,
 computed from A and y alone (:func:`operator_maps`): the estimated noise level of y and, for gratings of period
 2, 4, 8 and 16 px, the local fraction of their energy that survives AᴴA. The low-passed estimates of a noisy, a
@@ -188,14 +192,12 @@ def detail_response(
     return (numerator / denominator / scale).clamp(-1, 1)
 
 
-def operator_maps(op, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """B×OPERATOR_MAPS×H×W: the estimated noise level of y (constant map, × NOISE_MAP_SCALE), then the detail
-    responses at :data:`DETAIL_PERIODS`. Computed from the operator and y alone — the same way in meta-training
-    and online, for any linear operator."""
-    _, height, width = op.image_shape
+def measurement_noise_level(op, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """B×1×1×1 estimated std of the noise in y (:func:`estimate_noise_level`), from the measurement alone: on y
+    itself when it is an image (denoise / inpaint / deblur) or a smaller one (super-resolution), over its
+    seen and not hidden entries; on the back-projection for a complex measurement (partial Fourier)."""
     with torch.no_grad():
         if not y.is_complex():
-            # y is an image (denoise/inpaint/deblur) or a smaller one (super-resolution): estimate on it.
             seen = None
             mask = op.measurement_mask()
             if mask is not None and tuple(mask.shape[-2:]) == tuple(y.shape[-2:]):
@@ -203,10 +205,18 @@ def operator_maps(op, y: torch.Tensor, weight: torch.Tensor | None = None) -> to
             if weight is not None:
                 visible = weight.to(y.device).expand_as(y) > 0
                 seen = visible if seen is None else seen & visible
-            level = estimate_noise_level(y, seen)
-        else:
-            estimate, _ = backprojection(op, y, weight=weight)
-            level = estimate_noise_level(estimate)
+            return estimate_noise_level(y, seen)
+        estimate, _ = backprojection(op, y, weight=weight)
+        return estimate_noise_level(estimate)
+
+
+def operator_maps(op, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """B×OPERATOR_MAPS×H×W: the estimated noise level of y (constant map, × NOISE_MAP_SCALE), then the detail
+    responses at :data:`DETAIL_PERIODS`. Computed from the operator and y alone — the same way in meta-training
+    and online, for any linear operator."""
+    _, height, width = op.image_shape
+    with torch.no_grad():
+        level = measurement_noise_level(op, y, weight)
         maps = [(level * NOISE_MAP_SCALE).clamp(0, 4).expand(y.shape[0], 1, height, width)]
         wt = None if weight is None else weight.to(device=y.device, dtype=torch.float32)
         scale = _normaliser_peak(op, wt, y.device)  # once for all periods
@@ -214,6 +224,79 @@ def operator_maps(op, y: torch.Tensor, weight: torch.Tensor | None = None) -> to
             response = detail_response(op, period, device=y.device, weight=wt, scale=scale)
             maps.append(response.expand(y.shape[0], 1, height, width))
     return torch.cat(maps, dim=1)
+
+
+#: Conjugate-gradient budget and relative tolerance of :func:`tikhonov_estimate` (it converges in tens of
+#: iterations at 64-256 px, so the estimate does not depend on the budget).
+TIKHONOV_MAX_ITERATIONS = 200
+TIKHONOV_TOLERANCE = 1e-6
+
+
+def _gradient(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward differences along width and height (zero across the last column / row: Neumann boundary)."""
+    dx = torch.zeros_like(x)
+    dy = torch.zeros_like(x)
+    dx[..., :, :-1] = x[..., :, 1:] - x[..., :, :-1]
+    dy[..., :-1, :] = x[..., 1:, :] - x[..., :-1, :]
+    return dx, dy
+
+
+def _gradient_adjoint(dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """∇ᴴ of :func:`_gradient` (minus the divergence), so ∇ᴴ∇ is the Neumann Laplacian."""
+    out = torch.zeros_like(dx)
+    out[..., :, :-1] -= dx[..., :, :-1]
+    out[..., :, 1:] += dx[..., :, :-1]
+    out[..., :-1, :] -= dy[..., :-1, :]
+    out[..., 1:, :] += dy[..., :-1, :]
+    return out
+
+
+def tikhonov_estimate(
+    op,
+    y: torch.Tensor,
+    noise_factor: float,
+    floor: float,
+    weight: torch.Tensor | None = None,
+    start: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Regularised least-squares image x̂ = argmin ‖w·(A x − y)‖² + λ‖∇x‖², per batch item, real B×C×H×W in [0, 1].
+
+    λ = ``floor`` + ``noise_factor``·σ̂² with σ̂ from :func:`measurement_noise_level`: strong smoothing for noisy
+    measurements, near-exact inversion (plus the smallest-gradient fill of what A does not see) for clean
+    ones. Solved by conjugate gradients on (AᴴwA + λ∇ᴴ∇) x = Aᴴ(w·y) from ``start`` (default: the
+    back-projection). ``weight`` (1 = use) hides measurements as in :func:`backprojection`.
+    """
+    with torch.no_grad():
+        wt = None if weight is None else weight.to(device=y.device, dtype=torch.float32)
+        level = measurement_noise_level(op, y, wt)
+        lam = floor + noise_factor * level.square()  # B×1×1×1
+        if start is None:
+            start, _ = backprojection(op, y, weight=wt)
+        measured = y if wt is None else y * wt
+
+        def normal(x: torch.Tensor) -> torch.Tensor:
+            return _normal_operator(op, x, wt) + lam * _gradient_adjoint(*_gradient(x))
+
+        def dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return (a * b).sum(dim=(-3, -2, -1), keepdim=True)
+
+        rhs = op.A_adjoint(measured).real
+        x = start.clone()
+        residual = rhs - normal(x)
+        direction = residual.clone()
+        energy = dot(residual, residual)
+        target = (TIKHONOV_TOLERANCE**2) * dot(rhs, rhs).clamp_min(1e-20)
+        for _ in range(TIKHONOV_MAX_ITERATIONS):
+            if bool((energy <= target).all()):
+                break
+            mapped = normal(direction)
+            step = energy / dot(direction, mapped).clamp_min(1e-20)
+            x = x + step * direction
+            residual = residual - step * mapped
+            new_energy = dot(residual, residual)
+            direction = residual + (new_energy / energy.clamp_min(1e-20)) * direction
+            energy = new_energy
+    return x.clamp(0, 1)
 
 
 def make_conditioned_input(
@@ -227,6 +310,8 @@ def make_conditioned_input(
     """z = [image estimate, AᴴA1, (operator maps,) noise] for ``op``'s image size
     (1×:func:`conditioned_channels`×H×W); ``weight`` hides measurements (see :func:`backprojection`)."""
     image, normaliser = backprojection(op, y, weight=weight, lowpass=recipe.lowpass)
+    if recipe.estimate == "tikhonov":
+        image = tikhonov_estimate(op, y, recipe.tikhonov_noise, recipe.tikhonov_floor, weight=weight, start=image)
     _, height, width = op.image_shape
     parts = [image[:1], normaliser[:1]]
     if recipe.operator_maps:

@@ -72,7 +72,9 @@ class InputConfig:
     measurement + ``noise_channels`` noise channels). ``channels`` defaults to the network's input
     channels. ``lowpass``: conditioned z only — Gaussian σ (pixels) of the normalised convolution that smooths
     the image estimate in z (0 = raw estimate; see :mod:`metadip.conditioning`). ``operator_maps``: conditioned
-    z only — add the noise-level and detail-response maps of :func:`metadip.conditioning.operator_maps`."""
+    z only — add the noise-level and detail-response maps of :func:`metadip.conditioning.operator_maps`.
+    ``estimate``: conditioned z only — ``backprojection`` (default) or ``tikhonov`` (regularised least squares,
+    λ = ``tikhonov_floor`` + ``tikhonov_noise``·σ̂²; see :class:`metadip.generators.inputs.InputRecipe`)."""
 
     kind: str = "uniform"
     channels: int | None = None
@@ -82,6 +84,9 @@ class InputConfig:
     noise_channels: int = 0
     lowpass: float = 0.0
     operator_maps: bool = False
+    estimate: str = "backprojection"
+    tikhonov_noise: float = 50.0
+    tikhonov_floor: float = 0.003
 
 
 @dataclass(frozen=True)
@@ -500,6 +505,9 @@ def run_pretrain(
         seed=config.input.seed,
         lowpass=config.input.lowpass,
         operator_maps=config.input.operator_maps,
+        estimate=config.input.estimate,
+        tikhonov_noise=config.input.tikhonov_noise,
+        tikhonov_floor=config.input.tikhonov_floor,
     )
     if config.input.z_mode == "conditioned":
         from metadip.conditioning import OPERATOR_MAPS, conditioned_channels

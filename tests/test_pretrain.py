@@ -334,6 +334,42 @@ def test_conditioned_init_with_operator_maps_trains_and_reconstructs(tmp_path):
         run_pretrain(wrong, tmp_path / "w", device="cpu", progress=False)
 
 
+def test_tikhonov_conditioned_init_from_toml_carries_its_estimate_online(tmp_path):
+    """``input.estimate = "tikhonov"`` from a TOML recipe: the exported checkpoint records the estimate and its
+    λ rule, and ``reconstruct`` rebuilds exactly the z the recipe describes."""
+    from metadip import api, operators
+    from metadip.conditioning import conditioned_channels, make_conditioned_input
+
+    text = TINY.read_text()
+    assert 'z_mode = "resample"' in text
+    text = text.replace(
+        'z_mode = "resample"',
+        'z_mode = "conditioned"\nnoise_channels = 3\nestimate = "tikhonov"\ntikhonov_noise = 40.0',
+        1,
+    )
+    recipe_file = tmp_path / "tik.toml"
+    recipe_file.write_text(text)
+    config = dataclasses.replace(quiet(PretrainConfig.from_toml(recipe_file)), steps=1)
+    assert config.input.estimate == "tikhonov" and config.input.tikhonov_noise == 40.0
+    channels = conditioned_channels(3, 3)
+    config = dataclasses.replace(
+        config,
+        model=dataclasses.replace(
+            config.model, options={**config.model.options, "in_channels": channels, "residual": True}
+        ),
+    )
+    result = run_pretrain(config, tmp_path / "t", device="cpu", progress=False)
+    init = load_checkpoint(result.checkpoint)
+    assert init.input_recipe.estimate == "tikhonov" and init.input_recipe.tikhonov_noise == 40.0
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    op = operators.build_operator("deblur:kernel=gauss,width=1", x.shape[1:])
+    y = operators.simulate(x, op, torch.Generator().manual_seed(1))
+    z = make_conditioned_input(init.input_recipe, op, y, noise_channels=3)
+    assert not torch.equal(z[:, :3], y)  # the estimate is the deconvolution, not y
+    out = api.reconstruct(y, op, init=result.checkpoint, iterations=2, stop="budget", device="cpu")
+    assert out.image.shape == (1, 3, 16, 16) and torch.isfinite(out.image).all()
+
+
 def test_supervised_warm_start_regresses_theta0_and_then_meta_learns(tmp_path):
     """maml.supervised_steps: the first steps are plain regression of f_θ0(z) (K = 0: the gradient is the
     gradient of the clean loss at θ0), then MAML proper; the log-lrs only move in the MAML phase; resume works

@@ -16,6 +16,8 @@ from torch import Tensor
 from metadip.errors import MetadipError
 
 INPUT_KINDS = ("uniform", "gaussian", "meshgrid")
+#: How a measurement-conditioned z estimates the image (:mod:`metadip.conditioning`).
+ESTIMATES = ("backprojection", "tikhonov")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,13 @@ class InputRecipe:
     channels that tell the network what the operator and the noise did (estimated noise level, fraction of
     fine detail that survives AᴴA at four scales), so one θ0 can tell denoising from deblurring from
     super-resolution although the low-passed estimates of all three look alike.
+
+    estimate: measurement-conditioned inputs only — ``backprojection`` (y itself in image space, else
+    Aᴴy / AᴴA1; smoothed by ``lowpass``) or ``tikhonov``: the regularised least-squares image
+    argmin ‖A x − y‖² + λ‖∇x‖² with λ = ``tikhonov_floor`` + ``tikhonov_noise``·σ̂², σ̂ the noise level
+    estimated from y (:func:`metadip.conditioning.tikhonov_estimate`). One rule for every linear operator: it
+    smooths in proportion to the noise, interpolates super-resolution, fills holes, deconvolves blur and
+    suppresses Fourier aliasing. ``lowpass`` must then be 0.
     """
 
     kind: str = "uniform"
@@ -42,6 +51,9 @@ class InputRecipe:
     seed: int = 0
     lowpass: float = 0.0
     operator_maps: bool = False
+    estimate: str = "backprojection"
+    tikhonov_noise: float = 50.0
+    tikhonov_floor: float = 0.003
 
     def __post_init__(self) -> None:
         kind = str(self.kind).lower()
@@ -60,6 +72,19 @@ class InputRecipe:
         object.__setattr__(self, "lowpass", lowpass)
         if not isinstance(self.operator_maps, bool):
             raise MetadipError(f"input operator_maps must be true or false, got {self.operator_maps!r}")
+        estimate = str(self.estimate).lower()
+        if estimate not in ESTIMATES:
+            raise MetadipError(f"unknown input estimate {self.estimate!r}; valid: {', '.join(ESTIMATES)}")
+        object.__setattr__(self, "estimate", estimate)
+        for name in ("tikhonov_noise", "tikhonov_floor"):
+            value = float(getattr(self, name))
+            if not (0.0 <= value <= 1e4):
+                raise MetadipError(f"input {name} must be in [0, 10000], got {getattr(self, name)}")
+            object.__setattr__(self, name, value)
+        if estimate == "tikhonov" and lowpass > 0:
+            raise MetadipError("input estimate 'tikhonov' smooths by itself: set lowpass = 0")
+        if estimate == "tikhonov" and self.tikhonov_floor + self.tikhonov_noise == 0:
+            raise MetadipError("input estimate 'tikhonov' needs tikhonov_floor or tikhonov_noise > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
