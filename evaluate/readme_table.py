@@ -28,6 +28,7 @@ ORDER = (
     "ablation",
     "size256",
     "default-universal-slim-maps",
+    "default-universal-slim-tikhonov",
     "ablation-warmstart",
     "quick",
 )

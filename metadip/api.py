@@ -114,8 +114,9 @@ def prepare(
 
         if y is None:
             raise MetadipError(f"initialisation {init_state.name!r} builds its input from the measurement; pass y")
+        recipe = init_state.input_recipe
         noise_channels = int(net.config["in_channels"]) - conditioned_channels(
-            channels, 0, init_state.input_recipe.operator_maps
+            channels, 0, recipe.operator_maps, recipe.estimate == "both"
         )
         z = make_conditioned_input(init_state.input_recipe, op.to(device), y.to(device), noise_channels, weight=weight)
     elif init_state.z is not None:

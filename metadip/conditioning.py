@@ -124,9 +124,13 @@ def lowpass_estimate(image: torch.Tensor, seen: torch.Tensor, sigma: float, fill
     return torch.where(covered, smooth, fill.expand_as(image))
 
 
-def conditioned_channels(image_channels: int, noise_channels: int, operator_maps: bool = False) -> int:
-    """Total z channels of the backprojection recipe: back-projection + normaliser (+ operator maps) + noise."""
-    return 2 * image_channels + (OPERATOR_MAPS if operator_maps else 0) + noise_channels
+def conditioned_channels(
+    image_channels: int, noise_channels: int, operator_maps: bool = False, extra_estimate: bool = False
+) -> int:
+    """Total z channels of the backprojection recipe: estimate + normaliser (+ the Tikhonov image of
+    ``estimate = "both"``) (+ operator maps) + noise."""
+    extra = image_channels if extra_estimate else 0
+    return 2 * image_channels + extra + (OPERATOR_MAPS if operator_maps else 0) + noise_channels
 
 
 def estimate_noise_level(image: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
@@ -307,13 +311,18 @@ def make_conditioned_input(
     generator: torch.Generator | None = None,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """z = [image estimate, AᴴA1, (operator maps,) noise] for ``op``'s image size
+    """z = [image estimate, AᴴA1, (Tikhonov image,) (operator maps,) noise] for ``op``'s image size
     (1×:func:`conditioned_channels`×H×W); ``weight`` hides measurements (see :func:`backprojection`)."""
     image, normaliser = backprojection(op, y, weight=weight, lowpass=recipe.lowpass)
-    if recipe.estimate == "tikhonov":
-        image = tikhonov_estimate(op, y, recipe.tikhonov_noise, recipe.tikhonov_floor, weight=weight, start=image)
     _, height, width = op.image_shape
     parts = [image[:1], normaliser[:1]]
+    if recipe.estimate != "backprojection":
+        start = image if recipe.lowpass == 0 else backprojection(op, y, weight=weight)[0]
+        solved = tikhonov_estimate(op, y, recipe.tikhonov_noise, recipe.tikhonov_floor, weight=weight, start=start)
+        if recipe.estimate == "tikhonov":
+            parts[0] = solved[:1]
+        else:
+            parts.append(solved[:1])
     if recipe.operator_maps:
         parts.append(operator_maps(op, y[:1], weight=weight))
     noise_recipe = InputRecipe(kind="uniform", channels=noise_channels, scale=recipe.scale, seed=recipe.seed)

@@ -73,8 +73,9 @@ class InputConfig:
     channels. ``lowpass``: conditioned z only — Gaussian σ (pixels) of the normalised convolution that smooths
     the image estimate in z (0 = raw estimate; see :mod:`metadip.conditioning`). ``operator_maps``: conditioned
     z only — add the noise-level and detail-response maps of :func:`metadip.conditioning.operator_maps`.
-    ``estimate``: conditioned z only — ``backprojection`` (default) or ``tikhonov`` (regularised least squares,
-    λ = ``tikhonov_floor`` + ``tikhonov_noise``·σ̂²; see :class:`metadip.generators.inputs.InputRecipe`)."""
+    ``estimate``: conditioned z only — ``backprojection`` (default), ``tikhonov`` (regularised least squares,
+    λ = ``tikhonov_floor`` + ``tikhonov_noise``·σ̂², replaces the estimate) or ``both`` (the Tikhonov image as
+    extra channels; see :class:`metadip.generators.inputs.InputRecipe`)."""
 
     kind: str = "uniform"
     channels: int | None = None
@@ -512,9 +513,11 @@ def run_pretrain(
     if config.input.z_mode == "conditioned":
         from metadip.conditioning import OPERATOR_MAPS, conditioned_channels
 
-        expected = conditioned_channels(channels, config.input.noise_channels, config.input.operator_maps)
+        both = recipe.estimate == "both"
+        expected = conditioned_channels(channels, config.input.noise_channels, config.input.operator_maps, both)
         if in_channels != expected:
             maps = f" + {OPERATOR_MAPS} operator maps" if config.input.operator_maps else ""
+            maps = f" + {channels} Tikhonov" + maps if both else maps
             raise MetadipError(
                 f"z_mode 'conditioned' needs a network with {expected} input channels (2×{channels}{maps} "
                 f"+ {config.input.noise_channels} noise), the model has {in_channels}; set "

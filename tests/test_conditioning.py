@@ -319,3 +319,16 @@ def test_tikhonov_input_hides_held_out_measurements_and_round_trips():
 def test_input_recipe_refuses_bad_estimate_options(options, message):
     with pytest.raises(MetadipError, match=message):
         InputRecipe(**options)
+
+
+def test_both_estimates_keep_the_low_passed_base_and_add_the_tikhonov_channels():
+    from metadip.conditioning import tikhonov_estimate
+
+    _, op, y = _measure("superres:factor=2")
+    both = InputRecipe(estimate="both", lowpass=1.0, tikhonov_noise=30.0)
+    z = make_conditioned_input(both, op, y, noise_channels=2)
+    assert z.shape == (1, conditioned_channels(3, 2, extra_estimate=True), 32, 32) == (1, 11, 32, 32)
+    plain = make_conditioned_input(InputRecipe(lowpass=1.0), op, y, noise_channels=2)
+    torch.testing.assert_close(z[:, :6], plain[:, :6])  # the residual base and AᴴA1 are unchanged
+    torch.testing.assert_close(z[:, 9:], plain[:, 6:])  # so is the noise
+    torch.testing.assert_close(z[:, 6:9], tikhonov_estimate(op, y, 30.0, both.tikhonov_floor))

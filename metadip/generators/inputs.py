@@ -17,7 +17,7 @@ from metadip.errors import MetadipError
 
 INPUT_KINDS = ("uniform", "gaussian", "meshgrid")
 #: How a measurement-conditioned z estimates the image (:mod:`metadip.conditioning`).
-ESTIMATES = ("backprojection", "tikhonov")
+ESTIMATES = ("backprojection", "tikhonov", "both")
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,8 @@ class InputRecipe:
     argmin ‖A x − y‖² + λ‖∇x‖² with λ = ``tikhonov_floor`` + ``tikhonov_noise``·σ̂², σ̂ the noise level
     estimated from y (:func:`metadip.conditioning.tikhonov_estimate`). One rule for every linear operator: it
     smooths in proportion to the noise, interpolates super-resolution, fills holes, deconvolves blur and
-    suppresses Fourier aliasing. ``lowpass`` must then be 0.
+    suppresses Fourier aliasing. ``lowpass`` must then be 0. ``both``: the (low-passed) back-projection stays the
+    estimate a residual network corrects, and the Tikhonov image is added to z as extra channels.
     """
 
     kind: str = "uniform"
@@ -83,7 +84,7 @@ class InputRecipe:
             object.__setattr__(self, name, value)
         if estimate == "tikhonov" and lowpass > 0:
             raise MetadipError("input estimate 'tikhonov' smooths by itself: set lowpass = 0")
-        if estimate == "tikhonov" and self.tikhonov_floor + self.tikhonov_noise == 0:
+        if estimate != "backprojection" and self.tikhonov_floor + self.tikhonov_noise == 0:
             raise MetadipError("input estimate 'tikhonov' needs tikhonov_floor or tikhonov_noise > 0")
 
     def to_dict(self) -> dict[str, Any]:
