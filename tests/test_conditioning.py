@@ -210,6 +210,8 @@ def test_operator_maps_are_finite_on_tiny_images(size, spec):
     y = operators.simulate(x, op, torch.Generator().manual_seed(1))
     maps = operator_maps(op, y)
     assert maps.shape == (1, OPERATOR_MAPS, size, size) and torch.isfinite(maps).all()
+    z = make_conditioned_input(InputRecipe(estimate="both", lowpass=1.0), op, y, noise_channels=1)
+    assert z.shape == (1, 10, size, size) and torch.isfinite(z).all()
 
 
 def _dense_tikhonov(op, y, lam):
