@@ -315,6 +315,7 @@ def test_tikhonov_input_hides_held_out_measurements_and_round_trips():
         ({"estimate": "wiener"}, "unknown input estimate"),
         ({"estimate": "tikhonov", "lowpass": 1.0}, "lowpass = 0"),
         ({"estimate": "tikhonov", "tikhonov_noise": 0.0, "tikhonov_floor": 0.0}, "tikhonov_floor or"),
+        ({"estimate": "both", "tikhonov_noise": 0.0, "tikhonov_floor": 0.0}, "'both' needs"),
         ({"tikhonov_noise": -1.0}, "tikhonov_noise"),
     ],
 )

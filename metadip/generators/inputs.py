@@ -85,7 +85,7 @@ class InputRecipe:
         if estimate == "tikhonov" and lowpass > 0:
             raise MetadipError("input estimate 'tikhonov' smooths by itself: set lowpass = 0")
         if estimate != "backprojection" and self.tikhonov_floor + self.tikhonov_noise == 0:
-            raise MetadipError("input estimate 'tikhonov' needs tikhonov_floor or tikhonov_noise > 0")
+            raise MetadipError(f"input estimate {estimate!r} needs tikhonov_floor or tikhonov_noise > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
