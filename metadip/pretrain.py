@@ -31,6 +31,7 @@ import torch
 
 from metadip.errors import MetadipError
 from metadip.fileio import atomic_write_bytes, atomic_write_text
+from metadip.generators.inputs import InputRecipe
 from metadip.meta.inner import Z_MODES, InnerConfig, InputPolicy, inner_loop, parameter_dict
 from metadip.tasks import (
     TaskDistribution,
@@ -88,6 +89,20 @@ class InputConfig:
     estimate: str = "backprojection"
     tikhonov_noise: float = 50.0
     tikhonov_floor: float = 0.003
+
+    def recipe(self, network_channels: int) -> InputRecipe:
+        """The :class:`InputRecipe` this table describes (``channels`` defaulting to the network's inputs)."""
+        return InputRecipe(
+            kind=self.kind,
+            channels=self.channels or network_channels,
+            scale=self.scale,
+            seed=self.seed,
+            lowpass=self.lowpass,
+            operator_maps=self.operator_maps,
+            estimate=self.estimate,
+            tikhonov_noise=self.tikhonov_noise,
+            tikhonov_floor=self.tikhonov_floor,
+        )
 
 
 @dataclass(frozen=True)
@@ -207,6 +222,10 @@ class PretrainConfig:
             raise MetadipError("threads must be >= 1")
         if self.input.z_mode not in Z_MODES:
             raise MetadipError(f"input.z_mode {self.input.z_mode!r} is not one of {', '.join(Z_MODES)}")
+        try:
+            self.input.recipe(1)  # refuse a bad [input] table before a run folder is written
+        except MetadipError as exc:
+            raise MetadipError(f"[input]: {exc}") from None
         if self.maml.outer_loss not in ("clean", "measurement", "both"):
             raise MetadipError(f"maml.outer_loss {self.maml.outer_loss!r} is not one of clean, measurement, both")
         if isinstance(self.maml.loss_steps, str) and self.maml.loss_steps not in ("last", "all"):
@@ -415,7 +434,7 @@ def run_pretrain(
     nothing exported) once that many meta-steps are done — an interruption on purpose."""
     from metadip import checkpoint as ckpt
     from metadip import distributed
-    from metadip.generators import InputRecipe, build_generator, default_input_recipe
+    from metadip.generators import build_generator, default_input_recipe
     from metadip.images import DEFAULT_HELD_OUT, SAMPLES, list_images, load_images, split_images
     from metadip.meta import MAML, Reptile
     from metadip.runtime import configure_threads, resolve_device
@@ -499,17 +518,7 @@ def run_pretrain(
         net = build_generator(config.model.arch, out_channels=channels, **config.model.options)
     net = net.to(device)
     in_channels = int(net.config.get("in_channels", 32))
-    recipe = InputRecipe(
-        kind=config.input.kind,
-        channels=config.input.channels or in_channels,
-        scale=config.input.scale,
-        seed=config.input.seed,
-        lowpass=config.input.lowpass,
-        operator_maps=config.input.operator_maps,
-        estimate=config.input.estimate,
-        tikhonov_noise=config.input.tikhonov_noise,
-        tikhonov_floor=config.input.tikhonov_floor,
-    )
+    recipe = config.input.recipe(in_channels)
     if config.input.z_mode == "conditioned":
         from metadip.conditioning import OPERATOR_MAPS, conditioned_channels
 
