@@ -317,7 +317,7 @@ def make_conditioned_input(
     _, height, width = op.image_shape
     parts = [image[:1], normaliser[:1]]
     if recipe.estimate != "backprojection":
-        start = image if recipe.lowpass == 0 else backprojection(op, y, weight=weight)[0]
+        start = image if recipe.lowpass == 0 else None  # None: tikhonov_estimate starts from the raw back-projection
         solved = tikhonov_estimate(op, y, recipe.tikhonov_noise, recipe.tikhonov_floor, weight=weight, start=start)
         if recipe.estimate == "tikhonov":
             parts[0] = solved[:1]
