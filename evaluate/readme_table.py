@@ -3,6 +3,12 @@
     python evaluate/readme_table.py              # print the markdown table
     python evaluate/readme_table.py --update     # replace the block between the markers in README.md
 
+The first rows, suite ``auto``, are what ``metadip reconstruct --init auto`` gets: for each setting of the
+``default`` suite, the row of the suite whose init a shipped checkpoint's ``recommended_for`` names for that
+operator family (``auto ← SUITE``) when that suite ran the same measurements (same random-arm cases), else the
+default's row. No case is computed for these rows; they are the other suites' rows, picked by the rule
+``--init auto`` follows.
+
 Only the lines between ``<!-- results:begin -->`` and ``<!-- results:end -->`` in README.md are touched; a
 README without both markers is left alone (an error is printed). The quick suite is a smoke test and is left
 out unless ``--include-quick`` is given.
@@ -18,6 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "evaluate" / "results"
 README = ROOT / "README.md"
+CHECKPOINTS = ROOT / "checkpoints"
+#: The suite whose init is the universal default; the ``auto`` rows start from it.
+DEFAULT_SUITE = "default"
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
 #: Suites first in this order, then any other suite alphabetically (run_suites.py runs them in this order too,
@@ -79,6 +88,56 @@ def rows_for(suite: str, results: dict, link: str) -> list[str]:
     return rows
 
 
+def recommended_inits(checkpoints: Path = CHECKPOINTS) -> dict[str, str]:
+    """Operator family → name of the shipped init whose sidecar recommends it (first by name)."""
+    chosen: dict[str, str] = {}
+    for sidecar in sorted(checkpoints.glob("*.json")) if checkpoints.is_dir() else []:
+        try:
+            meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        listed = meta.get("recommended_for") if isinstance(meta, dict) else None
+        for family in listed if isinstance(listed, list) else []:
+            chosen.setdefault(str(family), str(meta.get("name", sidecar.stem)))
+    return chosen
+
+
+def _random_cases(results: dict, setting: str) -> list:
+    """The random arm's cases of ``setting`` (identity of the measurements and of the baseline)."""
+    return sorted(
+        (c["pair_key"], c.get("peak_psnr"))
+        for c in results["cases"]
+        if c["init"] == "random" and f"{c['operator']} @ {c['size']}px" == setting
+    )
+
+
+def auto_rows(loaded: dict[str, tuple[dict, str]], checkpoints: Path = CHECKPOINTS) -> list[str]:
+    """The ``auto`` rows (see the module docstring); [] without a default suite."""
+    if DEFAULT_SUITE not in loaded:
+        return []
+    recommended = recommended_inits(checkpoints)
+    base, base_link = loaded[DEFAULT_SUITE]
+    rows = []
+    for setting, summary in base["summary"]["by_setting"].items():
+        family = str(summary.get("operator", setting)).split(":", 1)[0]
+        source, results, link = DEFAULT_SUITE, base, base_link
+        wanted = recommended.get(family)
+        for suite, (other, other_link) in loaded.items():
+            if (
+                wanted
+                and other.get("config", {}).get("init", {}).get("name") == wanted
+                and setting in other["summary"]["by_setting"]
+                and _random_cases(other, setting) == _random_cases(base, setting)
+            ):
+                source, results, link = suite, other, other_link
+                break
+        one = {**results, "summary": {"by_setting": {setting: results["summary"]["by_setting"][setting]}}}
+        label = "auto" if source == DEFAULT_SUITE else f"auto ← {source}"
+        prefix = f"| [{source}]({link}) |"
+        rows += [row.replace(prefix, f"| [{label}]({link}) |", 1) for row in rows_for(source, one, link)]
+    return rows
+
+
 def table(root: Path = RESULTS, include_quick: bool = False, readme_dir: Path = ROOT) -> str:
     """The markdown block (without the markers)."""
     entries = find_results(root, include_quick)
@@ -96,12 +155,16 @@ def table(root: Path = RESULTS, include_quick: bool = False, readme_dir: Path = 
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     inits = []
+    loaded: dict[str, tuple[dict, str]] = {}
     for suite, path in entries:
         results = json.loads(path.read_text(encoding="utf-8"))
         try:
             link = path.parent.joinpath("report.md").relative_to(readme_dir).as_posix()
         except ValueError:
             link = str(path.parent / "report.md")
+        loaded[suite] = (results, link)
+    lines += auto_rows(loaded)
+    for suite, (results, link) in loaded.items():
         lines += rows_for(suite, results, link)
         config = results.get("config", {})
         init = config.get("init", {})
@@ -115,7 +178,9 @@ def table(root: Path = RESULTS, include_quick: bool = False, readme_dir: Path = 
         "",
         "Medians over held-out images × seeds; speedup = iterations random init needs to first reach its "
         "peak − 0.5 dB ÷ iterations meta init needs (0 when it never does); Δ at stop = meta − random "
-        "PSNR at the no-ground-truth stopping rule's output. " + "; ".join(inits) + ".",
+        "PSNR at the no-ground-truth stopping rule's output. `auto` rows: what `--init auto` picks per "
+        "operator family (`auto ← SUITE`: the init a shipped checkpoint is recommended for, from that suite's "
+        "identical measurements; plain `auto`: the default suite's row). " + "; ".join(inits) + ".",
     ]
     return "\n".join(lines)
 

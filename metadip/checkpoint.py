@@ -7,7 +7,8 @@ rebuilds the net), ``input`` (the :class:`InputRecipe`), ``z_mode`` (``fixed`` |
 ``conditioned``, see :mod:`metadip.meta.inner`), ``noise_channels`` (conditioned z only), ``inner`` (the
 online recipe the init expects: optimizer, lr, optional per-tensor ``lr_per_tensor``, reg_noise_std, ema,
 iterations, stop), ``training`` (algorithm, task distribution, train and held-out images, steps, wall seconds,
-seed, the resolved config) and ``card`` (a one-line model card).
+seed, the resolved config), ``card`` (a one-line model card) and, optionally, ``recommended_for`` (operator
+families — ``denoise``, ``deblur``, … — for which ``--init auto`` prefers this init over :data:`DEFAULT_INIT`).
 
 Loading never unpickles: the weights are read with ``safetensors`` from bytes whose SHA-256 was checked first,
 and the sidecar is JSON. Every problem (missing or truncated file, hash mismatch, unknown format version,
@@ -20,6 +21,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,7 @@ class Init:
     z_mode: str = "resample"
     path: Path | None = None
     noise_channels: int = 0  # z_mode "conditioned": noise channels appended to the back-projection
+    recommended_for: tuple[str, ...] = ()  # operator families --init auto picks this init for
 
     def build(self, device: str | torch.device = "cpu") -> nn.Module:
         """The generator holding these weights (strict load; a mismatch is a MetadipError)."""
@@ -114,6 +117,18 @@ def make_card(name: str, arch: dict, training: dict) -> str:
     return f"{arch.get('name', 'custom')} · {algorithm} · {'+'.join(families) or 'no tasks'} · {steps_text}{wall_text}"
 
 
+def check_families(value: Any, what: str) -> tuple[str, ...]:
+    """``value`` as a tuple of operator family names; a MetadipError naming ``what`` otherwise."""
+    from metadip.operators import OPERATORS as FAMILIES
+
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise MetadipError(f"{what} must be a list of operator families ({', '.join(FAMILIES)}), got {value!r}")
+    unknown = [v for v in value if v not in FAMILIES]
+    if unknown:
+        raise MetadipError(f"{what}: unknown operator family {unknown[0]!r} (known: {', '.join(FAMILIES)})")
+    return tuple(dict.fromkeys(value))
+
+
 def _json_safe(value: Any) -> Any:
     try:
         json.dumps(value, allow_nan=True)
@@ -134,6 +149,7 @@ def save_checkpoint(
     z_mode: str | None = None,
     noise_channels: int = 0,
     card: str | None = None,
+    recommended_for: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     """Write ``path_stem.safetensors`` and ``path_stem.json`` (each atomically; weights first, so a sidecar
     never points at weights that are not there yet). Returns both paths."""
@@ -168,6 +184,8 @@ def save_checkpoint(
         "training": _json_safe(dict(training)),
         "card": card or make_card(name, dict(arch_config), dict(training)),
     }
+    if recommended_for:
+        sidecar["recommended_for"] = list(check_families(recommended_for, "recommended_for"))
     weights_path = stem.with_name(name + WEIGHTS_SUFFIX)
     sidecar_path = stem.with_name(name + SIDECAR_SUFFIX)
     atomic_write_bytes(weights_path, data)
@@ -274,6 +292,7 @@ def load_checkpoint(name_or_path: str | os.PathLike) -> Init:
     z_mode = str(meta.get("z_mode") or ("fixed" if z is not None else "resample"))
     if z_mode == "fixed" and z is None:
         raise MetadipError(f"checkpoint {name!r} says z_mode 'fixed' but its weights file holds no {Z_KEY!r}")
+    recommended = check_families(meta.get("recommended_for", []), f"checkpoint sidecar {sidecar_path}: recommended_for")
     init = Init(
         name=name,
         arch_config=dict(meta["arch"]),
@@ -286,6 +305,7 @@ def load_checkpoint(name_or_path: str | os.PathLike) -> Init:
         z_mode=z_mode,
         path=sidecar_path,
         noise_channels=int(meta.get("noise_channels") or 0),
+        recommended_for=recommended,
     )
     net = build_generator(init.arch_config)  # MetadipError for an unknown/invalid architecture
     load_weights(net, tensors, name)
@@ -316,27 +336,41 @@ def list_checkpoints() -> list[tuple[str, str]]:
             if not isinstance(meta, dict) or "format_version" not in meta or "arch" not in meta:
                 continue  # not a checkpoint sidecar (e.g. a results file)
             card = meta.get("card") or make_card(name, meta.get("arch", {}), meta.get("training", {}))
+            listed = meta.get("recommended_for")
+            if isinstance(listed, list) and listed:
+                card += f" · --init auto picks it for {', '.join(map(str, listed))}"
             if not sidecar.with_name(str(meta.get("weights") or name + WEIGHTS_SUFFIX)).is_file():
                 card += " (weights file missing)"
             seen[name] = str(card)
     return sorted(seen.items())
 
 
-def _find_shipped(channels: int | None, arch: str | None) -> tuple[str, Init] | None:
+def _find_shipped(channels: int | None, arch: str | None, family: str | None = None) -> tuple[str, Init] | None:
     """(name, loaded init) of the initialisation ``--init auto`` picks for images with ``channels`` channels
-    (None: any) and, when given, generator preset ``arch``: folders in :func:`checkpoint_dirs` order
-    (``$METADIP_CHECKPOINTS`` first, so your own inits win), within a folder :data:`DEFAULT_INIT` first, then
-    by name; None when none fits (the caller falls back to random init). Checkpoints that fail to load are
-    skipped here; naming one explicitly still reports why it failed."""
+    (None: any), generator preset ``arch`` and operator ``family`` (``denoise``, ``deblur``, …), each when
+    given: folders in :func:`checkpoint_dirs` order (``$METADIP_CHECKPOINTS`` first, so your own inits win);
+    within a folder an init whose sidecar lists ``family`` in ``recommended_for`` first, then
+    :data:`DEFAULT_INIT`, then by name; None when none fits (the caller falls back to random init).
+    Checkpoints that fail to load are skipped here; naming one explicitly still reports why it failed."""
     try:
         names = [name for name, _ in list_checkpoints()]
     except (MetadipError, OSError):
         return None
     dirs = checkpoint_dirs()
 
-    def rank(name: str) -> tuple[int, bool, str]:
+    def recommended(sidecar: Path) -> bool:
+        if family is None:
+            return False
+        try:
+            listed = _read_sidecar(sidecar).get("recommended_for", [])
+        except MetadipError:
+            return False
+        return isinstance(listed, list) and family in listed
+
+    def rank(name: str) -> tuple[int, bool, bool, str]:
         folder = next((i for i, d in enumerate(dirs) if (d / f"{name}{SIDECAR_SUFFIX}").is_file()), len(dirs))
-        return (folder, name != DEFAULT_INIT, name)
+        sidecar = dirs[folder] / f"{name}{SIDECAR_SUFFIX}" if folder < len(dirs) else None
+        return (folder, not (sidecar is not None and recommended(sidecar)), name != DEFAULT_INIT, name)
 
     for name in sorted(names, key=rank):
         try:
@@ -351,15 +385,15 @@ def _find_shipped(channels: int | None, arch: str | None) -> tuple[str, Init] | 
     return None
 
 
-def find_shipped_init(channels: int | None, arch: str | None = None) -> Init | None:
+def find_shipped_init(channels: int | None, arch: str | None = None, family: str | None = None) -> Init | None:
     """The loaded init ``--init auto`` picks (see :func:`_find_shipped`), or None."""
-    found = _find_shipped(channels, arch)
+    found = _find_shipped(channels, arch, family)
     return None if found is None else found[1]
 
 
-def shipped_init_for(channels: int | None, arch: str | None = None) -> str | None:
+def shipped_init_for(channels: int | None, arch: str | None = None, family: str | None = None) -> str | None:
     """The name (as ``--init NAME`` takes it) of the init ``--init auto`` picks, or None."""
-    found = _find_shipped(channels, arch)
+    found = _find_shipped(channels, arch, family)
     return None if found is None else found[0]
 
 

@@ -282,8 +282,9 @@ evaluation only). A meta-learned init brings its own default rule and settings.
     default="auto",
     show_default=True,
     metavar="auto|random|NAME|PATH",
-    help="Initial weights: auto = the shipped universal init when one fits the image (and --arch), else "
-    "random; random = DIP's random init; or a shipped checkpoint name or a checkpoint path.",
+    help="Initial weights: auto = the shipped init recommended for the operator's family (e.g. "
+    "universal-slim-tikhonov for deblur), else the universal default, when one fits the image (and --arch), "
+    "else random; random = DIP's random init; or a shipped checkpoint name or a checkpoint path.",
 )
 @click.option(
     "--arch",
@@ -555,13 +556,14 @@ def demo(size: int, out: str, iterations: int, image: str, seed: int, device: st
     clean = load_image_source(image, size=size)
     from metadip.checkpoint import shipped_init_for
 
-    meta_init = shipped_init_for(clean.shape[1])
-
     problems = []
     for index, spec in enumerate(DEMO_OPERATORS):
         generator = torch.Generator().manual_seed(seed + index)
         op = operators.build_operator(spec, tuple(clean.shape[1:]), generator=generator)
         problems.append((op, operators.simulate(clean, op, generator)))
+    # --init auto per operator: the init recommended for its family, else the universal default.
+    meta_inits = [shipped_init_for(clean.shape[1], family=op.name) for op, _ in problems]
+    meta_init = ", ".join(dict.fromkeys(name for name in meta_inits if name))
     width = max(len(op.spec()) for op, _ in problems)
     columns = [
         ("operator", -width),
@@ -581,10 +583,13 @@ def demo(size: int, out: str, iterations: int, image: str, seed: int, device: st
         ).rstrip()
 
     click.echo(f"demo: {image} {size}x{size}, init random" + (f" vs {meta_init}" if meta_init else ""))
+    if len(set(meta_inits)) > 1:
+        chosen = ", ".join(f"{op.name} → {name or 'none'}" for (op, _), name in zip(problems, meta_inits, strict=True))
+        click.echo(f"meta init per operator (--init auto): {chosen}")
     click.echo(line([name for name, _ in columns]))
     rows = []
     started = time.perf_counter()
-    for op, y in problems:
+    for (op, y), op_init in zip(problems, meta_inits, strict=True):
         baseline_name, baseline = _baseline(clean, y, op)
         baseline_psnr = metrics.psnr(baseline, clean)
         result = api.reconstruct(
@@ -619,11 +624,11 @@ def demo(size: int, out: str, iterations: int, image: str, seed: int, device: st
             result.stop_reason,
             f"{result.seconds:.1f}",
         ]
-        if meta_init:
+        if op_init:
             meta = api.reconstruct(
                 y,
                 op,
-                init=meta_init,
+                init=op_init,
                 iterations=iterations,
                 seed=seed,
                 device=resolved_device,
@@ -631,6 +636,7 @@ def demo(size: int, out: str, iterations: int, image: str, seed: int, device: st
                 progress=False,
             )
             row.update(
+                meta_init=op_init,
                 meta_image=meta.image,
                 meta_psnr=meta.psnr,
                 meta_iterations=meta.stop_iteration,
@@ -647,6 +653,8 @@ def demo(size: int, out: str, iterations: int, image: str, seed: int, device: st
                 f"{meta.seconds:.1f}",
                 "never" if reached is None else reached,
             ]
+        elif meta_init:
+            cells += ["n/a", "", "", "", ""]
         click.echo(line(cells))
         rows.append(row)
     click.echo(

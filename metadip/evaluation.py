@@ -265,11 +265,13 @@ def random_arch(meta_arch: dict) -> str | dict:
     return plain if plain != meta_arch else meta_arch
 
 
-def _auto_init() -> str | None:
-    """``--init auto``: the same choice as ``metadip reconstruct --init auto`` (any channel count)."""
+def _auto_init(families: set[str] | None = None) -> str | None:
+    """``--init auto``: the same choice as ``metadip reconstruct --init auto`` (any channel count) — the init
+    recommended for the suite's operator family when all its operators share one, else the universal one."""
     from metadip.checkpoint import shipped_init_for
 
-    return shipped_init_for(None)
+    family = next(iter(families)) if families and len(families) == 1 else None
+    return shipped_init_for(None, family=family)
 
 
 def resolve_arms(config: EvalConfig) -> tuple[list[Arm], list[str]]:
@@ -280,12 +282,19 @@ def resolve_arms(config: EvalConfig) -> tuple[list[Arm], list[str]]:
     notes: list[str] = []
     init = str(config.init).strip()
     if init == "auto":
-        found = _auto_init()
+        families = {op.split(":", 1)[0].strip().lower() for run in config.runs for op in run.operators}
+        found = _auto_init(families)
         if found is None:
             notes.append("no meta-learned checkpoint is installed: running the random-init arm only")
             init = "random"
         else:
-            notes.append(f"--init auto: using the shipped checkpoint {found!r}")
+            mixed = (
+                " for every operator (reconstruct's --init auto may prefer an init recommended for one family: "
+                "evaluate one family at a time, or that init with --init NAME)"
+                if len(families) > 1
+                else ""
+            )
+            notes.append(f"--init auto: using the shipped checkpoint {found!r}{mixed}")
             init = found
     arms: list[Arm] = []
     meta: Arm | None = None

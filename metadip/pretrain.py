@@ -188,7 +188,9 @@ class LogSettings:
 class PretrainConfig:
     """A meta-training recipe (``pretrain/NAME.toml``). Top-level keys: ``name``, ``description``,
     ``algorithm`` (maml | reptile), ``seed``, ``steps`` (meta-steps), ``meta_batch`` (tasks per meta-step),
-    ``export`` (also write ``checkpoints/NAME.*``), ``threads`` (CPU threads; default all cores / ranks).
+    ``export`` (also write ``checkpoints/NAME.*``), ``threads`` (CPU threads; default all cores / ranks),
+    ``recommended_for`` (operator families for which ``--init auto`` should prefer this init over the default;
+    each must be trained on — recorded in the sidecar, it changes nothing in training).
     Tables: ``[model]``, ``[input]``, ``[data]``, ``[tasks]``, ``[inner]``, ``[maml]``, ``[reptile]``,
     ``[online]``, ``[log]``."""
 
@@ -200,6 +202,7 @@ class PretrainConfig:
     meta_batch: int = 4
     export: bool = False
     threads: int | None = None
+    recommended_for: tuple[str, ...] = ()
     model: ModelConfig = field(default_factory=ModelConfig)
     input: InputConfig = field(default_factory=InputConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -220,6 +223,15 @@ class PretrainConfig:
             raise MetadipError("steps must be >= 0 and meta_batch >= 1")
         if self.threads is not None and self.threads < 1:
             raise MetadipError("threads must be >= 1")
+        from metadip.checkpoint import check_families
+
+        check_families(self.recommended_for, "recommended_for")
+        untrained = [f for f in self.recommended_for if f not in self.tasks.families]
+        if untrained:
+            raise MetadipError(
+                f"recommended_for: {untrained[0]!r} has no weight in [tasks]; an init is only "
+                "recommended for a family it was trained on"
+            )
         if self.input.z_mode not in Z_MODES:
             raise MetadipError(f"input.z_mode {self.input.z_mode!r} is not one of {', '.join(Z_MODES)}")
         try:
@@ -279,7 +291,7 @@ class PretrainConfig:
 
 
 # keys that may differ between the run that wrote state.pt and the run that resumes it
-_RESUME_FREE = ("steps", "export", "log", "threads", "description")
+_RESUME_FREE = ("steps", "export", "log", "threads", "description", "recommended_for")
 
 
 def _comparable(config: PretrainConfig, saved: PretrainConfig) -> dict:
@@ -811,6 +823,7 @@ def run_pretrain(
             z_mode=config.input.z_mode,
             noise_channels=config.input.noise_channels if config.input.z_mode == "conditioned" else 0,
             card=card,
+            recommended_for=config.recommended_for,
         )
         state_dict = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         _, result.checkpoint = ckpt.save_checkpoint(out / config.name, state_dict, **common)

@@ -263,3 +263,39 @@ def test_auto_init_prefers_the_universal_init_and_falls_back_to_random(tmp_path,
     assert api.resolve_init_name("auto", arch="tiny", out_channels=3) == checkpoint.DEFAULT_INIT
     assert api.resolve_init_name("random", arch=None, out_channels=3) == "random"
     assert api.load_init("auto", arch=None, out_channels=1, seed=0).name == "random"
+
+
+def test_auto_init_prefers_an_init_recommended_for_the_operator_family(tmp_path, monkeypatch):
+    from metadip import api, checkpoint, operators
+
+    monkeypatch.setattr(checkpoint, "default_checkpoint_dir", lambda: tmp_path / "shipped")
+    monkeypatch.setenv("METADIP_CHECKPOINTS", str(tmp_path / "mine"))
+    save_tiny(tmp_path / "shipped" / checkpoint.DEFAULT_INIT)
+    save_tiny(tmp_path / "shipped" / "zz-deblur", recommended_for=["deblur", "superres"])
+    assert load_checkpoint("zz-deblur").recommended_for == ("deblur", "superres")
+    assert load_checkpoint(checkpoint.DEFAULT_INIT).recommended_for == ()
+    assert checkpoint.shipped_init_for(3) == checkpoint.DEFAULT_INIT  # no family: the universal default
+    assert checkpoint.shipped_init_for(3, family="denoise") == checkpoint.DEFAULT_INIT
+    assert checkpoint.shipped_init_for(3, family="deblur") == "zz-deblur"
+    assert api.resolve_init_name("auto", arch=None, out_channels=3, family="superres") == "zz-deblur"
+    assert api.load_init("auto", arch=None, out_channels=3, seed=0, family="deblur").name == "zz-deblur"
+    assert checkpoint.shipped_init_for(1, family="deblur") is None  # recommended but does not fit: random
+    # reconstruct passes the operator's family
+    op = operators.build_operator("deblur:kernel=gauss,width=1", (3, 16, 16))
+    y = op.A(torch.rand(1, 3, 16, 16))
+    assert api.reconstruct(y, op, iterations=1, stop="budget", progress=False).init == "zz-deblur"
+    # a user's own folder still comes first, even when it recommends nothing
+    save_tiny(tmp_path / "mine" / "my-init")
+    assert checkpoint.shipped_init_for(3, family="deblur") == "my-init"
+    assert any("auto picks it for deblur, superres" in card for _, card in checkpoint.list_checkpoints())
+
+
+def test_bad_recommended_for_is_refused(tmp_path):
+    with pytest.raises(MetadipError, match="unknown operator family 'blur'"):
+        save_tiny(tmp_path / "a", recommended_for=["blur"])
+    save_tiny(tmp_path / "b")
+    sidecar = tmp_path / "b.json"
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**meta, "recommended_for": "deblur"}))
+    with pytest.raises(MetadipError, match="recommended_for must be a list"):
+        load_checkpoint(tmp_path / "b")

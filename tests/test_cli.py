@@ -321,6 +321,19 @@ def test_demo_with_shipped_init(tmp_path, monkeypatch):
     assert all(row["meta_iterations"] <= 2 and row["meta_psnr"] is not None for row in rows)
 
 
+def test_demo_picks_the_init_recommended_for_each_operator(tmp_path, monkeypatch):
+    monkeypatch.setenv("METADIP_CHECKPOINTS", str(tmp_path / "ckpt"))
+    _save_init(tmp_path / "ckpt" / "a-generic")
+    sidecar = _save_init(tmp_path / "ckpt" / "b-blur")
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps({**meta, "recommended_for": ["deblur"]}))
+    out = tmp_path / "demo"
+    result = ok("demo", "--size", "16", "--iterations", "2", "--out", out)
+    assert "deblur → b-blur" in result.stdout and "denoise → a-generic" in result.stdout
+    rows = json.loads((out / "demo.json").read_text())["rows"]
+    assert [row["meta_init"] for row in rows] == ["a-generic", "a-generic", "a-generic", "b-blur"]
+
+
 def test_tensorboard_logs(tmp_path):
     y = tmp_path / "y.png"
     ok("simulate", "sample:camera", "--size", "16", "--operator", "denoise", "--out", y)

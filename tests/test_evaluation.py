@@ -422,7 +422,7 @@ def test_end_to_end_cli_and_resume(tmp_path, tiny_checkpoint, image_folder, monk
 
 def test_random_only_and_greedy_operators(tmp_path, monkeypatch):
     """--init random runs one arm and says so; --operators takes several words up to the next option."""
-    monkeypatch.setattr(evaluation, "_auto_init", lambda: None)
+    monkeypatch.setattr(evaluation, "_auto_init", lambda families=None: None)
     out = tmp_path / "r"
     args = [
         "--init",
@@ -455,11 +455,40 @@ def test_random_only_and_greedy_operators(tmp_path, monkeypatch):
     assert data["config"]["options"]["run"][0]["operators"] == ["denoise:sigma=25", "inpaint:ratio=0.5"]
 
 
+def test_auto_init_of_a_suite_follows_the_family_rule(tmp_path, monkeypatch):
+    """A one-family suite gets the init recommended for that family (what reconstruct would pick); a mixed
+    suite gets the universal default and a note saying so."""
+    from metadip import checkpoint
+
+    monkeypatch.setattr(checkpoint, "default_checkpoint_dir", lambda: tmp_path / "none")
+    monkeypatch.setenv("METADIP_CHECKPOINTS", str(tmp_path))
+    for name, families in ((checkpoint.DEFAULT_INIT, ()), ("blur-expert", ("deblur",))):
+        init = checkpoint.random_init("skip-slim", seed=1)
+        checkpoint.save_checkpoint(
+            tmp_path / name,
+            init.state_dict,
+            arch_config=init.arch_config,
+            input_recipe=init.input_recipe,
+            inner=init.inner,
+            training={"algorithm": "test"},
+            recommended_for=families,
+        )
+
+    def arms_for(*operators):
+        run = evaluation.RunSpec(operators=operators, images="astronaut", size=16, iterations=2, seeds=1, tag="t")
+        return evaluation.resolve_arms(evaluation.EvalConfig(runs=(run,), init="auto", arch=None))
+
+    arms, notes = arms_for("deblur:kernel=gauss,width=1", "deblur:kernel=motion,length=5")
+    assert arms[-1].name == "blur-expert" and "'blur-expert'" in notes[0] and "one family" not in notes[0]
+    arms, notes = arms_for("deblur:kernel=gauss,width=1", "denoise:sigma=25")
+    assert arms[-1].name == checkpoint.DEFAULT_INIT and "one family at a time" in notes[0]
+
+
 @pytest.mark.slow
 def test_parallel_jobs_match_sequential(tmp_path, monkeypatch):
     """--jobs 2 (spawned workers) gives the same curves as one process, in the same case order (slow: two
     interpreters import torch)."""
-    monkeypatch.setattr(evaluation, "_auto_init", lambda: None)
+    monkeypatch.setattr(evaluation, "_auto_init", lambda families=None: None)
     config = evaluation.EvalConfig(
         runs=(
             evaluation.RunSpec(
@@ -519,6 +548,41 @@ def test_readme_table_touches_only_its_block(tmp_path):
     with pytest.raises(SystemExit):
         readme_table.main(["--update", "--results", str(tmp_path / "results"), "--readme", str(readme)])
     assert readme.read_text() == "no markers"
+
+
+def test_readme_table_auto_rows_follow_recommended_for(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_table", ROOT / "evaluate" / "readme_table.py")
+    readme_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(readme_table)
+    random_d, random_b = rising(30.0, 100, 150), rising(25.0, 100, 150)
+    blur = "deblur:kernel=gauss,width=2"
+
+    def results(name, meta_denoise_at, meta_blur_at, random_blur=random_b):
+        cases = [
+            case("random", random_d, pair="d"),
+            case("meta", rising(30.0, meta_denoise_at, 150), pair="d"),
+            case("random", random_blur, pair="b", operator=blur),
+            case("meta", rising(25.0, meta_blur_at, 150), pair="b", operator=blur),
+        ]
+        return {"cases": cases, "summary": evaluation.build_summary(cases), "config": {"init": {"name": name}}}
+
+    base = results("generic", 10, 50)
+    special = results("blur-expert", 90, 5)
+    other = results("blur-expert", 90, 5, random_blur=rising(26.0, 100, 150))  # different measurements
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    (ckpts / "blur-expert.json").write_text(json.dumps({"name": "blur-expert", "recommended_for": ["deblur"]}))
+    (ckpts / "generic.json").write_text(json.dumps({"name": "generic"}))
+    assert readme_table.recommended_inits(ckpts) == {"deblur": "blur-expert"}
+    loaded = {"default": (base, "d.md"), "expert": (special, "e.md")}
+    rows = readme_table.auto_rows(loaded, ckpts)
+    assert len(rows) == 2
+    assert rows[0].startswith("| [auto](d.md) | denoise:sigma=25 @ 32px") and "×9.8" in rows[0]
+    assert rows[1].startswith(f"| [auto ← expert](e.md) | {blur} @ 32px")
+    assert readme_table.auto_rows({"default": (base, "d.md"), "x": (other, "x.md")}, ckpts)[1].startswith("| [auto]")
+    assert readme_table.auto_rows({"expert": (special, "e.md")}, ckpts) == []
 
 
 def test_operators_option_needs_a_value(tmp_path):

@@ -72,6 +72,8 @@ def test_shipped_recipes_parse_and_round_trip(tmp_path):
         ('name = "x"\n[input]\nestimate = "wiener"\n', "unknown input estimate"),
         ('name = "x"\n[input]\nestimate = "tikhonov"\nlowpass = 1.0\n', "lowpass = 0"),
         ('name = "x"\n[input]\nlowpass = -1.0\n', "lowpass"),
+        ('name = "x"\nrecommended_for = ["blur"]\n', "unknown operator family 'blur'"),
+        ('name = "x"\nrecommended_for = ["fourier"]\n', "'fourier' has no weight in \\[tasks\\]"),
         ("steps = 3\n", "name"),
         ('name = "x"\nsteps = \n', "TOML"),
     ],
@@ -280,6 +282,7 @@ def test_cli_pretrain_yields_a_loadable_checkpoint(tmp_path, monkeypatch):
     ]
     assert "astronaut" not in init.training["train_images"]
     assert init.inner["iterations"] == 200 and init.inner["optimizer"] == "adam"
+    assert init.recommended_for == ("deblur",)  # from the recipe's recommended_for, via the sidecar
     assert PretrainConfig.from_toml(out / "config.toml").steps == 2
 
     listing = CliRunner().invoke(checkpoints, [])
