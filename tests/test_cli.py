@@ -19,7 +19,9 @@ from metadip.imageio import read_image, read_measurement
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--iterations", "20", "--stop", "budget", "--arch", "skip-slim", "--no-progress"]
-SUMMARY = re.compile(r"^iterations=(\d+) stop=(\w+)( psnr=[\d.]+ ssim=[\d.]+)? seconds=[\d.]+$", re.M)
+SUMMARY = re.compile(
+    r"^iterations=(\d+) stop=(\w+)( psnr=[\d.]+ ssim=[\d.]+)? seconds=[\d.]+ init=([\w.-]+)$", re.M
+)
 
 
 def invoke(*args: str):
@@ -80,7 +82,10 @@ def test_simulate_reconstruct_round_trip(tmp_path, spec, name, artifacts):
         assert key in data, key
     assert len(data["loss"]) == 20 and len(data["psnr"]) == 20 and len(data["ssim"]) == 20
     assert data["stop_iteration"] == 20 and data["stop_reason"] == "budget"
-    assert data["init"] == "universal-slim-long" and data["arch"] == "skip-slim"  # --init auto: the shipped init
+    # --init auto: the shipped init recommended for the family, else the universal default
+    expected_init = "universal-slim-tikhonov" if spec.split(":")[0] in ("superres", "deblur") else "universal-slim-long"
+    assert data["init"] == expected_init and data["arch"] == "skip-slim"
+    assert match.group(4) == expected_init  # the summary line names the init auto chose
     assert data["operator"].split(":")[0] == spec.split(":")[0]
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
 
