@@ -84,7 +84,8 @@ speedup.png, grid_*.png, spectral_*.png, report.md, images/, cases/ (finished ca
     default="auto",
     show_default=True,
     metavar="NAME|PATH|auto|random",
-    help="Meta-learned checkpoint; auto = the first shipped one (random if none); random = random arm only.",
+    help="Meta-learned checkpoint; auto = reconstruct's choice (the init recommended for the suite's operator "
+    "family when all operators share one, else the universal default; random if none); random = random arm only.",
 )
 @click.option(
     "--baseline",
