@@ -87,8 +87,10 @@ def pretrain(
 
 @click.command("checkpoints")
 def checkpoints() -> None:
-    """List the initialisations that ship with metadip (and those in $METADIP_CHECKPOINTS)."""
-    from metadip.checkpoint import checkpoint_dirs, list_checkpoints
+    """List the initialisations that ship with metadip (and those in $METADIP_CHECKPOINTS), then what
+    ``--init auto`` picks for RGB images of each operator family."""
+    from metadip.checkpoint import checkpoint_dirs, list_checkpoints, shipped_init_for
+    from metadip.operators import OPERATORS
 
     found = list_checkpoints()
     if not found:
@@ -97,3 +99,5 @@ def checkpoints() -> None:
     width = max(len(name) for name, _ in found)
     for name, card in found:
         click.echo(f"{name:<{width}}  {card}")
+    picks = {family: shipped_init_for(3, family=family) or "random" for family in OPERATORS}
+    click.echo("--init auto (RGB): " + ", ".join(f"{family} → {name}" for family, name in picks.items()))

@@ -287,6 +287,7 @@ def test_cli_pretrain_yields_a_loadable_checkpoint(tmp_path, monkeypatch):
 
     listing = CliRunner().invoke(checkpoints, [])
     assert listing.exit_code == 0 and "tiny-test" in listing.output
+    assert "--init auto (RGB): denoise → tiny-test" in listing.output and "deblur → tiny-test" in listing.output
 
     # the Python API reconstructs from it by path
     from metadip import api
