@@ -4,8 +4,8 @@
     python evaluate/readme_table.py --update     # replace the block between the markers in README.md
 
 The first rows, suite ``auto``, are what ``metadip reconstruct --init auto`` gets: for each setting of the
-``default`` suite, the row of the suite whose init a shipped checkpoint's ``recommended_for`` names for that
-operator family (``auto ← SUITE``) when that suite ran the same measurements (same random-arm cases), else the
+``default`` suite, the row of the suite whose init is the shipped checkpoint whose ``recommended_for`` matches
+that operator (``auto ← SUITE``) when that suite ran the same measurements (same random-arm cases), else the
 default's row. No case is computed for these rows; they are the other suites' rows, picked by the rule
 ``--init auto`` follows.
 
@@ -88,18 +88,31 @@ def rows_for(suite: str, results: dict, link: str) -> list[str]:
     return rows
 
 
-def recommended_inits(checkpoints: Path = CHECKPOINTS) -> dict[str, str]:
-    """Operator family → name of the shipped init whose sidecar recommends it (first by name)."""
-    chosen: dict[str, str] = {}
+def recommended_inits(checkpoints: Path = CHECKPOINTS) -> list[tuple[str, list[str]]]:
+    """(name, ``recommended_for`` specs) of every shipped init that has some, by name (the order
+    ``--init auto`` breaks ties in)."""
+    found = []
     for sidecar in sorted(checkpoints.glob("*.json")) if checkpoints.is_dir() else []:
         try:
             meta = json.loads(sidecar.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             continue
         listed = meta.get("recommended_for") if isinstance(meta, dict) else None
-        for family in listed if isinstance(listed, list) else []:
-            chosen.setdefault(str(family), str(meta.get("name", sidecar.stem)))
-    return chosen
+        if isinstance(listed, list) and listed:
+            found.append((str(meta.get("name", sidecar.stem)), [str(v) for v in listed]))
+    return found
+
+
+def recommended_init(operator: str, size: int, checkpoints: Path = CHECKPOINTS) -> str | None:
+    """The shipped init ``--init auto`` prefers for ``operator`` (a spec) at ``size`` px, or None (the default)."""
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from metadip.checkpoint import recommends
+    from metadip.operators import build_operator
+
+    op = build_operator(operator, (3, size, size), generator=torch.Generator().manual_seed(0))
+    return next((name for name, specs in recommended_inits(checkpoints) if recommends(specs, op)), None)
 
 
 def _random_cases(results: dict, setting: str) -> list:
@@ -115,13 +128,11 @@ def auto_rows(loaded: dict[str, tuple[dict, str]], checkpoints: Path = CHECKPOIN
     """The ``auto`` rows (see the module docstring); [] without a default suite."""
     if DEFAULT_SUITE not in loaded:
         return []
-    recommended = recommended_inits(checkpoints)
     base, base_link = loaded[DEFAULT_SUITE]
     rows = []
     for setting, summary in base["summary"]["by_setting"].items():
-        family = str(summary.get("operator", setting)).split(":", 1)[0]
         source, results, link = DEFAULT_SUITE, base, base_link
-        wanted = recommended.get(family)
+        wanted = recommended_init(str(summary["operator"]), int(summary["size"]), checkpoints)
         for suite, (other, other_link) in loaded.items():
             if (
                 wanted
@@ -179,8 +190,8 @@ def table(root: Path = RESULTS, include_quick: bool = False, readme_dir: Path = 
         "Medians over held-out images × seeds; speedup = iterations random init needs to first reach its "
         "peak − 0.5 dB ÷ iterations meta init needs (0 when it never does); Δ at stop = meta − random "
         "PSNR at the no-ground-truth stopping rule's output. `auto` rows: what `--init auto` picks per "
-        "operator family (`auto ← SUITE`: the init a shipped checkpoint is recommended for, from that suite's "
-        "identical measurements; plain `auto`: the default suite's row). " + "; ".join(inits) + ".",
+        "operator (`auto ← SUITE`: the shipped init recommended for it, from that suite's identical "
+        "measurements; plain `auto`: the default suite's row). " + "; ".join(inits) + ".",
     ]
     return "\n".join(lines)
 

@@ -63,26 +63,24 @@ class ReconstructionResult:
         return data
 
 
-def resolve_init_name(
-    init: str | Path, *, arch: str | None, out_channels: int, family: str | None = None
-) -> str | Path:
-    """``auto`` → the shipped init for ``out_channels``-channel images (and ``arch`` and operator ``family``,
-    if given: an init recommended for that family wins), else ``random``; any other value unchanged."""
+def resolve_init_name(init: str | Path, *, arch: str | None, out_channels: int, operator=None) -> str | Path:
+    """``auto`` → the shipped init for ``out_channels``-channel images (and ``arch`` and ``operator``, if given:
+    an init recommended for that operator wins), else ``random``; any other value unchanged."""
     from metadip import checkpoint
 
     if str(init) != "auto":
         return init
-    return checkpoint.shipped_init_for(out_channels, arch, family) or "random"
+    return checkpoint.shipped_init_for(out_channels, arch, operator) or "random"
 
 
-def load_init(init: str | Path, *, arch: str | None, out_channels: int, seed: int, family: str | None = None):
-    """Resolve ``init`` (``auto``, ``random``, a shipped checkpoint name, or a path) to an ``Init``; ``family``
-    (the operator's, e.g. ``deblur``) lets ``auto`` pick an init recommended for it."""
+def load_init(init: str | Path, *, arch: str | None, out_channels: int, seed: int, operator=None):
+    """Resolve ``init`` (``auto``, ``random``, a shipped checkpoint name, or a path) to an ``Init``; with
+    ``operator`` (a built operator), ``auto`` may pick an init recommended for it."""
     from metadip import checkpoint
     from metadip.generators import DEFAULT_ARCH
 
     if str(init) == "auto":  # loaded once here, not looked up by name and loaded again
-        loaded = checkpoint.find_shipped_init(out_channels, arch, family)
+        loaded = checkpoint.find_shipped_init(out_channels, arch, operator)
         if loaded is not None:
             return loaded
         init = "random"
@@ -164,7 +162,7 @@ def reconstruct(
 ) -> ReconstructionResult:
     """Reconstruct an image from measurement ``y`` of ``operator`` with DIP from ``init``.
 
-    ``init`` is ``"auto"`` (default: the shipped init recommended for the operator's family, else the universal
+    ``init`` is ``"auto"`` (default: the shipped init recommended for this operator, else the universal
     one, when one fits the image's channels and ``arch``; else random), ``"random"`` (the DIP paper's recipe), a
     shipped checkpoint name, or a checkpoint path; the init's own recipe (z, optimiser, lr, jitter, EMA, iteration
     budget, stopping rule) is used unless overridden.
@@ -183,7 +181,7 @@ def reconstruct(
             f"reference image has shape {tuple(reference.shape[-3:])}, expected {tuple(operator.image_shape)}"
         )
     channels = operator.image_shape[0]
-    init_state = load_init(init, arch=arch, out_channels=channels, seed=seed, family=operator.name)
+    init_state = load_init(init, arch=arch, out_channels=channels, seed=seed, operator=operator)
     recipe = init_state.inner
     op = operator.to(device)
     y = y.to(device)

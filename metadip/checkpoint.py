@@ -8,7 +8,8 @@ rebuilds the net), ``input`` (the :class:`InputRecipe`), ``z_mode`` (``fixed`` |
 online recipe the init expects: optimizer, lr, optional per-tensor ``lr_per_tensor``, reg_noise_std, ema,
 iterations, stop), ``training`` (algorithm, task distribution, train and held-out images, steps, wall seconds,
 seed, the resolved config), ``card`` (a one-line model card) and, optionally, ``recommended_for`` (operator
-families — ``denoise``, ``deblur``, … — for which ``--init auto`` prefers this init over :data:`DEFAULT_INIT`).
+specs — a family such as ``deblur``, or ``superres:factor=4`` — for which ``--init auto`` prefers this init over
+:data:`DEFAULT_INIT`; see :func:`recommends`).
 
 Loading never unpickles: the weights are read with ``safetensors`` from bytes whose SHA-256 was checked first,
 and the sidecar is JSON. Every problem (missing or truncated file, hash mismatch, unknown format version,
@@ -60,7 +61,7 @@ class Init:
     z_mode: str = "resample"
     path: Path | None = None
     noise_channels: int = 0  # z_mode "conditioned": noise channels appended to the back-projection
-    recommended_for: tuple[str, ...] = ()  # operator families --init auto picks this init for
+    recommended_for: tuple[str, ...] = ()  # operator specs --init auto picks this init for (see recommends)
 
     def build(self, device: str | torch.device = "cpu") -> nn.Module:
         """The generator holding these weights (strict load; a mismatch is a MetadipError)."""
@@ -117,16 +118,40 @@ def make_card(name: str, arch: dict, training: dict) -> str:
     return f"{arch.get('name', 'custom')} · {algorithm} · {'+'.join(families) or 'no tasks'} · {steps_text}{wall_text}"
 
 
-def check_families(value: Any, what: str) -> tuple[str, ...]:
-    """``value`` as a tuple of operator family names; a MetadipError naming ``what`` otherwise."""
-    from metadip.operators import OPERATORS as FAMILIES
+def check_recommendations(value: Any, what: str) -> tuple[str, ...]:
+    """``value`` as a tuple of operator specs — a family (``deblur``) or a family with the parameters it must
+    have (``superres:factor=4``) — each checked by :func:`metadip.operators.parse_operator_spec`; a MetadipError
+    naming ``what`` otherwise."""
+    from metadip.operators import OPERATORS, parse_operator_spec
 
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise MetadipError(f"{what} must be a list of operator families ({', '.join(FAMILIES)}), got {value!r}")
-    unknown = [v for v in value if v not in FAMILIES]
-    if unknown:
-        raise MetadipError(f"{what}: unknown operator family {unknown[0]!r} (known: {', '.join(FAMILIES)})")
-    return tuple(dict.fromkeys(value))
+        raise MetadipError(
+            f"{what} must be a list of operator specs (a family — {', '.join(OPERATORS)} — or e.g. "
+            f"'superres:factor=4'), got {value!r}"
+        )
+    for entry in value:
+        try:
+            parse_operator_spec(entry)
+        except MetadipError as exc:
+            raise MetadipError(f"{what}: {exc}") from None
+    return tuple(dict.fromkeys(str(v).strip() for v in value))
+
+
+def recommends(entries: Sequence[str], operator: Any) -> bool:
+    """Whether one of the ``recommended_for`` specs matches ``operator`` (a built operator): the same family
+    and, for every parameter the spec names, the same value (``superres:factor=4`` matches any ×4
+    super-resolution, whatever its filter or noise)."""
+    from metadip.operators import parse_operator_spec
+
+    params = operator.params()
+    for entry in entries:
+        try:
+            spec = parse_operator_spec(entry)
+        except MetadipError:
+            continue
+        if spec.name == operator.name and all(params.get(k) == v for k, v in spec.params.items()):
+            return True
+    return False
 
 
 def _json_safe(value: Any) -> Any:
@@ -185,7 +210,7 @@ def save_checkpoint(
         "card": card or make_card(name, dict(arch_config), dict(training)),
     }
     if recommended_for:
-        sidecar["recommended_for"] = list(check_families(recommended_for, "recommended_for"))
+        sidecar["recommended_for"] = list(check_recommendations(recommended_for, "recommended_for"))
     weights_path = stem.with_name(name + WEIGHTS_SUFFIX)
     sidecar_path = stem.with_name(name + SIDECAR_SUFFIX)
     atomic_write_bytes(weights_path, data)
@@ -292,7 +317,9 @@ def load_checkpoint(name_or_path: str | os.PathLike) -> Init:
     z_mode = str(meta.get("z_mode") or ("fixed" if z is not None else "resample"))
     if z_mode == "fixed" and z is None:
         raise MetadipError(f"checkpoint {name!r} says z_mode 'fixed' but its weights file holds no {Z_KEY!r}")
-    recommended = check_families(meta.get("recommended_for", []), f"checkpoint sidecar {sidecar_path}: recommended_for")
+    recommended = check_recommendations(
+        meta.get("recommended_for", []), f"checkpoint sidecar {sidecar_path}: recommended_for"
+    )
     init = Init(
         name=name,
         arch_config=dict(meta["arch"]),
@@ -345,11 +372,11 @@ def list_checkpoints() -> list[tuple[str, str]]:
     return sorted(seen.items())
 
 
-def _find_shipped(channels: int | None, arch: str | None, family: str | None = None) -> tuple[str, Init] | None:
+def _find_shipped(channels: int | None, arch: str | None, operator: Any = None) -> tuple[str, Init] | None:
     """(name, loaded init) of the initialisation ``--init auto`` picks for images with ``channels`` channels
-    (None: any), generator preset ``arch`` and operator ``family`` (``denoise``, ``deblur``, …), each when
-    given: folders in :func:`checkpoint_dirs` order (``$METADIP_CHECKPOINTS`` first, so your own inits win);
-    within a folder an init whose sidecar lists ``family`` in ``recommended_for`` first, then
+    (None: any), generator preset ``arch`` and ``operator`` (a built operator), each when given: folders in
+    :func:`checkpoint_dirs` order (``$METADIP_CHECKPOINTS`` first, so your own inits win); within a folder an
+    init whose sidecar's ``recommended_for`` matches the operator (:func:`recommends`) first, then
     :data:`DEFAULT_INIT`, then by name; None when none fits (the caller falls back to random init).
     Checkpoints that fail to load are skipped here; naming one explicitly still reports why it failed."""
     try:
@@ -359,13 +386,13 @@ def _find_shipped(channels: int | None, arch: str | None, family: str | None = N
     dirs = checkpoint_dirs()
 
     def recommended(sidecar: Path) -> bool:
-        if family is None:
+        if operator is None:
             return False
         try:
             listed = _read_sidecar(sidecar).get("recommended_for", [])
         except MetadipError:
             return False
-        return isinstance(listed, list) and family in listed
+        return isinstance(listed, list) and recommends([str(v) for v in listed], operator)
 
     def rank(name: str) -> tuple[int, bool, bool, str]:
         folder = next((i for i, d in enumerate(dirs) if (d / f"{name}{SIDECAR_SUFFIX}").is_file()), len(dirs))
@@ -385,15 +412,15 @@ def _find_shipped(channels: int | None, arch: str | None, family: str | None = N
     return None
 
 
-def find_shipped_init(channels: int | None, arch: str | None = None, family: str | None = None) -> Init | None:
+def find_shipped_init(channels: int | None, arch: str | None = None, operator: Any = None) -> Init | None:
     """The loaded init ``--init auto`` picks (see :func:`_find_shipped`), or None."""
-    found = _find_shipped(channels, arch, family)
+    found = _find_shipped(channels, arch, operator)
     return None if found is None else found[1]
 
 
-def shipped_init_for(channels: int | None, arch: str | None = None, family: str | None = None) -> str | None:
+def shipped_init_for(channels: int | None, arch: str | None = None, operator: Any = None) -> str | None:
     """The name (as ``--init NAME`` takes it) of the init ``--init auto`` picks, or None."""
-    found = _find_shipped(channels, arch, family)
+    found = _find_shipped(channels, arch, operator)
     return None if found is None else found[0]
 
 

@@ -282,7 +282,7 @@ evaluation only). A meta-learned init brings its own default rule and settings.
     default="auto",
     show_default=True,
     metavar="auto|random|NAME|PATH",
-    help="Initial weights: auto = the shipped init recommended for the operator's family (e.g. "
+    help="Initial weights: auto = the shipped init recommended for the operator (e.g. "
     "universal-slim-tikhonov for deblur), else the universal default, when one fits the image (and --arch), "
     "else random; random = DIP's random init; or a shipped checkpoint name or a checkpoint path.",
 )
@@ -561,8 +561,8 @@ def demo(size: int, out: str, iterations: int, image: str, seed: int, device: st
         generator = torch.Generator().manual_seed(seed + index)
         op = operators.build_operator(spec, tuple(clean.shape[1:]), generator=generator)
         problems.append((op, operators.simulate(clean, op, generator)))
-    # --init auto per operator: the init recommended for its family, else the universal default.
-    meta_inits = [shipped_init_for(clean.shape[1], family=op.name) for op, _ in problems]
+    # --init auto per operator: the init recommended for it, else the universal default.
+    meta_inits = [shipped_init_for(clean.shape[1], operator=op) for op, _ in problems]
     meta_init = ", ".join(dict.fromkeys(name for name in meta_inits if name))
     width = max(len(op.spec()) for op, _ in problems)
     columns = [

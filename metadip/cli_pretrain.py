@@ -88,9 +88,11 @@ def pretrain(
 @click.command("checkpoints")
 def checkpoints() -> None:
     """List the initialisations that ship with metadip (and those in $METADIP_CHECKPOINTS), then what
-    ``--init auto`` picks for RGB images of each operator family."""
+    ``--init auto`` picks for RGB images of each operator family with its default parameters."""
+    import torch
+
     from metadip.checkpoint import checkpoint_dirs, list_checkpoints, shipped_init_for
-    from metadip.operators import OPERATORS
+    from metadip.operators import OPERATORS, build_operator
 
     found = list_checkpoints()
     if not found:
@@ -99,5 +101,8 @@ def checkpoints() -> None:
     width = max(len(name) for name, _ in found)
     for name, card in found:
         click.echo(f"{name:<{width}}  {card}")
-    picks = {family: shipped_init_for(3, family=family) or "random" for family in OPERATORS}
-    click.echo("--init auto (RGB): " + ", ".join(f"{family} → {name}" for family, name in picks.items()))
+    picks = []
+    for family in OPERATORS:
+        op = build_operator(family, (3, 64, 64), generator=torch.Generator().manual_seed(0))
+        picks.append(f"{op.spec()} → {shipped_init_for(3, operator=op) or 'random'}")
+    click.echo("--init auto (RGB, default parameters): " + "; ".join(picks))

@@ -265,13 +265,20 @@ def random_arch(meta_arch: dict) -> str | dict:
     return plain if plain != meta_arch else meta_arch
 
 
-def _auto_init(families: set[str] | None = None) -> str | None:
-    """``--init auto``: the same choice as ``metadip reconstruct --init auto`` (any channel count) — the init
-    recommended for the suite's operator family when all its operators share one, else the universal one."""
+def _auto_init(config: EvalConfig | None = None) -> tuple[str | None, bool]:
+    """``--init auto``: (name, mixed). The same choice as ``metadip reconstruct --init auto`` (any channel
+    count) when it is the same for every operator of the suite; else the universal default, with mixed True."""
     from metadip.checkpoint import shipped_init_for
+    from metadip.operators import build_operator
 
-    family = next(iter(families)) if families and len(families) == 1 else None
-    return shipped_init_for(None, family=family)
+    picks: set[str | None] = set()
+    for run in config.runs if config is not None else ():
+        for spec in run.operators:
+            op = build_operator(spec, (3, run.size, run.size), generator=torch.Generator().manual_seed(0))
+            picks.add(shipped_init_for(None, operator=op))
+    if len(picks) == 1:
+        return picks.pop(), False
+    return shipped_init_for(None), len(picks) > 1
 
 
 def resolve_arms(config: EvalConfig) -> tuple[list[Arm], list[str]]:
@@ -282,19 +289,18 @@ def resolve_arms(config: EvalConfig) -> tuple[list[Arm], list[str]]:
     notes: list[str] = []
     init = str(config.init).strip()
     if init == "auto":
-        families = {op.split(":", 1)[0].strip().lower() for run in config.runs for op in run.operators}
-        found = _auto_init(families)
+        found, mixed = _auto_init(config)
         if found is None:
             notes.append("no meta-learned checkpoint is installed: running the random-init arm only")
             init = "random"
         else:
-            mixed = (
-                " for every operator (reconstruct's --init auto may prefer an init recommended for one family: "
-                "evaluate one family at a time, or that init with --init NAME)"
-                if len(families) > 1
+            detail = (
+                " for every operator (reconstruct's --init auto picks different inits for this suite's operators: "
+                "evaluate them in separate suites, or one init with --init NAME)"
+                if mixed
                 else ""
             )
-            notes.append(f"--init auto: using the shipped checkpoint {found!r}{mixed}")
+            notes.append(f"--init auto: using the shipped checkpoint {found!r}{detail}")
             init = found
     arms: list[Arm] = []
     meta: Arm | None = None

@@ -189,8 +189,9 @@ class PretrainConfig:
     """A meta-training recipe (``pretrain/NAME.toml``). Top-level keys: ``name``, ``description``,
     ``algorithm`` (maml | reptile), ``seed``, ``steps`` (meta-steps), ``meta_batch`` (tasks per meta-step),
     ``export`` (also write ``checkpoints/NAME.*``), ``threads`` (CPU threads; default all cores / ranks),
-    ``recommended_for`` (operator families for which ``--init auto`` should prefer this init over the default;
-    each must be trained on — recorded in the sidecar, it changes nothing in training).
+    ``recommended_for`` (operator specs — ``deblur``, ``superres:factor=4`` — for which ``--init auto`` should
+    prefer this init over the default; each family must be trained on; recorded in the sidecar, it changes
+    nothing in training).
     Tables: ``[model]``, ``[input]``, ``[data]``, ``[tasks]``, ``[inner]``, ``[maml]``, ``[reptile]``,
     ``[online]``, ``[log]``."""
 
@@ -223,15 +224,14 @@ class PretrainConfig:
             raise MetadipError("steps must be >= 0 and meta_batch >= 1")
         if self.threads is not None and self.threads < 1:
             raise MetadipError("threads must be >= 1")
-        from metadip.checkpoint import check_families
+        from metadip.checkpoint import check_recommendations
 
-        check_families(self.recommended_for, "recommended_for")
-        untrained = [f for f in self.recommended_for if f not in self.tasks.families]
-        if untrained:
-            raise MetadipError(
-                f"recommended_for: {untrained[0]!r} has no weight in [tasks]; an init is only "
-                "recommended for a family it was trained on"
-            )
+        for entry in check_recommendations(self.recommended_for, "recommended_for"):
+            if entry.split(":", 1)[0].strip().lower() not in self.tasks.families:
+                raise MetadipError(
+                    f"recommended_for: {entry!r} is a family with no weight in [tasks]; an init is only "
+                    "recommended for a family it was trained on"
+                )
         if self.input.z_mode not in Z_MODES:
             raise MetadipError(f"input.z_mode {self.input.z_mode!r} is not one of {', '.join(Z_MODES)}")
         try:

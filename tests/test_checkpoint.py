@@ -265,37 +265,45 @@ def test_auto_init_prefers_the_universal_init_and_falls_back_to_random(tmp_path,
     assert api.load_init("auto", arch=None, out_channels=1, seed=0).name == "random"
 
 
-def test_auto_init_prefers_an_init_recommended_for_the_operator_family(tmp_path, monkeypatch):
+def test_auto_init_prefers_an_init_recommended_for_the_operator(tmp_path, monkeypatch):
     from metadip import api, checkpoint, operators
+
+    def op(spec):
+        return operators.build_operator(spec, (3, 16, 16))
 
     monkeypatch.setattr(checkpoint, "default_checkpoint_dir", lambda: tmp_path / "shipped")
     monkeypatch.setenv("METADIP_CHECKPOINTS", str(tmp_path / "mine"))
     save_tiny(tmp_path / "shipped" / checkpoint.DEFAULT_INIT)
-    save_tiny(tmp_path / "shipped" / "zz-deblur", recommended_for=["deblur", "superres"])
-    assert load_checkpoint("zz-deblur").recommended_for == ("deblur", "superres")
+    save_tiny(tmp_path / "shipped" / "zz-deblur", recommended_for=["deblur", "superres:factor=4"])
+    assert load_checkpoint("zz-deblur").recommended_for == ("deblur", "superres:factor=4")
     assert load_checkpoint(checkpoint.DEFAULT_INIT).recommended_for == ()
-    assert checkpoint.shipped_init_for(3) == checkpoint.DEFAULT_INIT  # no family: the universal default
-    assert checkpoint.shipped_init_for(3, family="denoise") == checkpoint.DEFAULT_INIT
-    assert checkpoint.shipped_init_for(3, family="deblur") == "zz-deblur"
-    assert api.resolve_init_name("auto", arch=None, out_channels=3, family="superres") == "zz-deblur"
-    assert api.load_init("auto", arch=None, out_channels=3, seed=0, family="deblur").name == "zz-deblur"
-    assert checkpoint.shipped_init_for(1, family="deblur") is None  # recommended but does not fit: random
-    # reconstruct passes the operator's family
-    op = operators.build_operator("deblur:kernel=gauss,width=1", (3, 16, 16))
-    y = op.A(torch.rand(1, 3, 16, 16))
-    assert api.reconstruct(y, op, iterations=1, stop="budget", progress=False).init == "zz-deblur"
+    assert checkpoint.shipped_init_for(3) == checkpoint.DEFAULT_INIT  # no operator: the universal default
+    assert checkpoint.shipped_init_for(3, operator=op("denoise")) == checkpoint.DEFAULT_INIT
+    assert checkpoint.shipped_init_for(3, operator=op("deblur:kernel=motion,length=5")) == "zz-deblur"
+    # a spec with parameters matches only operators with those values, whatever the others
+    assert checkpoint.shipped_init_for(3, operator=op("superres:factor=4,filter=gauss,sigma=5")) == "zz-deblur"
+    assert checkpoint.shipped_init_for(3, operator=op("superres:factor=2")) == checkpoint.DEFAULT_INIT
+    assert api.resolve_init_name("auto", arch=None, out_channels=3, operator=op("superres")) == "zz-deblur"
+    assert api.load_init("auto", arch=None, out_channels=3, seed=0, operator=op("deblur")).name == "zz-deblur"
+    assert checkpoint.shipped_init_for(1, operator=op("deblur")) is None  # recommended but does not fit: random
+    # reconstruct passes its operator
+    blur = op("deblur:kernel=gauss,width=1")
+    y = blur.A(torch.rand(1, 3, 16, 16))
+    assert api.reconstruct(y, blur, iterations=1, stop="budget", progress=False).init == "zz-deblur"
     # a user's own folder still comes first, even when it recommends nothing
     save_tiny(tmp_path / "mine" / "my-init")
-    assert checkpoint.shipped_init_for(3, family="deblur") == "my-init"
-    assert any("auto picks it for deblur, superres" in card for _, card in checkpoint.list_checkpoints())
+    assert checkpoint.shipped_init_for(3, operator=blur) == "my-init"
+    assert any("auto picks it for deblur, superres:factor=4" in card for _, card in checkpoint.list_checkpoints())
 
 
 def test_bad_recommended_for_is_refused(tmp_path):
-    with pytest.raises(MetadipError, match="unknown operator family 'blur'"):
+    with pytest.raises(MetadipError, match="recommended_for: unknown operator 'blur'"):
         save_tiny(tmp_path / "a", recommended_for=["blur"])
+    with pytest.raises(MetadipError, match="recommended_for: .*factor"):
+        save_tiny(tmp_path / "a", recommended_for=["superres:factor=1"])
     save_tiny(tmp_path / "b")
     sidecar = tmp_path / "b.json"
     meta = json.loads(sidecar.read_text())
     sidecar.write_text(json.dumps({**meta, "recommended_for": "deblur"}))
-    with pytest.raises(MetadipError, match="recommended_for must be a list"):
+    with pytest.raises(MetadipError, match="recommended_for must be a list of operator specs"):
         load_checkpoint(tmp_path / "b")

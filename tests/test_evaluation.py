@@ -422,7 +422,7 @@ def test_end_to_end_cli_and_resume(tmp_path, tiny_checkpoint, image_folder, monk
 
 def test_random_only_and_greedy_operators(tmp_path, monkeypatch):
     """--init random runs one arm and says so; --operators takes several words up to the next option."""
-    monkeypatch.setattr(evaluation, "_auto_init", lambda families=None: None)
+    monkeypatch.setattr(evaluation, "_auto_init", lambda config=None: (None, False))
     out = tmp_path / "r"
     args = [
         "--init",
@@ -455,9 +455,9 @@ def test_random_only_and_greedy_operators(tmp_path, monkeypatch):
     assert data["config"]["options"]["run"][0]["operators"] == ["denoise:sigma=25", "inpaint:ratio=0.5"]
 
 
-def test_auto_init_of_a_suite_follows_the_family_rule(tmp_path, monkeypatch):
-    """A one-family suite gets the init recommended for that family (what reconstruct would pick); a mixed
-    suite gets the universal default and a note saying so."""
+def test_auto_init_of_a_suite_follows_reconstructs_rule(tmp_path, monkeypatch):
+    """A suite whose operators all get the same recommended init gets it (what reconstruct would pick); a
+    mixed suite gets the universal default and a note saying so."""
     from metadip import checkpoint
 
     monkeypatch.setattr(checkpoint, "default_checkpoint_dir", lambda: tmp_path / "none")
@@ -479,16 +479,16 @@ def test_auto_init_of_a_suite_follows_the_family_rule(tmp_path, monkeypatch):
         return evaluation.resolve_arms(evaluation.EvalConfig(runs=(run,), init="auto", arch=None))
 
     arms, notes = arms_for("deblur:kernel=gauss,width=1", "deblur:kernel=motion,length=5")
-    assert arms[-1].name == "blur-expert" and "'blur-expert'" in notes[0] and "one family" not in notes[0]
+    assert arms[-1].name == "blur-expert" and "'blur-expert'" in notes[0] and "separate suites" not in notes[0]
     arms, notes = arms_for("deblur:kernel=gauss,width=1", "denoise:sigma=25")
-    assert arms[-1].name == checkpoint.DEFAULT_INIT and "one family at a time" in notes[0]
+    assert arms[-1].name == checkpoint.DEFAULT_INIT and "separate suites" in notes[0]
 
 
 @pytest.mark.slow
 def test_parallel_jobs_match_sequential(tmp_path, monkeypatch):
     """--jobs 2 (spawned workers) gives the same curves as one process, in the same case order (slow: two
     interpreters import torch)."""
-    monkeypatch.setattr(evaluation, "_auto_init", lambda families=None: None)
+    monkeypatch.setattr(evaluation, "_auto_init", lambda config=None: (None, False))
     config = evaluation.EvalConfig(
         runs=(
             evaluation.RunSpec(
@@ -575,7 +575,9 @@ def test_readme_table_auto_rows_follow_recommended_for(tmp_path):
     ckpts.mkdir()
     (ckpts / "blur-expert.json").write_text(json.dumps({"name": "blur-expert", "recommended_for": ["deblur"]}))
     (ckpts / "generic.json").write_text(json.dumps({"name": "generic"}))
-    assert readme_table.recommended_inits(ckpts) == {"deblur": "blur-expert"}
+    assert readme_table.recommended_inits(ckpts) == [("blur-expert", ["deblur"])]
+    assert readme_table.recommended_init(blur, 32, ckpts) == "blur-expert"
+    assert readme_table.recommended_init("denoise:sigma=25", 32, ckpts) is None
     loaded = {"default": (base, "d.md"), "expert": (special, "e.md")}
     rows = readme_table.auto_rows(loaded, ckpts)
     assert len(rows) == 2

@@ -72,8 +72,8 @@ def test_shipped_recipes_parse_and_round_trip(tmp_path):
         ('name = "x"\n[input]\nestimate = "wiener"\n', "unknown input estimate"),
         ('name = "x"\n[input]\nestimate = "tikhonov"\nlowpass = 1.0\n', "lowpass = 0"),
         ('name = "x"\n[input]\nlowpass = -1.0\n', "lowpass"),
-        ('name = "x"\nrecommended_for = ["blur"]\n', "unknown operator family 'blur'"),
-        ('name = "x"\nrecommended_for = ["fourier"]\n', "'fourier' has no weight in \\[tasks\\]"),
+        ('name = "x"\nrecommended_for = ["blur"]\n', "unknown operator 'blur'"),
+        ('name = "x"\nrecommended_for = ["fourier:ratio=0.3"]\n', "no weight in \\[tasks\\]"),
         ("steps = 3\n", "name"),
         ('name = "x"\nsteps = \n', "TOML"),
     ],
@@ -287,7 +287,8 @@ def test_cli_pretrain_yields_a_loadable_checkpoint(tmp_path, monkeypatch):
 
     listing = CliRunner().invoke(checkpoints, [])
     assert listing.exit_code == 0 and "tiny-test" in listing.output
-    assert "--init auto (RGB): denoise → tiny-test" in listing.output and "deblur → tiny-test" in listing.output
+    assert "--init auto (RGB, default parameters): denoise:sigma=25 → tiny-test" in listing.output
+    assert "deblur:kernel=gauss,width=2,sigma=0 → tiny-test" in listing.output
 
     # the Python API reconstructs from it by path
     from metadip import api
