@@ -4,10 +4,11 @@
     python evaluate/readme_table.py --update     # replace the block between the markers in README.md
 
 The first rows, suite ``auto``, are what ``metadip reconstruct --init auto`` gets: for each setting of the
-``default`` suite, the row of the suite whose init is the shipped checkpoint whose ``recommended_for`` matches
-that operator (``auto ← SUITE``) when that suite ran the same measurements (same random-arm cases), else the
-default's row. No case is computed for these rows; they are the other suites' rows, picked by the rule
-``--init auto`` follows.
+``default`` suite, the init ``--init auto`` picks from the shipped checkpoints (their ``recommended_for`` /
+``avoid_for``): the default suite's row when it is the default suite's init, the row of the suite that ran the
+chosen init on the same measurements (same random-arm cases; ``auto ← SUITE``), or the random arm's own
+numbers when auto falls back to random init (``auto → random init``). No case is computed for these rows;
+they are the other suites' rows, picked by the rule ``--init auto`` follows.
 
 Only the lines between ``<!-- results:begin -->`` and ``<!-- results:end -->`` in README.md are touched; a
 README without both markers is left alone (an error is printed). The quick suite is a smoke test and is left
@@ -18,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "evaluate" / "results"
 README = ROOT / "README.md"
-CHECKPOINTS = ROOT / "checkpoints"
 #: The suite whose init is the universal default; the ``auto`` rows start from it.
 DEFAULT_SUITE = "default"
 BEGIN = "<!-- results:begin -->"
@@ -88,31 +90,22 @@ def rows_for(suite: str, results: dict, link: str) -> list[str]:
     return rows
 
 
-def recommended_inits(checkpoints: Path = CHECKPOINTS) -> list[tuple[str, list[str]]]:
-    """(name, ``recommended_for`` specs) of every shipped init that has some, by name (the order
-    ``--init auto`` breaks ties in)."""
-    found = []
-    for sidecar in sorted(checkpoints.glob("*.json")) if checkpoints.is_dir() else []:
-        try:
-            meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            continue
-        listed = meta.get("recommended_for") if isinstance(meta, dict) else None
-        if isinstance(listed, list) and listed:
-            found.append((str(meta.get("name", sidecar.stem)), [str(v) for v in listed]))
-    return found
-
-
-def recommended_init(operator: str, size: int, checkpoints: Path = CHECKPOINTS) -> str | None:
-    """The shipped init ``--init auto`` prefers for ``operator`` (a spec) at ``size`` px, or None (the default)."""
+def shipped_choice(operator: str, size: int) -> str | None:
+    """The init ``metadip reconstruct --init auto`` picks for an RGB ``operator`` (a spec) at ``size`` px from
+    the repository's ``checkpoints/`` alone (``$METADIP_CHECKPOINTS`` ignored), or None for random init."""
     sys.path.insert(0, str(ROOT))
     import torch
 
-    from metadip.checkpoint import recommends
+    from metadip import checkpoint
     from metadip.operators import build_operator
 
     op = build_operator(operator, (3, size, size), generator=torch.Generator().manual_seed(0))
-    return next((name for name, specs in recommended_inits(checkpoints) if recommends(specs, op)), None)
+    saved = os.environ.pop(checkpoint.ENV_VAR, None)
+    try:
+        return checkpoint.shipped_init_for(3, operator=op)
+    finally:
+        if saved is not None:
+            os.environ[checkpoint.ENV_VAR] = saved
 
 
 def _random_cases(results: dict, setting: str) -> list:
@@ -124,24 +117,38 @@ def _random_cases(results: dict, setting: str) -> list:
     )
 
 
-def auto_rows(loaded: dict[str, tuple[dict, str]], checkpoints: Path = CHECKPOINTS) -> list[str]:
-    """The ``auto`` rows (see the module docstring); [] without a default suite."""
+def auto_rows(
+    loaded: dict[str, tuple[dict, str]], choose: Callable[[str, int], str | None] = shipped_choice
+) -> list[str]:
+    """The ``auto`` rows (see the module docstring); [] without a default suite. ``choose(operator, size)``
+    names the init ``--init auto`` picks (None: random init)."""
     if DEFAULT_SUITE not in loaded:
         return []
     base, base_link = loaded[DEFAULT_SUITE]
+    base_init = base.get("config", {}).get("init", {}).get("name")
     rows = []
     for setting, summary in base["summary"]["by_setting"].items():
+        wanted = choose(str(summary["operator"]), int(summary["size"]))
+        if wanted is None:  # auto falls back to random init here: the random arm's own numbers
+            peak = _fmt(summary.get("random_peak_psnr_median"))
+            iters = _iters(summary.get("iterations_to_target_random_median"))
+            rows.append(
+                f"| [auto → random init]({base_link}) | {setting} | {summary.get('tag') or ''} | "
+                f"{summary['n_cases']} | {peak} | {peak} (random) | +0.00 | {iters} → {iters} | ×1.0 | ×1.0 |"
+            )
+            continue
         source, results, link = DEFAULT_SUITE, base, base_link
-        wanted = recommended_init(str(summary["operator"]), int(summary["size"]), checkpoints)
-        for suite, (other, other_link) in loaded.items():
-            if (
-                wanted
-                and other.get("config", {}).get("init", {}).get("name") == wanted
-                and setting in other["summary"]["by_setting"]
-                and _random_cases(other, setting) == _random_cases(base, setting)
-            ):
-                source, results, link = suite, other, other_link
-                break
+        if wanted != base_init:
+            for suite, (other, other_link) in loaded.items():
+                if (
+                    other.get("config", {}).get("init", {}).get("name") == wanted
+                    and setting in other["summary"]["by_setting"]
+                    and _random_cases(other, setting) == _random_cases(base, setting)
+                ):
+                    source, results, link = suite, other, other_link
+                    break
+            else:
+                continue  # no suite ran that init on these measurements: no auto row for this setting
         one = {**results, "summary": {"by_setting": {setting: results["summary"]["by_setting"][setting]}}}
         label = "auto" if source == DEFAULT_SUITE else f"auto ← {source}"
         prefix = f"| [{source}]({link}) |"

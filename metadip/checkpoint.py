@@ -9,7 +9,8 @@ online recipe the init expects: optimizer, lr, optional per-tensor ``lr_per_tens
 iterations, stop), ``training`` (algorithm, task distribution, train and held-out images, steps, wall seconds,
 seed, the resolved config), ``card`` (a one-line model card) and, optionally, ``recommended_for`` (operator
 specs — a family such as ``deblur``, or ``superres:factor=4`` — for which ``--init auto`` prefers this init over
-:data:`DEFAULT_INIT`; see :func:`recommends`).
+:data:`DEFAULT_INIT`; see :func:`recommends`) and ``avoid_for`` (specs for which ``--init auto`` never picks it,
+e.g. where it was measured to lose clearly to random init; the next init, or random init, is used).
 
 Loading never unpickles: the weights are read with ``safetensors`` from bytes whose SHA-256 was checked first,
 and the sidecar is JSON. Every problem (missing or truncated file, hash mismatch, unknown format version,
@@ -62,6 +63,7 @@ class Init:
     path: Path | None = None
     noise_channels: int = 0  # z_mode "conditioned": noise channels appended to the back-projection
     recommended_for: tuple[str, ...] = ()  # operator specs --init auto picks this init for (see recommends)
+    avoid_for: tuple[str, ...] = ()  # operator specs --init auto never picks this init for
 
     def build(self, device: str | torch.device = "cpu") -> nn.Module:
         """The generator holding these weights (strict load; a mismatch is a MetadipError)."""
@@ -175,6 +177,7 @@ def save_checkpoint(
     noise_channels: int = 0,
     card: str | None = None,
     recommended_for: Sequence[str] = (),
+    avoid_for: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     """Write ``path_stem.safetensors`` and ``path_stem.json`` (each atomically; weights first, so a sidecar
     never points at weights that are not there yet). Returns both paths."""
@@ -211,6 +214,8 @@ def save_checkpoint(
     }
     if recommended_for:
         sidecar["recommended_for"] = list(check_recommendations(recommended_for, "recommended_for"))
+    if avoid_for:
+        sidecar["avoid_for"] = list(check_recommendations(avoid_for, "avoid_for"))
     weights_path = stem.with_name(name + WEIGHTS_SUFFIX)
     sidecar_path = stem.with_name(name + SIDECAR_SUFFIX)
     atomic_write_bytes(weights_path, data)
@@ -320,6 +325,7 @@ def load_checkpoint(name_or_path: str | os.PathLike) -> Init:
     recommended = check_recommendations(
         meta.get("recommended_for", []), f"checkpoint sidecar {sidecar_path}: recommended_for"
     )
+    avoided = check_recommendations(meta.get("avoid_for", []), f"checkpoint sidecar {sidecar_path}: avoid_for")
     init = Init(
         name=name,
         arch_config=dict(meta["arch"]),
@@ -333,6 +339,7 @@ def load_checkpoint(name_or_path: str | os.PathLike) -> Init:
         path=sidecar_path,
         noise_channels=int(meta.get("noise_channels") or 0),
         recommended_for=recommended,
+        avoid_for=avoided,
     )
     net = build_generator(init.arch_config)  # MetadipError for an unknown/invalid architecture
     load_weights(net, tensors, name)
@@ -366,6 +373,9 @@ def list_checkpoints() -> list[tuple[str, str]]:
             listed = meta.get("recommended_for")
             if isinstance(listed, list) and listed:
                 card += f" · --init auto picks it for {', '.join(map(str, listed))}"
+            avoided = meta.get("avoid_for")
+            if isinstance(avoided, list) and avoided:
+                card += f" · never for {', '.join(map(str, avoided))}"
             if not sidecar.with_name(str(meta.get("weights") or name + WEIGHTS_SUFFIX)).is_file():
                 card += " (weights file missing)"
             seen[name] = str(card)
@@ -377,7 +387,8 @@ def _find_shipped(channels: int | None, arch: str | None, operator: Any = None) 
     (None: any), generator preset ``arch`` and ``operator`` (a built operator), each when given: folders in
     :func:`checkpoint_dirs` order (``$METADIP_CHECKPOINTS`` first, so your own inits win); within a folder an
     init whose sidecar's ``recommended_for`` matches the operator (:func:`recommends`) first, then
-    :data:`DEFAULT_INIT`, then by name; None when none fits (the caller falls back to random init).
+    :data:`DEFAULT_INIT`, then by name; inits whose ``avoid_for`` matches it are skipped; None when none fits
+    (the caller falls back to random init).
     Checkpoints that fail to load are skipped here; naming one explicitly still reports why it failed."""
     try:
         names = [name for name, _ in list_checkpoints()]
@@ -407,6 +418,8 @@ def _find_shipped(channels: int | None, arch: str | None, operator: Any = None) 
         if channels is not None and int(init.arch_config.get("out_channels", 3)) != int(channels):
             continue
         if arch is not None and init.arch_config.get("name") != arch:
+            continue
+        if operator is not None and recommends(init.avoid_for, operator):
             continue
         return name, init
     return None

@@ -190,8 +190,8 @@ class PretrainConfig:
     ``algorithm`` (maml | reptile), ``seed``, ``steps`` (meta-steps), ``meta_batch`` (tasks per meta-step),
     ``export`` (also write ``checkpoints/NAME.*``), ``threads`` (CPU threads; default all cores / ranks),
     ``recommended_for`` (operator specs — ``deblur``, ``superres:factor=4`` — for which ``--init auto`` should
-    prefer this init over the default; each family must be trained on; recorded in the sidecar, it changes
-    nothing in training).
+    prefer this init over the default; each family must be trained on), ``avoid_for`` (specs for which
+    ``--init auto`` must never pick it); both are recorded in the sidecar and change nothing in training.
     Tables: ``[model]``, ``[input]``, ``[data]``, ``[tasks]``, ``[inner]``, ``[maml]``, ``[reptile]``,
     ``[online]``, ``[log]``."""
 
@@ -204,6 +204,7 @@ class PretrainConfig:
     export: bool = False
     threads: int | None = None
     recommended_for: tuple[str, ...] = ()
+    avoid_for: tuple[str, ...] = ()
     model: ModelConfig = field(default_factory=ModelConfig)
     input: InputConfig = field(default_factory=InputConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -232,6 +233,7 @@ class PretrainConfig:
                     f"recommended_for: {entry!r} is a family with no weight in [tasks]; an init is only "
                     "recommended for a family it was trained on"
                 )
+        check_recommendations(self.avoid_for, "avoid_for")
         if self.input.z_mode not in Z_MODES:
             raise MetadipError(f"input.z_mode {self.input.z_mode!r} is not one of {', '.join(Z_MODES)}")
         try:
@@ -291,7 +293,7 @@ class PretrainConfig:
 
 
 # keys that may differ between the run that wrote state.pt and the run that resumes it
-_RESUME_FREE = ("steps", "export", "log", "threads", "description", "recommended_for")
+_RESUME_FREE = ("steps", "export", "log", "threads", "description", "recommended_for", "avoid_for")
 
 
 def _comparable(config: PretrainConfig, saved: PretrainConfig) -> dict:
@@ -824,6 +826,7 @@ def run_pretrain(
             noise_channels=config.input.noise_channels if config.input.z_mode == "conditioned" else 0,
             card=card,
             recommended_for=config.recommended_for,
+            avoid_for=config.avoid_for,
         )
         state_dict = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         _, result.checkpoint = ckpt.save_checkpoint(out / config.name, state_dict, **common)

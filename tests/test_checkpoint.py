@@ -296,11 +296,39 @@ def test_auto_init_prefers_an_init_recommended_for_the_operator(tmp_path, monkey
     assert any("auto picks it for deblur, superres:factor=4" in card for _, card in checkpoint.list_checkpoints())
 
 
+def test_auto_init_skips_an_init_that_avoids_the_operator(tmp_path, monkeypatch):
+    from metadip import api, checkpoint, operators
+
+    def op(spec):
+        return operators.build_operator(spec, (3, 16, 16), generator=torch.Generator().manual_seed(0))
+
+    monkeypatch.setattr(checkpoint, "default_checkpoint_dir", lambda: tmp_path / "shipped")
+    monkeypatch.delenv("METADIP_CHECKPOINTS", raising=False)
+    save_tiny(tmp_path / "shipped" / checkpoint.DEFAULT_INIT, avoid_for=["inpaint:holes=blocks"])
+    assert load_checkpoint(checkpoint.DEFAULT_INIT).avoid_for == ("inpaint:holes=blocks",)
+    blocks, pixels = op("inpaint:holes=blocks,ratio=0.3"), op("inpaint:ratio=0.3")
+    assert checkpoint.shipped_init_for(3, operator=pixels) == checkpoint.DEFAULT_INIT
+    assert checkpoint.shipped_init_for(3, operator=blocks) is None  # the only init avoids it: random init
+    assert api.load_init("auto", arch=None, out_channels=3, seed=0, operator=blocks).name == "random"
+    y = blocks.A(torch.rand(1, 3, 16, 16))
+    assert api.reconstruct(y, blocks, iterations=1, stop="budget", progress=False).init == "random"
+    save_tiny(tmp_path / "shipped" / "other")
+    assert checkpoint.shipped_init_for(3, operator=blocks) == "other"  # the next init that does not avoid it
+    assert checkpoint.shipped_init_for(3) == checkpoint.DEFAULT_INIT  # without an operator nothing is avoided
+    assert any("never for inpaint:holes=blocks" in card for _, card in checkpoint.list_checkpoints())
+    # naming the init explicitly still uses it
+    assert api.load_init(checkpoint.DEFAULT_INIT, arch=None, out_channels=3, seed=0, operator=blocks).name == (
+        checkpoint.DEFAULT_INIT
+    )
+
+
 def test_bad_recommended_for_is_refused(tmp_path):
     with pytest.raises(MetadipError, match="recommended_for: unknown operator 'blur'"):
         save_tiny(tmp_path / "a", recommended_for=["blur"])
     with pytest.raises(MetadipError, match="recommended_for: .*factor"):
         save_tiny(tmp_path / "a", recommended_for=["superres:factor=1"])
+    with pytest.raises(MetadipError, match="avoid_for: unknown operator 'holes=blocks'"):
+        save_tiny(tmp_path / "a", avoid_for=["holes=blocks"])
     save_tiny(tmp_path / "b")
     sidecar = tmp_path / "b.json"
     meta = json.loads(sidecar.read_text())

@@ -571,20 +571,22 @@ def test_readme_table_auto_rows_follow_recommended_for(tmp_path):
     base = results("generic", 10, 50)
     special = results("blur-expert", 90, 5)
     other = results("blur-expert", 90, 5, random_blur=rising(26.0, 100, 150))  # different measurements
-    ckpts = tmp_path / "ckpts"
-    ckpts.mkdir()
-    (ckpts / "blur-expert.json").write_text(json.dumps({"name": "blur-expert", "recommended_for": ["deblur"]}))
-    (ckpts / "generic.json").write_text(json.dumps({"name": "generic"}))
-    assert readme_table.recommended_inits(ckpts) == [("blur-expert", ["deblur"])]
-    assert readme_table.recommended_init(blur, 32, ckpts) == "blur-expert"
-    assert readme_table.recommended_init("denoise:sigma=25", 32, ckpts) is None
+    choice = {"denoise:sigma=25": "generic", blur: "blur-expert"}
     loaded = {"default": (base, "d.md"), "expert": (special, "e.md")}
-    rows = readme_table.auto_rows(loaded, ckpts)
+    rows = readme_table.auto_rows(loaded, lambda op, size: choice[op])
     assert len(rows) == 2
     assert rows[0].startswith("| [auto](d.md) | denoise:sigma=25 @ 32px") and "×9.8" in rows[0]
     assert rows[1].startswith(f"| [auto ← expert](e.md) | {blur} @ 32px")
-    assert readme_table.auto_rows({"default": (base, "d.md"), "x": (other, "x.md")}, ckpts)[1].startswith("| [auto]")
-    assert readme_table.auto_rows({"expert": (special, "e.md")}, ckpts) == []
+    # a suite with other measurements is not used: no auto row for that setting
+    rows = readme_table.auto_rows({"default": (base, "d.md"), "x": (other, "x.md")}, lambda op, size: choice[op])
+    assert len(rows) == 1 and rows[0].startswith("| [auto](d.md)")
+    # auto → random init: the random arm's numbers
+    rows = readme_table.auto_rows(loaded, lambda op, size: None if op == blur else choice[op])
+    assert rows[1].startswith(f"| [auto → random init](d.md) | {blur} @ 32px") and "×1.0" in rows[1]
+    # the real rule on the shipped checkpoints
+    assert readme_table.shipped_choice("deblur:kernel=gauss,width=2", 64) == "universal-slim-tikhonov"
+    assert readme_table.shipped_choice("denoise:sigma=25", 64) == "universal-slim-long"
+    assert readme_table.auto_rows({"expert": (special, "e.md")}, lambda op, size: choice[op]) == []
 
 
 def test_operators_option_needs_a_value(tmp_path):

@@ -74,6 +74,8 @@ def test_shipped_recipes_parse_and_round_trip(tmp_path):
         ('name = "x"\n[input]\nlowpass = -1.0\n', "lowpass"),
         ('name = "x"\nrecommended_for = ["blur"]\n', "unknown operator 'blur'"),
         ('name = "x"\nrecommended_for = ["fourier:ratio=0.3"]\n', "no weight in \\[tasks\\]"),
+        ('name = "x"\navoid_for = "inpaint"\n', "avoid_for"),
+        ('name = "x"\navoid_for = ["inpaint:holes=round"]\n', "avoid_for: .*holes"),
         ("steps = 3\n", "name"),
         ('name = "x"\nsteps = \n', "TOML"),
     ],
