@@ -41,3 +41,24 @@ def test_auto_uses_the_universal_init_for_rgb_and_random_for_grey(monkeypatch):
     op1 = operators.build_operator("denoise:sigma=25", grey.shape[1:], generator=generator)
     result1 = api.reconstruct(operators.simulate(grey, op1, generator), op1, iterations=2, stop="budget")
     assert result1.init == "random"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("denoise:sigma=25", checkpoint.DEFAULT_INIT),
+        ("inpaint:ratio=0.5", checkpoint.DEFAULT_INIT),
+        ("inpaint:holes=blocks,ratio=0.4", None),  # every shipped init avoids block holes: random init
+        ("superres:factor=4", "universal-slim-tikhonov"),
+        ("superres:factor=4,filter=gauss,sigma=5", "universal-slim-tikhonov"),
+        ("superres:factor=2", checkpoint.DEFAULT_INIT),
+        ("deblur:kernel=gauss,width=2", "universal-slim-tikhonov"),
+        ("deblur:kernel=motion,length=9", "universal-slim-tikhonov"),
+        ("fourier:ratio=0.3", checkpoint.DEFAULT_INIT),
+    ],
+)
+def test_auto_rule_of_the_shipped_inits(monkeypatch, spec, expected):
+    """The per-operator choice the README documents (recommended_for / avoid_for in the shipped sidecars)."""
+    monkeypatch.delenv("METADIP_CHECKPOINTS", raising=False)
+    op = operators.build_operator(spec, (3, 64, 64), generator=torch.Generator().manual_seed(0))
+    assert checkpoint.shipped_init_for(3, operator=op) == expected
