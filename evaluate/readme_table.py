@@ -40,6 +40,7 @@ ORDER = (
     "size256",
     "default-universal-slim-maps",
     "default-universal-slim-tikhonov",
+    "default-universal-slim-superres",
     "ablation-warmstart",
     "quick",
 )

@@ -387,8 +387,9 @@ def _find_shipped(channels: int | None, arch: str | None, operator: Any = None) 
     (None: any), generator preset ``arch`` and ``operator`` (a built operator), each when given: folders in
     :func:`checkpoint_dirs` order (``$METADIP_CHECKPOINTS`` first, so your own inits win); within a folder an
     init whose sidecar's ``recommended_for`` matches the operator (:func:`recommends`) first, then
-    :data:`DEFAULT_INIT`, then by name; inits whose ``avoid_for`` matches it are skipped; None when none fits
-    (the caller falls back to random init).
+    inits trained on its family (``training.families``) before the others, so a specialist is no fallback for a
+    family it never saw; then :data:`DEFAULT_INIT`, then by name. Inits whose ``avoid_for`` matches the operator
+    are skipped; None when none fits (the caller falls back to random init).
     Checkpoints that fail to load are skipped here; naming one explicitly still reports why it failed."""
     try:
         names = [name for name, _ in list_checkpoints()]
@@ -396,19 +397,26 @@ def _find_shipped(channels: int | None, arch: str | None, operator: Any = None) 
         return None
     dirs = checkpoint_dirs()
 
-    def recommended(sidecar: Path) -> bool:
-        if operator is None:
-            return False
+    def fit(sidecar: Path | None) -> tuple[bool, bool]:
+        """(recommended for the operator, trained on its family): both False without an operator."""
+        if operator is None or sidecar is None:
+            return False, False
         try:
-            listed = _read_sidecar(sidecar).get("recommended_for", [])
+            meta = _read_sidecar(sidecar)
         except MetadipError:
-            return False
-        return isinstance(listed, list) and recommends([str(v) for v in listed], operator)
+            return False, False
+        listed = meta.get("recommended_for", [])
+        families = (meta.get("training") or {}).get("families")
+        return (
+            isinstance(listed, list) and recommends([str(v) for v in listed], operator),
+            isinstance(families, list) and operator.name in families,
+        )
 
-    def rank(name: str) -> tuple[int, bool, bool, str]:
+    def rank(name: str) -> tuple[int, bool, bool, bool, str]:
         folder = next((i for i, d in enumerate(dirs) if (d / f"{name}{SIDECAR_SUFFIX}").is_file()), len(dirs))
         sidecar = dirs[folder] / f"{name}{SIDECAR_SUFFIX}" if folder < len(dirs) else None
-        return (folder, not (sidecar is not None and recommended(sidecar)), name != DEFAULT_INIT, name)
+        recommended, trained = fit(sidecar)
+        return (folder, not recommended, not trained, name != DEFAULT_INIT, name)
 
     for name in sorted(names, key=rank):
         try:

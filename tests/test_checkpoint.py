@@ -322,6 +322,27 @@ def test_auto_init_skips_an_init_that_avoids_the_operator(tmp_path, monkeypatch)
     )
 
 
+def test_auto_init_prefers_inits_trained_on_the_family(tmp_path, monkeypatch):
+    from metadip import checkpoint, operators
+
+    def op(spec):
+        return operators.build_operator(spec, (3, 16, 16), generator=torch.Generator().manual_seed(0))
+
+    def trained_on(*families):
+        return {"algorithm": "maml", "steps": 1, "families": list(families), "train_images": [], "held_out_images": []}
+
+    monkeypatch.setattr(checkpoint, "default_checkpoint_dir", lambda: tmp_path / "shipped")
+    monkeypatch.delenv("METADIP_CHECKPOINTS", raising=False)
+    save_tiny(tmp_path / "shipped" / checkpoint.DEFAULT_INIT, training=trained_on("denoise", "inpaint"))
+    save_tiny(tmp_path / "shipped" / "aa-superres", training=trained_on("superres"))
+    save_tiny(tmp_path / "shipped" / "bb-blur", training=trained_on("deblur"))
+    assert checkpoint.shipped_init_for(3, operator=op("denoise")) == checkpoint.DEFAULT_INIT
+    assert checkpoint.shipped_init_for(3, operator=op("deblur")) == "bb-blur"  # trained on it, not recommended
+    assert checkpoint.shipped_init_for(3, operator=op("superres")) == "aa-superres"
+    # a family nobody was trained on: the universal default, not the first specialist by name
+    assert checkpoint.shipped_init_for(3, operator=op("fourier")) == checkpoint.DEFAULT_INIT
+
+
 def test_bad_recommended_for_is_refused(tmp_path):
     with pytest.raises(MetadipError, match="recommended_for: unknown operator 'blur'"):
         save_tiny(tmp_path / "a", recommended_for=["blur"])

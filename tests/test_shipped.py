@@ -49,12 +49,12 @@ def test_auto_uses_the_universal_init_for_rgb_and_random_for_grey(monkeypatch):
         ("denoise:sigma=25", checkpoint.DEFAULT_INIT),
         ("inpaint:ratio=0.5", checkpoint.DEFAULT_INIT),
         ("inpaint:holes=blocks,ratio=0.4", None),  # every shipped init avoids block holes: random init
-        ("superres:factor=4", "universal-slim-tikhonov"),
-        ("superres:factor=4,filter=gauss,sigma=5", "universal-slim-tikhonov"),
+        ("superres:factor=4", "universal-slim-superres"),
+        ("superres:factor=4,filter=gauss,sigma=5", "universal-slim-superres"),
         ("superres:factor=2", checkpoint.DEFAULT_INIT),
         ("deblur:kernel=gauss,width=2", "universal-slim-tikhonov"),
         ("deblur:kernel=motion,length=9", "universal-slim-tikhonov"),
-        ("fourier:ratio=0.3", checkpoint.DEFAULT_INIT),
+        ("fourier:ratio=0.3", checkpoint.DEFAULT_INIT),  # no init saw Fourier: the universal default, not a specialist
     ],
 )
 def test_auto_rule_of_the_shipped_inits(monkeypatch, spec, expected):
