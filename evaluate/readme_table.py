@@ -95,15 +95,11 @@ def shipped_choice(operator: str, size: int) -> str | None:
     """The init ``metadip reconstruct --init auto`` picks for an RGB ``operator`` (a spec) at ``size`` px from
     the repository's ``checkpoints/`` alone (``$METADIP_CHECKPOINTS`` ignored), or None for random init."""
     sys.path.insert(0, str(ROOT))
-    import torch
-
     from metadip import checkpoint
-    from metadip.operators import build_operator
 
-    op = build_operator(operator, (3, size, size), generator=torch.Generator().manual_seed(0))
     saved = os.environ.pop(checkpoint.ENV_VAR, None)
     try:
-        return checkpoint.shipped_init_for(3, operator=op)
+        return checkpoint.shipped_init_for_spec(operator, size)
     finally:
         if saved is not None:
             os.environ[checkpoint.ENV_VAR] = saved

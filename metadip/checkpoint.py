@@ -140,9 +140,9 @@ def check_recommendations(value: Any, what: str) -> tuple[str, ...]:
 
 
 def recommends(entries: Sequence[str], operator: Any) -> bool:
-    """Whether one of the ``recommended_for`` specs matches ``operator`` (a built operator): the same family
-    and, for every parameter the spec names, the same value (``superres:factor=4`` matches any ×4
-    super-resolution, whatever its filter or noise)."""
+    """Whether one of the specs (``recommended_for`` / ``avoid_for``) matches ``operator`` (a built operator):
+    the same family and, for every parameter the spec names, the same value (``superres:factor=4`` matches any
+    ×4 super-resolution, whatever its filter or noise)."""
     from metadip.operators import parse_operator_spec
 
     params = operator.params()
@@ -443,6 +443,16 @@ def shipped_init_for(channels: int | None, arch: str | None = None, operator: An
     """The name (as ``--init NAME`` takes it) of the init ``--init auto`` picks, or None."""
     found = _find_shipped(channels, arch, operator)
     return None if found is None else found[0]
+
+
+def shipped_init_for_spec(spec: str, size: int = 64, channels: int | None = 3) -> str | None:
+    """:func:`shipped_init_for` an operator given as a spec (built at ``size`` px with a fixed seed, so its
+    default parameters are filled in), e.g. to report the ``--init auto`` rule without a measurement."""
+    from metadip.operators import build_operator
+
+    shape = (channels or 3, size, size)
+    op = build_operator(spec, shape, generator=torch.Generator().manual_seed(0))
+    return shipped_init_for(channels, operator=op)
 
 
 def dip_recipe() -> dict:

@@ -91,7 +91,7 @@ def checkpoints() -> None:
     ``--init auto`` picks for RGB images of each operator family with its default parameters."""
     import torch
 
-    from metadip.checkpoint import checkpoint_dirs, list_checkpoints, shipped_init_for
+    from metadip.checkpoint import checkpoint_dirs, list_checkpoints, shipped_init_for_spec
     from metadip.operators import OPERATORS, build_operator
 
     found = list_checkpoints()
@@ -103,6 +103,7 @@ def checkpoints() -> None:
         click.echo(f"{name:<{width}}  {card}")
     picks = []
     for family in OPERATORS:
-        op = build_operator(family, (3, 64, 64), generator=torch.Generator().manual_seed(0))
-        picks.append(f"{op.spec()} → {shipped_init_for(3, operator=op) or 'random'}")
+        # the family with its defaults written out (seeded: drawing a Fourier mask leaves the global RNG alone)
+        spec = build_operator(family, (3, 64, 64), generator=torch.Generator().manual_seed(0)).spec()
+        picks.append(f"{spec} → {shipped_init_for_spec(spec) or 'random'}")
     click.echo("--init auto (RGB, default parameters): " + "; ".join(picks))

@@ -268,14 +268,12 @@ def random_arch(meta_arch: dict) -> str | dict:
 def _auto_init(config: EvalConfig | None = None) -> tuple[str | None, bool]:
     """``--init auto``: (name, mixed). The same choice as ``metadip reconstruct --init auto`` (any channel
     count) when it is the same for every operator of the suite; else the universal default, with mixed True."""
-    from metadip.checkpoint import shipped_init_for
-    from metadip.operators import build_operator
+    from metadip.checkpoint import shipped_init_for, shipped_init_for_spec
 
     picks: set[str | None] = set()
     for run in config.runs if config is not None else ():
         for spec in run.operators:
-            op = build_operator(spec, (3, run.size, run.size), generator=torch.Generator().manual_seed(0))
-            picks.add(shipped_init_for(None, operator=op))
+            picks.add(shipped_init_for_spec(spec, run.size, channels=None))
     if len(picks) == 1:
         return picks.pop(), False
     return shipped_init_for(None), len(picks) > 1
