@@ -18,6 +18,7 @@ and the iteration of the peak, for each candidate; writes the same as JSON with 
 ``--images`` also takes image files (any path with a slash). ``--images outside`` is a development set that
 is in neither the training nor the held-out list: four crops (face, uniform, left, whole) of the photograph
 ``grace_hopper.jpg`` that matplotlib bundles — no picture an init was trained or tested on.
+``--channels 1`` runs grey pictures (luminance), for grey inits and grey random init.
 ``--lr-scale`` / ``--ema`` try another online recipe for the same weights (a copy of the checkpoint with an
 edited sidecar, in a temporary folder).
 """
@@ -74,7 +75,9 @@ def image_item(image: str):
     return ImageItem(name=image, kind="sample")
 
 
-def run_curve(init: str, image: str, operator: str, seed: int, size: int, iterations: int) -> list[float]:
+def run_curve(
+    init: str, image: str, operator: str, seed: int, size: int, iterations: int, channels: int = 3
+) -> list[float]:
     import torch
 
     from metadip import api
@@ -82,7 +85,7 @@ def run_curve(init: str, image: str, operator: str, seed: int, size: int, iterat
 
     torch.manual_seed(seed)
     item = image_item(image)
-    x = load_clean(item, size, 3)
+    x = load_clean(item, size, channels)
     op, y = make_problem(x, operator, seed, item.name)
     result = api.reconstruct(y, op, init=init, iterations=iterations, stop="budget", seed=seed, reference=x)
     return list(result.history["psnr"])
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--operators", default=";".join(DEV_OPERATORS), help="operator specs, ';' separated")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=3, help="1: grey pictures (luminance)")
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--baseline", default=None, help="also run this init (e.g. random) and report Δ/speedup")
     parser.add_argument("--baseline-iterations", type=int, default=1000)
@@ -152,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         "images": [image_item(i).name for i in images],
         "seeds": args.seeds,
         "size": args.size,
+        "channels": args.channels,
         "iterations": args.iterations,
         "lr_scale": args.lr_scale,
         "ema": args.ema,
@@ -164,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline:
             for operator in operators:
                 for image, seed in cases_of:
-                    curve = run_curve(args.baseline, image, operator, seed, args.size, args.baseline_iterations)
+                    curve = run_curve(
+                        args.baseline, image, operator, seed, args.size, args.baseline_iterations, args.channels
+                    )
                     baselines[operator, image, seed] = curve
             for op in operators:
                 rows = [summarise(baselines[op, i, s]) for i, s in cases_of]
@@ -186,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                         "image": image_item(image).name,
                         "seed": seed,
                         **summarise(
-                            run_curve(run_init, image, operator, seed, args.size, args.iterations),
+                            run_curve(run_init, image, operator, seed, args.size, args.iterations, args.channels),
                             baselines.get((operator, image, seed)),
                         ),
                     }

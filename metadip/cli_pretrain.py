@@ -88,7 +88,7 @@ def pretrain(
 @click.command("checkpoints")
 def checkpoints() -> None:
     """List the initialisations that ship with metadip (and those in $METADIP_CHECKPOINTS), then what
-    ``--init auto`` picks for RGB images of each operator family with its default parameters."""
+    ``--init auto`` picks for RGB and for grey images of each operator family with its default parameters."""
     import torch
 
     from metadip.checkpoint import checkpoint_dirs, list_checkpoints, shipped_init_for_spec
@@ -101,9 +101,10 @@ def checkpoints() -> None:
     width = max(len(name) for name, _ in found)
     for name, card in found:
         click.echo(f"{name:<{width}}  {card}")
-    picks = []
-    for family in OPERATORS:
-        # the family with its defaults written out (seeded: drawing a Fourier mask leaves the global RNG alone)
-        spec = build_operator(family, (3, 64, 64), generator=torch.Generator().manual_seed(0)).spec()
-        picks.append(f"{spec} → {shipped_init_for_spec(spec) or 'random'}")
-    click.echo("--init auto (RGB, default parameters): " + "; ".join(picks))
+    for channels, label in ((3, "RGB"), (1, "grey")):
+        picks = []
+        for family in OPERATORS:
+            # the family with its defaults written out (seeded: drawing a Fourier mask leaves the global RNG alone)
+            spec = build_operator(family, (channels, 64, 64), generator=torch.Generator().manual_seed(0)).spec()
+            picks.append(f"{spec} → {shipped_init_for_spec(spec, channels=channels) or 'random'}")
+        click.echo(f"--init auto ({label}, default parameters): " + "; ".join(picks))

@@ -352,27 +352,50 @@ def _load_init_from(config: PretrainConfig, net, recipe, learner) -> dict:
 
     source = ckpt.load_checkpoint(config.model.init_from)
     where = f"model.init_from {config.model.init_from!r}"
-    if source.arch_config != net.config:
-        differ = sorted(
-            k for k in set(source.arch_config) | set(net.config) if source.arch_config.get(k) != net.config.get(k)
-        )
-        raise MetadipError(f"{where}: its architecture differs from this config's in {', '.join(differ)}")
     z_mode, noise = config.input.z_mode, config.input.noise_channels if config.input.z_mode == "conditioned" else 0
+    to_grey = _rgb_to_grey(source, net, z_mode)
+    source_arch, source_recipe = source.arch_config, source.input_recipe
+    if to_grey:  # compare everything but the colour channels
+        source_arch = {**source_arch, "in_channels": net.config.get("in_channels"), "out_channels": 1}
+        source_recipe = dataclasses.replace(source_recipe, channels=recipe.channels)
+    if source_arch != net.config:
+        differ = sorted(k for k in set(source_arch) | set(net.config) if source_arch.get(k) != net.config.get(k))
+        raise MetadipError(f"{where}: its architecture differs from this config's in {', '.join(differ)}")
     if source.z_mode != z_mode or source.noise_channels != noise:
         raise MetadipError(
             f"{where}: it was trained with z_mode {source.z_mode!r} ({source.noise_channels} noise channels), "
             f"this config uses {z_mode!r} ({noise})"
         )
-    if source.input_recipe != recipe:
+    if source_recipe != recipe:
         raise MetadipError(f"{where}: its input recipe {source.input_recipe} differs from this config's {recipe}")
+    state = source.state_dict
+    if to_grey:
+        from metadip.meta.grey import rgb_to_grey_state
+
+        colour_blocks = 3 if recipe.estimate == "both" else 2
+        shared = recipe.channels - colour_blocks
+        shapes = {k: v.shape for k, v in net.state_dict().items()}
+        state = rgb_to_grey_state(state, shapes, colour_blocks, shared)
     device = next(net.parameters()).device
     with torch.no_grad():
-        net.load_state_dict({k: v.to(device) for k, v in source.state_dict.items()}, strict=True)
+        net.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
         lrs = source.inner.get("lr_per_tensor") or {}
         for name, value in (getattr(learner, "log_lr", None) or {}).items():
             if name in lrs and lrs[name] > 0:
                 value.fill_(math.log(float(lrs[name]) / learner.inner.lr))
-    return {"name": source.name, "sha256": str(source.sidecar.get("sha256", ""))}
+    found = {"name": source.name, "sha256": str(source.sidecar.get("sha256", ""))}
+    return {**found, "converted": "rgb-to-grey"} if to_grey else found
+
+
+def _rgb_to_grey(source, net, z_mode: str) -> bool:
+    """Whether ``model.init_from`` is an RGB measurement-conditioned init and ``net`` its grey counterpart
+    (:mod:`metadip.meta.grey` converts the weights exactly for grey pictures)."""
+    return (
+        z_mode == "conditioned"
+        and source.z_mode == "conditioned"
+        and int(source.arch_config.get("out_channels", 3)) == 3
+        and int(net.config.get("out_channels", 3)) == 1
+    )
 
 
 def _validation_inner(config: PretrainConfig) -> InnerConfig:
