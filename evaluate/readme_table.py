@@ -8,7 +8,8 @@ The first rows, suite ``auto``, are what ``metadip reconstruct --init auto`` get
 ``avoid_for``): the default suite's row when it is the default suite's init, the row of the suite that ran the
 chosen init on the same measurements (same random-arm cases; ``auto ← SUITE``), or the random arm's own
 numbers when auto falls back to random init (``auto → random init``). No case is computed for these rows;
-they are the other suites' rows, picked by the rule ``--init auto`` follows.
+they are the other suites' rows, picked by the rule ``--init auto`` follows. The ``auto (grey)`` rows do the
+same for grey pictures, from the ``grey`` suite's settings.
 
 Only the lines between ``<!-- results:begin -->`` and ``<!-- results:end -->`` in README.md are touched; a
 README without both markers is left alone (an error is printed). The quick suite is a smoke test and is left
@@ -29,6 +30,8 @@ RESULTS = ROOT / "evaluate" / "results"
 README = ROOT / "README.md"
 #: The suite whose init is the universal default; the ``auto`` rows start from it.
 DEFAULT_SUITE = "default"
+#: The same for grey pictures: the ``auto (grey)`` rows start from it.
+GREY_SUITE = "grey"
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
 #: Suites first in this order, then any other suite alphabetically (run_suites.py runs them in this order too,
@@ -41,6 +44,9 @@ ORDER = (
     "default-universal-slim-maps",
     "default-universal-slim-tikhonov",
     "default-universal-slim-superres",
+    "grey",
+    "grey-universal-slim-tikhonov-grey",
+    "grey-universal-slim-superres-grey",
     "ablation-warmstart",
     "quick",
 )
@@ -91,15 +97,16 @@ def rows_for(suite: str, results: dict, link: str) -> list[str]:
     return rows
 
 
-def shipped_choice(operator: str, size: int) -> str | None:
-    """The init ``metadip reconstruct --init auto`` picks for an RGB ``operator`` (a spec) at ``size`` px from
-    the repository's ``checkpoints/`` alone (``$METADIP_CHECKPOINTS`` ignored), or None for random init."""
+def shipped_choice(operator: str, size: int, channels: int = 3) -> str | None:
+    """The init ``metadip reconstruct --init auto`` picks for an ``operator`` (a spec) at ``size`` px on pictures
+    with ``channels`` channels from the repository's ``checkpoints/`` alone (``$METADIP_CHECKPOINTS`` ignored),
+    or None for random init."""
     sys.path.insert(0, str(ROOT))
     from metadip import checkpoint
 
     saved = os.environ.pop(checkpoint.ENV_VAR, None)
     try:
-        return checkpoint.shipped_init_for_spec(operator, size)
+        return checkpoint.shipped_init_for_spec(operator, size, channels=channels)
     finally:
         if saved is not None:
             os.environ[checkpoint.ENV_VAR] = saved
@@ -115,13 +122,16 @@ def _random_cases(results: dict, setting: str) -> list:
 
 
 def auto_rows(
-    loaded: dict[str, tuple[dict, str]], choose: Callable[[str, int], str | None] = shipped_choice
+    loaded: dict[str, tuple[dict, str]],
+    choose: Callable[[str, int], str | None] = shipped_choice,
+    base_suite: str = DEFAULT_SUITE,
+    label: str = "auto",
 ) -> list[str]:
-    """The ``auto`` rows (see the module docstring); [] without a default suite. ``choose(operator, size)``
-    names the init ``--init auto`` picks (None: random init)."""
-    if DEFAULT_SUITE not in loaded:
+    """The ``auto`` rows (see the module docstring), named ``label``, from the settings of ``base_suite``; []
+    without that suite. ``choose(operator, size)`` names the init ``--init auto`` picks (None: random init)."""
+    if base_suite not in loaded:
         return []
-    base, base_link = loaded[DEFAULT_SUITE]
+    base, base_link = loaded[base_suite]
     base_init = base.get("config", {}).get("init", {}).get("name")
     rows = []
     for setting, summary in base["summary"]["by_setting"].items():
@@ -130,11 +140,11 @@ def auto_rows(
             peak = _fmt(summary.get("random_peak_psnr_median"))
             iters = _iters(summary.get("iterations_to_target_random_median"))
             rows.append(
-                f"| [auto → random init]({base_link}) | {setting} | {summary.get('tag') or ''} | "
+                f"| [{label} → random init]({base_link}) | {setting} | {summary.get('tag') or ''} | "
                 f"{summary['n_cases']} | {peak} | {peak} (random) | +0.00 | {iters} → {iters} | ×1.0 | ×1.0 |"
             )
             continue
-        source, results, link = DEFAULT_SUITE, base, base_link
+        source, results, link = base_suite, base, base_link
         if wanted != base_init:
             for suite, (other, other_link) in loaded.items():
                 if (
@@ -147,9 +157,9 @@ def auto_rows(
             else:
                 continue  # no suite ran that init on these measurements: no auto row for this setting
         one = {**results, "summary": {"by_setting": {setting: results["summary"]["by_setting"][setting]}}}
-        label = "auto" if source == DEFAULT_SUITE else f"auto ← {source}"
+        name = label if source == base_suite else f"{label} ← {source}"
         prefix = f"| [{source}]({link}) |"
-        rows += [row.replace(prefix, f"| [{label}]({link}) |", 1) for row in rows_for(source, one, link)]
+        rows += [row.replace(prefix, f"| [{name}]({link}) |", 1) for row in rows_for(source, one, link)]
     return rows
 
 
@@ -179,6 +189,9 @@ def table(root: Path = RESULTS, include_quick: bool = False, readme_dir: Path = 
             link = str(path.parent / "report.md")
         loaded[suite] = (results, link)
     lines += auto_rows(loaded)
+    lines += auto_rows(
+        loaded, lambda op, size: shipped_choice(op, size, channels=1), base_suite=GREY_SUITE, label="auto (grey)"
+    )
     for suite, (results, link) in loaded.items():
         lines += rows_for(suite, results, link)
         config = results.get("config", {})
@@ -195,7 +208,8 @@ def table(root: Path = RESULTS, include_quick: bool = False, readme_dir: Path = 
         "peak − 0.5 dB ÷ iterations meta init needs (0 when it never does); Δ at stop = meta − random "
         "PSNR at the no-ground-truth stopping rule's output. `auto` rows: what `--init auto` picks per "
         "operator (`auto ← SUITE`: the shipped init recommended for it, from that suite's identical "
-        "measurements; plain `auto`: the default suite's row). " + "; ".join(inits) + ".",
+        "measurements; plain `auto`: the default suite's row; `auto (grey)`: the same for grey pictures, from the "
+        "grey suite). " + "; ".join(inits) + ".",
     ]
     return "\n".join(lines)
 

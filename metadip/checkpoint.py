@@ -44,6 +44,10 @@ SIDECAR_SUFFIX = ".json"
 ENV_VAR = "METADIP_CHECKPOINTS"
 #: The shipped universal initialisation that ``--init auto`` (the default) prefers when it fits.
 DEFAULT_INIT = "universal-slim-long"
+#: Its grey (one-channel) counterpart: auto's universal init for grey pictures.
+DEFAULT_GREY_INIT = "universal-slim-grey"
+#: The universal inits auto ranks before the other inits of a folder (each fits one channel count).
+DEFAULT_INITS = (DEFAULT_INIT, DEFAULT_GREY_INIT)
 REQUIRED_KEYS = ("format_version", "name", "sha256", "arch", "input", "inner", "training")
 
 
@@ -388,8 +392,9 @@ def _find_shipped(channels: int | None, arch: str | None, operator: Any = None) 
     :func:`checkpoint_dirs` order (``$METADIP_CHECKPOINTS`` first, so your own inits win); within a folder an
     init whose sidecar's ``recommended_for`` matches the operator (:func:`recommends`) first, then
     inits trained on its family (``training.families``) before the others, so a specialist is no fallback for a
-    family it never saw; then :data:`DEFAULT_INIT`, then by name. Inits whose ``avoid_for`` matches the operator
-    are skipped; None when none fits (the caller falls back to random init).
+    family it never saw; then :data:`DEFAULT_INITS` in their order (the RGB default before the grey one), then
+    by name. Inits whose ``avoid_for`` matches the operator are skipped; None when none fits (the caller falls
+    back to random init).
     Checkpoints that fail to load are skipped here; naming one explicitly still reports why it failed."""
     try:
         names = [name for name, _ in list_checkpoints()]
@@ -412,11 +417,12 @@ def _find_shipped(channels: int | None, arch: str | None, operator: Any = None) 
             isinstance(families, list) and operator.name in families,
         )
 
-    def rank(name: str) -> tuple[int, bool, bool, bool, str]:
+    def rank(name: str) -> tuple[int, bool, bool, int, str]:
         folder = next((i for i, d in enumerate(dirs) if (d / f"{name}{SIDECAR_SUFFIX}").is_file()), len(dirs))
         sidecar = dirs[folder] / f"{name}{SIDECAR_SUFFIX}" if folder < len(dirs) else None
         recommended, trained = fit(sidecar)
-        return (folder, not recommended, not trained, name != DEFAULT_INIT, name)
+        default = DEFAULT_INITS.index(name) if name in DEFAULT_INITS else len(DEFAULT_INITS)
+        return (folder, not recommended, not trained, default, name)
 
     for name in sorted(names, key=rank):
         try:

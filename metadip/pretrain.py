@@ -59,7 +59,9 @@ class ModelConfig:
     config (e.g. ``{channels_down = [16, 16, 16]}``). Output channels come from ``tasks.channels``.
     ``init_from``: start θ0 from a checkpoint (shipped name or path) instead of random weights — fine-tuning a
     shipped init on another operator distribution or objective. Its architecture and z recipe must be the ones
-    this config builds; its learned per-tensor inner lrs seed Meta-SGD's."""
+    this config builds, except that an RGB measurement-conditioned init may seed a grey recipe
+    (``tasks.channels = 1``): :mod:`metadip.meta.grey` converts it. Its learned per-tensor inner lrs seed
+    Meta-SGD's."""
 
     arch: str = "skip-slim"
     options: dict[str, Any] = field(default_factory=dict)

@@ -189,7 +189,7 @@ def test_quick_suite_file_matches_quick_option():
     assert suite == evaluation.quick_config()
 
 
-@pytest.mark.parametrize("name", ["quick", "default", "size256"])
+@pytest.mark.parametrize("name", ["quick", "default", "size256", "grey"])
 def test_suites_parse(name):
     suite = evaluation.load_suite(ROOT / "evaluate" / "suites" / f"{name}.toml")
     assert suite.runs and suite.name == name
@@ -587,6 +587,12 @@ def test_readme_table_auto_rows_follow_recommended_for(tmp_path):
     assert readme_table.shipped_choice("deblur:kernel=gauss,width=2", 64) == "universal-slim-tikhonov"
     assert readme_table.shipped_choice("denoise:sigma=25", 64) == "universal-slim-long"
     assert readme_table.auto_rows({"expert": (special, "e.md")}, lambda op, size: choice[op]) == []
+    # the grey rows: the same rule from the grey suite's settings, under their own label
+    grey = {"grey": (base, "g.md"), "expert": (special, "e.md")}
+    rows = readme_table.auto_rows(grey, lambda op, size: choice[op], base_suite="grey", label="auto (grey)")
+    assert rows[0].startswith("| [auto (grey)](g.md) | denoise") and rows[1].startswith("| [auto (grey) ← expert]")
+    assert readme_table.auto_rows(loaded, lambda op, size: choice[op], base_suite="grey") == []
+    assert readme_table.shipped_choice("denoise:sigma=25", 64, channels=1) == "universal-slim-grey"
 
 
 def test_operators_option_needs_a_value(tmp_path):

@@ -13,7 +13,18 @@ SHIPPED = sorted(p.stem for p in checkpoint.default_checkpoint_dir().glob("*.jso
 
 
 def test_the_universal_init_is_shipped():
-    assert checkpoint.DEFAULT_INIT in SHIPPED
+    assert checkpoint.DEFAULT_INIT in SHIPPED and checkpoint.DEFAULT_GREY_INIT in SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_checkpoint_has_its_recipe_and_model_card(name):
+    """Every shipped init can be retrained from pretrain/NAME.toml and is described in checkpoints/README.md."""
+    from metadip.pretrain import PretrainConfig
+
+    root = checkpoint.default_checkpoint_dir().parent
+    assert PretrainConfig.from_toml(root / "pretrain" / f"{name}.toml").name == name
+    cards = (checkpoint.default_checkpoint_dir() / "README.md").read_text(encoding="utf-8")
+    assert f"\n## {name} " in cards or f"\n## {name}\n" in cards
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -29,7 +40,7 @@ def test_shipped_checkpoint_is_self_describing(name):
     assert name in dict(checkpoint.list_checkpoints())
 
 
-def test_auto_uses_the_universal_init_for_rgb_and_random_for_grey(monkeypatch):
+def test_auto_uses_the_universal_init_for_rgb_and_the_grey_init_for_grey(monkeypatch):
     monkeypatch.delenv("METADIP_CHECKPOINTS", raising=False)
     x = sample_image("astronaut", 24)
     generator = torch.Generator().manual_seed(0)
@@ -40,7 +51,7 @@ def test_auto_uses_the_universal_init_for_rgb_and_random_for_grey(monkeypatch):
     grey = x.mean(dim=1, keepdim=True)
     op1 = operators.build_operator("denoise:sigma=25", grey.shape[1:], generator=generator)
     result1 = api.reconstruct(operators.simulate(grey, op1, generator), op1, iterations=2, stop="budget")
-    assert result1.init == "random"
+    assert result1.init == "universal-slim-grey" and result1.image.shape == grey.shape
 
 
 @pytest.mark.parametrize(
@@ -62,3 +73,43 @@ def test_auto_rule_of_the_shipped_inits(monkeypatch, spec, expected):
     monkeypatch.delenv("METADIP_CHECKPOINTS", raising=False)
     op = operators.build_operator(spec, (3, 64, 64), generator=torch.Generator().manual_seed(0))
     assert checkpoint.shipped_init_for(3, operator=op) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("denoise:sigma=25", checkpoint.DEFAULT_GREY_INIT),
+        ("inpaint:ratio=0.5", checkpoint.DEFAULT_GREY_INIT),
+        ("inpaint:holes=blocks,ratio=0.4", None),
+        ("superres:factor=4", "universal-slim-superres-grey"),
+        ("superres:factor=2", checkpoint.DEFAULT_GREY_INIT),
+        ("deblur:kernel=gauss,width=2", "universal-slim-tikhonov-grey"),
+        ("deblur:kernel=motion,length=9", "universal-slim-tikhonov-grey"),
+        ("fourier:ratio=0.3", checkpoint.DEFAULT_GREY_INIT),
+    ],
+)
+def test_auto_rule_of_the_shipped_grey_inits(monkeypatch, spec, expected):
+    """Grey pictures get the grey conversions of the RGB inits, by the same rules; never an RGB init."""
+    monkeypatch.delenv("METADIP_CHECKPOINTS", raising=False)
+    op = operators.build_operator(spec, (1, 64, 64), generator=torch.Generator().manual_seed(0))
+    assert checkpoint.shipped_init_for(1, operator=op) == expected
+    assert checkpoint.shipped_init_for_spec(spec, channels=1) == expected
+    if expected is not None:
+        assert checkpoint.load_checkpoint(expected).arch_config["out_channels"] == 1
+
+
+def test_grey_inits_were_converted_from_their_rgb_originals():
+    for grey, colour in [
+        (checkpoint.DEFAULT_GREY_INIT, checkpoint.DEFAULT_INIT),
+        ("universal-slim-tikhonov-grey", "universal-slim-tikhonov"),
+        ("universal-slim-superres-grey", "universal-slim-superres"),
+    ]:
+        source = checkpoint.load_checkpoint(colour)
+        init = checkpoint.load_checkpoint(grey)
+        assert init.training["init_from"] == {
+            "name": colour,
+            "sha256": source.sidecar["sha256"],
+            "converted": "rgb-to-grey",
+        }
+        assert init.input_recipe.estimate == source.input_recipe.estimate
+        assert init.avoid_for == source.avoid_for and init.recommended_for == source.recommended_for
