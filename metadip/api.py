@@ -87,6 +87,14 @@ def load_init(init: str | Path, *, arch: str | None, out_channels: int, seed: in
     if str(init) == "random":
         return checkpoint.random_init(arch or DEFAULT_ARCH, out_channels=out_channels, seed=seed)
     loaded = checkpoint.load_checkpoint(init)
+    trained_for = int(loaded.arch_config.get("out_channels", out_channels))
+    if trained_for != out_channels:
+        fits = checkpoint.shipped_init_for(out_channels, arch, operator)
+        hint = f"--init auto (here: {fits})" if fits else "--init random"
+        raise MetadipError(
+            f"initialisation {loaded.name!r} is for {trained_for}-channel images, this image has {out_channels}; "
+            f"use {hint} or an init for {out_channels}-channel images"
+        )
     if arch is not None and arch != loaded.arch_config.get("name"):
         raise MetadipError(
             f"--arch {arch} does not match the checkpoint's architecture {loaded.arch_config.get('name')!r}; "

@@ -121,3 +121,14 @@ def test_grey_recipe_fine_tunes_a_colour_init(tmp_path):
     back = conditioned(dataclasses.replace(base, steps=0), 3, init_from=str(grey_path))
     with pytest.raises(MetadipError, match="architecture differs"):
         run_pretrain(back, tmp_path / "back", device="cpu", progress=False)
+
+
+def test_a_colour_init_named_for_a_grey_picture_is_refused_with_the_fitting_choice(monkeypatch):
+    from metadip import api, operators
+
+    monkeypatch.delenv("METADIP_CHECKPOINTS", raising=False)
+    grey = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    op = operators.build_operator("denoise:sigma=25", grey.shape[1:])
+    y = operators.simulate(grey, op, torch.Generator().manual_seed(1))
+    with pytest.raises(MetadipError, match=r"for 3-channel images, this image has 1; use --init auto \(here: "):
+        api.reconstruct(y, op, init="universal-slim-long", iterations=1, device="cpu")
