@@ -19,22 +19,14 @@ import torch
 from metadip.errors import MetadipError
 
 
-def _input_blocks(colour: int, colour_blocks: int, shared: int) -> list[tuple[str, int]]:
-    """The channel layout of a conditioned z: ``colour_blocks`` per-colour blocks, then ``shared`` channels."""
-    return [("colour", colour)] * colour_blocks + [("shared", shared)]
-
-
 def convert_input_weight(weight: torch.Tensor, colour_blocks: int, shared: int) -> torch.Tensor:
-    """O×(3·blocks + shared)×k×k → O×(blocks + shared)×k×k: per-colour blocks summed, shared channels kept."""
+    """O×(3·blocks + shared)×k×k → O×(blocks + shared)×k×k: each of the ``colour_blocks`` leading RGB blocks of
+    z summed over its three colours, the ``shared`` channels after them kept."""
     expected = 3 * colour_blocks + shared
     if weight.shape[1] != expected:
         raise MetadipError(f"first-layer weight has {weight.shape[1]} input channels, expected {expected}")
-    parts, start = [], 0
-    for kind, width in _input_blocks(3, colour_blocks, shared):
-        block = weight[:, start : start + width]
-        parts.append(block.sum(dim=1, keepdim=True) if kind == "colour" else block)
-        start += width
-    return torch.cat(parts, dim=1)
+    summed = [weight[:, 3 * b : 3 * b + 3].sum(dim=1, keepdim=True) for b in range(colour_blocks)]
+    return torch.cat([*summed, weight[:, 3 * colour_blocks :]], dim=1)
 
 
 def rgb_to_grey_state(
