@@ -47,6 +47,7 @@ ORDER = (
     "grey",
     "grey-universal-slim-tikhonov-grey",
     "grey-universal-slim-superres-grey",
+    "grey-size256",
     "ablation-warmstart",
     "quick",
 )
