@@ -402,40 +402,38 @@ def _find_shipped(channels: int | None, arch: str | None, operator: Any = None) 
         return None
     dirs = checkpoint_dirs()
 
-    def fit(sidecar: Path | None) -> tuple[bool, bool]:
-        """(recommended for the operator, trained on its family): both False without an operator."""
-        if operator is None or sidecar is None:
-            return False, False
-        try:
-            meta = _read_sidecar(sidecar)
-        except MetadipError:
-            return False, False
-        listed = meta.get("recommended_for", [])
-        families = (meta.get("training") or {}).get("families")
-        return (
-            isinstance(listed, list) and recommends([str(v) for v in listed], operator),
-            isinstance(families, list) and operator.name in families,
-        )
+    def specs_match(entries: Any) -> bool:
+        return operator is not None and isinstance(entries, list) and recommends([str(v) for v in entries], operator)
 
-    def rank(name: str) -> tuple[int, bool, bool, int, str]:
-        folder = next((i for i, d in enumerate(dirs) if (d / f"{name}{SIDECAR_SUFFIX}").is_file()), len(dirs))
-        sidecar = dirs[folder] / f"{name}{SIDECAR_SUFFIX}" if folder < len(dirs) else None
-        recommended, trained = fit(sidecar)
+    def candidate(name: str) -> tuple[int, bool, bool, int, str] | None:
+        """The rank of init ``name`` from its sidecar alone, or None when it does not fit (other channel count
+        or preset, ``avoid_for`` matches, unreadable sidecar): only fitting inits are loaded."""
+        folder = next((i for i, d in enumerate(dirs) if (d / f"{name}{SIDECAR_SUFFIX}").is_file()), None)
+        if folder is None:
+            return None
+        try:
+            meta = _read_sidecar(dirs[folder] / f"{name}{SIDECAR_SUFFIX}")
+            arch_config = meta.get("arch") or {}
+            if channels is not None and int(arch_config.get("out_channels", 3)) != int(channels):
+                return None
+            if arch is not None and arch_config.get("name") != arch:
+                return None
+            if specs_match(meta.get("avoid_for", [])):
+                return None
+            recommended = specs_match(meta.get("recommended_for", []))
+        except (MetadipError, AttributeError, TypeError, ValueError):
+            return None  # a malformed sidecar fails to load as well: skipped either way
+        families = (meta.get("training") or {}).get("families") if operator is not None else None
+        trained = isinstance(families, list) and operator.name in families
         default = DEFAULT_INITS.index(name) if name in DEFAULT_INITS else len(DEFAULT_INITS)
         return (folder, not recommended, not trained, default, name)
 
-    for name in sorted(names, key=rank):
+    ranked = sorted((rank, name) for name in names if (rank := candidate(name)) is not None)
+    for _, name in ranked:
         try:
-            init = load_checkpoint(name)
+            return name, load_checkpoint(name)
         except (MetadipError, OSError):
             continue
-        if channels is not None and int(init.arch_config.get("out_channels", 3)) != int(channels):
-            continue
-        if arch is not None and init.arch_config.get("name") != arch:
-            continue
-        if operator is not None and recommends(init.avoid_for, operator):
-            continue
-        return name, init
     return None
 
 

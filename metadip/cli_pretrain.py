@@ -91,7 +91,7 @@ def checkpoints() -> None:
     ``--init auto`` picks for RGB and for grey images of each operator family with its default parameters."""
     import torch
 
-    from metadip.checkpoint import checkpoint_dirs, list_checkpoints, shipped_init_for_spec
+    from metadip.checkpoint import checkpoint_dirs, list_checkpoints, shipped_init_for
     from metadip.operators import OPERATORS, build_operator
 
     found = list_checkpoints()
@@ -105,6 +105,6 @@ def checkpoints() -> None:
         picks = []
         for family in OPERATORS:
             # the family with its defaults written out (seeded: drawing a Fourier mask leaves the global RNG alone)
-            spec = build_operator(family, (channels, 64, 64), generator=torch.Generator().manual_seed(0)).spec()
-            picks.append(f"{spec} → {shipped_init_for_spec(spec, channels=channels) or 'random'}")
+            op = build_operator(family, (channels, 64, 64), generator=torch.Generator().manual_seed(0))
+            picks.append(f"{op.spec()} → {shipped_init_for(channels, operator=op) or 'random'}")
         click.echo(f"--init auto ({label}, default parameters): " + "; ".join(picks))
