@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 
 from metadip import dip, metrics
 from metadip.errors import MetadipError
-from metadip.runtime import configure_threads, resolve_device
+from metadip.runtime import check_seed, configure_threads, resolve_device
 
 HOLDOUT_FRACTION = 0.1  # share of the measurements the hold-out stopping rule keeps out of the loss
 
@@ -151,6 +152,78 @@ def _stopping_rule(name: str | None, recipe: dict):
     return make_stopping_rule(chosen, **options)
 
 
+def _check_range(y: torch.Tensor, operator) -> None:
+    """Refuse a real measurement far outside the [0, 1] scale (e.g. 8-bit values): A x lies in [0, 1] for
+    every real operator, so anything beyond it by more than six noise deviations is on another scale."""
+    sigma = getattr(operator, "sigma", 0.0) / 255.0
+    peak = getattr(operator, "poisson", None)
+    spread = 6 * sigma + (6 / math.sqrt(peak) + 6 / peak if peak else 0.0)
+    low, high = float(y.min()), float(y.max())
+    if low < -1.0 - spread or high > 2.0 + spread:
+        raise MetadipError(
+            f"the measurement's values span [{low:.4g}, {high:.4g}]; metadip works on the [0, 1] scale "
+            "(8-bit data: divide by 255)"
+        )
+
+
+def _check_arguments(y, operator, reference, *, iterations, lr, seed) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Validate :func:`reconstruct`'s arguments (one line :class:`MetadipError` each); ``y`` as 1×C×H×W float32
+    (complex64 for a complex operator) and ``reference`` as 1×C×H×W float32."""
+    from metadip.operators import LinearOperator
+
+    if not isinstance(operator, LinearOperator):
+        raise MetadipError(
+            f"operator must be a metadip operator (metadip.operators.build_operator), got {type(operator).__name__}"
+        )
+    if not isinstance(y, torch.Tensor):
+        raise MetadipError(f"the measurement must be a torch.Tensor (C×H×W or 1×C×H×W), got {type(y).__name__}")
+    y = y.detach()
+    if y.dim() == 3:
+        y = y.unsqueeze(0)
+    if y.dim() != 4 or y.shape[0] != 1:
+        raise MetadipError(
+            f"the measurement must be C×H×W or 1×C×H×W (one image per call), got shape {tuple(y.shape)}"
+        )
+    if not (y.is_floating_point() or y.is_complex()):
+        raise MetadipError(
+            f"the measurement has dtype {y.dtype}; give floats on the [0, 1] scale (e.g. uint8 data / 255)"
+        )
+    if not torch.isfinite(torch.view_as_real(y) if y.is_complex() else y).all():
+        raise MetadipError("the measurement contains NaN or Inf values")
+    expected = tuple(operator.measurement_shape)
+    if tuple(y.shape[1:]) != expected:
+        raise MetadipError(
+            f"the measurement has shape {tuple(y.shape[1:])} but operator {operator.spec()} expects {expected}"
+        )
+    if y.is_complex() and not operator.is_complex:
+        raise MetadipError(f"the measurement is complex but operator {operator.name} expects a real one")
+    y = y.to(torch.complex64) if operator.is_complex else y.to(torch.float32)
+    if not operator.is_complex:
+        _check_range(y, operator)
+    if reference is not None:
+        if not isinstance(reference, torch.Tensor) or not reference.is_floating_point():
+            raise MetadipError("reference must be a float torch.Tensor (C×H×W or 1×C×H×W) in [0, 1]")
+        reference = reference.detach()
+        if reference.dim() == 3:
+            reference = reference.unsqueeze(0)
+        if reference.dim() != 4 or reference.shape[0] != 1 or tuple(reference.shape[1:]) != tuple(
+            operator.image_shape
+        ):
+            raise MetadipError(
+                f"reference image has shape {tuple(reference.shape[1:])}, expected {tuple(operator.image_shape)}"
+            )
+        if not torch.isfinite(reference).all():
+            raise MetadipError("the reference image contains NaN or Inf values")
+        reference = reference.to(torch.float32)
+    if iterations is not None and (isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1):
+        raise MetadipError(f"iterations must be a positive integer, got {iterations!r}")
+    bad_lr = isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0
+    if lr is not None and bad_lr:
+        raise MetadipError(f"lr must be a finite number > 0, got {lr!r}")
+    check_seed(seed)
+    return y, reference
+
+
 def reconstruct(
     y: torch.Tensor,
     operator,
@@ -175,19 +248,10 @@ def reconstruct(
     shipped checkpoint name, or a checkpoint path; the init's own recipe (z, optimiser, lr, jitter, EMA, iteration
     budget, stopping rule) is used unless overridden.
     """
+    y, reference = _check_arguments(y, operator, reference, iterations=iterations, lr=lr, seed=seed)
     device = resolve_device(device)
     if device.type == "cpu":
         configure_threads()
-    if y.dim() == 3:
-        y = y.unsqueeze(0)
-    if not torch.isfinite(torch.view_as_real(y) if y.is_complex() else y).all():
-        raise MetadipError("the measurement contains NaN or Inf values")
-    if reference is not None and reference.dim() == 3:
-        reference = reference.unsqueeze(0)
-    if reference is not None and tuple(reference.shape[-3:]) != tuple(operator.image_shape):
-        raise MetadipError(
-            f"reference image has shape {tuple(reference.shape[-3:])}, expected {tuple(operator.image_shape)}"
-        )
     channels = operator.image_shape[0]
     init_state = load_init(init, arch=arch, out_channels=channels, seed=seed, operator=operator)
     recipe = init_state.inner

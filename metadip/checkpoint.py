@@ -48,6 +48,8 @@ DEFAULT_INIT = "universal-slim-long"
 DEFAULT_GREY_INIT = "universal-slim-grey"
 #: The universal inits auto ranks before the other inits of a folder (each fits one channel count).
 DEFAULT_INITS = (DEFAULT_INIT, DEFAULT_GREY_INIT)
+#: How θ0's input z is made: stored, redrawn per run, or built from the measurement.
+Z_MODES = ("fixed", "resample", "conditioned")
 REQUIRED_KEYS = ("format_version", "name", "sha256", "arch", "input", "inner", "training")
 
 
@@ -323,7 +325,20 @@ def load_checkpoint(name_or_path: str | os.PathLike) -> Init:
         recipe = InputRecipe.from_dict(meta["input"])
     except (TypeError, ValueError) as exc:
         raise MetadipError(f"checkpoint sidecar {sidecar_path}: bad input recipe: {exc}") from None
+    for key in ("inner", "training"):
+        if not isinstance(meta[key], dict):
+            raise MetadipError(f"checkpoint sidecar {sidecar_path}: {key!r} must be an object")
     z_mode = str(meta.get("z_mode") or ("fixed" if z is not None else "resample"))
+    if z_mode not in Z_MODES:
+        raise MetadipError(
+            f"checkpoint sidecar {sidecar_path}: z_mode {z_mode!r} is not one of {', '.join(Z_MODES)}"
+        )
+    noise_channels = meta.get("noise_channels") or 0
+    if isinstance(noise_channels, bool) or not isinstance(noise_channels, int) or noise_channels < 0:
+        raise MetadipError(
+            f"checkpoint sidecar {sidecar_path}: noise_channels must be a non-negative integer, "
+            f"got {noise_channels!r}"
+        )
     if z_mode == "fixed" and z is None:
         raise MetadipError(f"checkpoint {name!r} says z_mode 'fixed' but its weights file holds no {Z_KEY!r}")
     recommended = check_recommendations(
@@ -341,7 +356,7 @@ def load_checkpoint(name_or_path: str | os.PathLike) -> Init:
         sidecar=meta,
         z_mode=z_mode,
         path=sidecar_path,
-        noise_channels=int(meta.get("noise_channels") or 0),
+        noise_channels=noise_channels,
         recommended_for=recommended,
         avoid_for=avoided,
     )

@@ -29,6 +29,7 @@ from metadip.imageio import (
     SAMPLE_IMAGES,
 )
 from metadip.operators import describe_operators
+from metadip.runtime import MAX_SEED
 
 STOP_RULES = ("wmv", "discrepancy", "holdout", "budget", "oracle")
 #: The four problems ``metadip demo`` shows (σ on the 0–255 scale).
@@ -78,6 +79,28 @@ class MetadipGroup(click.Group):
 
 
 SAMPLES_TEXT = ", ".join(SAMPLE_IMAGES)
+#: --seed values: what a torch.Generator takes (with room for the demo's per-problem offsets).
+SEED = click.IntRange(min=0, max=MAX_SEED - 16)
+
+
+class PositiveFinite(click.ParamType):
+    """A float > 0 that is not NaN or Inf (click's FloatRange lets NaN through)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        import math
+
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"{value!r} must be a finite number > 0", param, ctx)
+        return number
+
+
+POSITIVE_FINITE = PositiveFinite()
 
 
 @click.group(
@@ -109,14 +132,43 @@ def _load_reference(text: str, image_shape: tuple[int, int, int], max_pixels: in
     channels, height, width = image_shape
     size = height if (source.kind == "sample" and height == width) else None
     reference = load_image_source(source, size=size, max_pixels=max_pixels)
-    if reference.shape[1] in (1, 3) and channels in (1, 3):  # other counts: api.reconstruct names the mismatch
-        reference = to_channels(reference, channels)
+    if source.kind == "sample" and reference.shape[1] in (1, 3) and channels in (1, 3):
+        reference = to_channels(reference, channels)  # a sample is made grey / RGB as simulate would
+    elif reference.shape[1] != channels:
+        kinds = {1: "grey", 3: "RGB"}
+        raise MetadipError(
+            f"--reference {text} is {kinds.get(reference.shape[1], f'{reference.shape[1]}-channel')} but the "
+            f"reconstruction is {kinds.get(channels, f'{channels}-channel')}; give the clean image it was made from"
+        )
     if tuple(reference.shape[-2:]) != (height, width):
         raise MetadipError(
             f"--reference {text} is {reference.shape[-1]}x{reference.shape[-2]} but the reconstruction "
             f"will be {width}x{height}"
         )
     return reference
+
+
+def _input_path(text: str | None) -> str | None:
+    """The file behind an image argument (None for ``sample:NAME`` or no argument)."""
+    from metadip.imageio import parse_image_source
+
+    if text is None:
+        return None
+    source = parse_image_source(text)
+    return source.value if source.kind == "path" else None
+
+
+def _refuse_overwriting(outputs: dict[str, Path | None], inputs: dict[str, str | Path | None]) -> None:
+    """An output (``{"--out x.png": path}``) that is one of the inputs (measurement, its operator files, mask,
+    kernel, reference, clean image) is an error before any work starts: the run would destroy what it reads."""
+    known: dict[Path, str] = {}
+    for what, path in inputs.items():
+        if path is not None:
+            known.setdefault(Path(path).resolve(), what)
+    for label, path in outputs.items():
+        what = known.get(Path(path).resolve()) if path is not None else None
+        if what is not None:
+            raise MetadipError(f"{label} would overwrite {what}; choose another file name")
 
 
 def _check_tensorboard_dir(path: Path | None) -> None:
@@ -139,6 +191,7 @@ Examples:
   metadip simulate sample:astronaut --size 128 --operator denoise:sigma=25 --seed 0 --out y.png
   metadip simulate photo.png --operator inpaint:ratio=0.5 --seed 1 --out y.png      (also writes y.mask.png)
   metadip simulate sample:camera --size 64 --operator fourier:ratio=0.3 --out y.npy (complex: .npy only)
+  metadip simulate photo.png --operator deblur --kernel psf.npy --out y.png       (your own kernel / --mask)
 
 Sample images (sample:NAME): {SAMPLES_TEXT}.
 
@@ -151,7 +204,7 @@ Sample images (sample:NAME): {SAMPLES_TEXT}.
     "--operator", "spec", required=True, metavar="SPEC", help="Forward operator, e.g. inpaint:ratio=0.5."
 )
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed for the operator draw and the noise."
+    "--seed", type=SEED, default=0, show_default=True, help="Seed for the operator draw and the noise."
 )
 @click.option(
     "--out",
@@ -167,6 +220,15 @@ Sample images (sample:NAME): {SAMPLES_TEXT}.
     help="Centre-crop CLEAN to a square and resize it to PX×PX (anti-aliased).",
 )
 @click.option(
+    "--mask",
+    default=None,
+    metavar="FILE",
+    help="Your own mask for inpaint / fourier (.png or .npy, H×W, nonzero = observed) instead of a drawn one.",
+)
+@click.option(
+    "--kernel", default=None, metavar="FILE", help="Your own blur kernel for deblur (.npy or .png, 2-D, non-negative)."
+)
+@click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
     default=DEFAULT_MAX_PIXELS,
@@ -174,7 +236,16 @@ Sample images (sample:NAME): {SAMPLES_TEXT}.
     show_default=True,
     help="Refuse larger input images.",
 )
-def simulate(clean: str, spec: str, seed: int, out: str, size: int | None, max_pixels: int) -> None:
+def simulate(
+    clean: str,
+    spec: str,
+    seed: int,
+    out: str,
+    size: int | None,
+    mask: str | None,
+    kernel: str | None,
+    max_pixels: int,
+) -> None:
     """Degrade a clean image CLEAN (a path or sample:NAME) with an operator and noise; write measurement Y.
 
     The operator's drawn parameters (mask, kernel, sampling pattern) are saved beside Y (Y.operator.json and
@@ -192,9 +263,23 @@ def simulate(clean: str, spec: str, seed: int, out: str, size: int | None, max_p
             f"unsupported output extension {out_path.suffix or '(none)'} for {out}; "
             "use .png (or another image format) or .npy"
         )
+    beside = operators.operator_files(out_path)  # the record first
+    writes = {f"--out {out}": out_path} | {f"{p}, written beside --out,": p for p in beside}
+    inputs = {"the clean image": _input_path(clean), "the --mask file": mask, "the --kernel file": kernel}
+    _refuse_overwriting(writes, inputs)
+    owner = operators.recorded_measurement(beside[0]) if beside[0].is_file() else None
+    if owner is not None and owner != out_path.name and (beside[0].parent / owner).is_file():
+        raise MetadipError(
+            f"--out {out} would replace {beside[0].name}, the operator record of {owner} (the two share a "
+            "file stem); choose another name"
+        )
     clean_image = load_image_source(clean, size=size, max_pixels=max_pixels)
+    mask_array = operators.load_mask(mask, tuple(clean_image.shape[-2:])) if mask is not None else None
+    kernel_array = operators.load_kernel(kernel) if kernel is not None else None
     generator = torch.Generator().manual_seed(seed)
-    op = operators.build_operator(parsed, tuple(clean_image.shape[1:]), generator=generator)
+    op = operators.build_operator(
+        parsed, tuple(clean_image.shape[1:]), generator=generator, mask=mask_array, kernel=kernel_array
+    )
     if op.is_complex and out_path.suffix.lower() != ".npy":
         raise MetadipError(
             f"{op.name} measurements are complex; write them to a .npy file, not {out_path.suffix}"
@@ -306,7 +391,7 @@ evaluation only). A meta-learned init brings its own default rule and settings.
     default=None,
     help="Early-stopping rule (default: the init's recipe, else holdout).",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, input z and jitter.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for weights, input z and jitter.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where to run.")
 @click.option(
     "--reference", default=None, metavar="CLEAN", help="Clean image (path or sample:NAME) for PSNR/SSIM."
@@ -323,7 +408,7 @@ evaluation only). A meta-learned init brings its own default rule and settings.
 )
 @click.option(
     "--lr",
-    type=click.FloatRange(min=0, min_open=True),
+    type=POSITIVE_FINITE,
     default=None,
     metavar="LR",
     help="Learning rate override (default: the init's recipe).",
@@ -411,8 +496,10 @@ def reconstruct(
     history_path = check_output_path(history, allowed=(".json",)) if history else None
     if history_path is not None and history_path.resolve() == out_path.resolve():
         raise MetadipError("--history and --out must be different files")
-    if out_path.resolve() == Path(measurement).resolve():
-        raise MetadipError(f"--out {out} would overwrite the measurement; choose another file name")
+    inputs = {"the measurement": measurement}
+    inputs |= {f"the measurement's operator file {p.name}": p for p in operators.operator_files(measurement)}
+    inputs |= {"the --mask file": mask, "the --kernel file": kernel, "the --reference image": _input_path(reference)}
+    _refuse_overwriting({f"--out {out}": out_path, f"--history {history}": history_path}, inputs)
     tensorboard_path = Path(tensorboard) if tensorboard else None
     _check_tensorboard_dir(tensorboard_path)
     resolved_device = resolve_device(device)
@@ -528,7 +615,7 @@ Examples:
 @click.option(
     "--image", default="sample:astronaut", show_default=True, metavar="CLEAN", help="Path or sample:NAME."
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for operators, noise and weights.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed for operators, noise and weights.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda", help="Where to run.")
 def demo(size: int, out: str, iterations: int, image: str, seed: int, device: str) -> None:
     """Degrade a sample image with four operators (denoise, inpaint, super-resolve, deblur) and reconstruct

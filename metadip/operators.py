@@ -241,8 +241,8 @@ class Inpaint(LinearOperator):
     """Pixel-wise mask shared across channels: ``y = mask · x``.
 
     ``holes=pixels`` hides exactly ``round(ratio·H·W)`` random pixels; ``holes=blocks`` tiles the image with
-    ``block``×``block`` cells and hides ``round(ratio·cells)`` random cells; at least one pixel or cell stays
-    visible. ``holes=file`` uses a user mask (nonzero = observed).
+    ``block``×``block`` cells (at least 4) and hides ``round(ratio·cells)`` random cells; at least one pixel or
+    cell stays visible. ``holes=file`` uses a user mask (nonzero = observed).
     """
 
     name = "inpaint"
@@ -264,6 +264,11 @@ class Inpaint(LinearOperator):
             self.mask = torch.ones(pixels).index_fill(0, hidden, 0.0).reshape(1, 1, *hw)
         else:
             rows, cols = math.ceil(hw[0] / block), math.ceil(hw[1] / block)
+            if rows * cols < 4:
+                raise MetadipError(
+                    f"block={block} cuts the {hw[0]}×{hw[1]} image into only {rows * cols} cell(s); "
+                    f"use block ≤ {max(1, min(hw) // 2)} (or a larger image)"
+                )
             hidden = _randperm(rows * cols, generator)[: min(round(ratio * rows * cols), rows * cols - 1)]
             cells = torch.ones(rows * cols).index_fill(0, hidden, 0.0).reshape(rows, cols)
             full = cells.repeat_interleave(block, 0).repeat_interleave(block, 1)
@@ -373,13 +378,17 @@ class Deblur(LinearOperator):
         super().__init__(image_shape, kernel=kernel, width=width, length=length, angle=angle, **noise)
         if array is not None:
             self.kernel = _kernel_array(array, "blur kernel")
-            if any(k > n for k, n in zip(self.kernel.shape, image_shape[1:], strict=True)):
-                raise MetadipError(
-                    f"blur kernel is {tuple(self.kernel.shape)}, larger than the {image_shape[1:]} image"
-                )
+            # A user's kernel must fit the image; the recorded copy of a generated one (simulate writes it
+            # beside the measurement) may wrap like the generated kernel itself.
+            limit = 1 if kernel == "file" else GENERATED_KERNEL_WRAP
+            _check_kernel_fits(tuple(self.kernel.shape), image_shape, "blur kernel", limit)
         elif kernel == "gauss":
+            side = 2 * math.ceil(3 * width) + 1
+            _check_kernel_fits((side, side), image_shape, f"a Gaussian kernel of width {width:g}")
             self.kernel = gaussian_kernel(width)
         else:
+            side = length if length % 2 else length + 1
+            _check_kernel_fits((side, side), image_shape, f"a motion kernel of length {length}")
             self.kernel = motion_kernel(length, angle)
 
     def _transfer(self, like: torch.Tensor) -> torch.Tensor:
@@ -406,6 +415,25 @@ class Deblur(LinearOperator):
 
     def _array(self) -> np.ndarray:
         return self.kernel.cpu().numpy()
+
+
+#: A generated kernel may be up to this many times the image side: it is periodised onto the image's torus
+#: (a 19×19 Gaussian on a 16 px training crop is fine); beyond that the blur is a mistake, not a blur.
+GENERATED_KERNEL_WRAP = 4
+
+
+def _check_kernel_fits(
+    shape: tuple[int, int], image_shape, what: str, limit: int = GENERATED_KERNEL_WRAP
+) -> None:
+    """Refuse a kernel more than ``limit`` × the image's height / width (checked before a generated kernel is
+    allocated, so an absurd width fails at once instead of exhausting memory)."""
+    height, width = image_shape[1:]
+    if shape[0] > limit * height or shape[1] > limit * width:
+        bound = "larger than" if limit == 1 else f"more than {limit}× the size of"
+        raise MetadipError(
+            f"{what} is {shape[0]}×{shape[1]} pixels, {bound} the {height}×{width} image; "
+            "use a smaller blur or a larger image"
+        )
 
 
 def gaussian_kernel(width: float) -> torch.Tensor:
@@ -621,11 +649,17 @@ def build_operator(
     arrays = {"mask": mask, "kernel": kernel}
     for what, array in arrays.items():
         if array is not None and cls.ARRAY != what:
-            raise MetadipError(f"operator {cls.name} takes no {what} (only {_takers(what)} do)")
+            raise MetadipError(f"operator {cls.name} takes no {what} file (those that do: {_takers(what)})")
     array = arrays.get(cls.ARRAY)
+    implied = array is not None and cls.SOURCE not in params
     if array is not None:
         params.setdefault(cls.SOURCE, "file")
-    params = _validate(cls.name, params)
+    try:
+        params = _validate(cls.name, params)
+    except MetadipError as exc:
+        if not implied:
+            raise
+        raise MetadipError(f"{exc} (a {cls.ARRAY} file means {cls.SOURCE}=file)") from None
     keys = cls.keys()
     resolved = {key: params.get(key, k.default) for key, k in keys.items() if _applies(keys, key, params)}
     if cls.SOURCE and resolved[cls.SOURCE] == "file" and array is None:
@@ -646,7 +680,12 @@ def _takers(what: str) -> str:
 
 
 def simulate(x: torch.Tensor, op: LinearOperator, generator: torch.Generator | None) -> torch.Tensor:
-    """Return ``y = A x + noise`` with the operator's sigma/poisson; unmeasured entries stay exactly zero."""
+    """Return ``y = A x + noise`` with the operator's sigma/poisson; unmeasured entries stay exactly zero.
+    ``x``: a finite float B×C×H×W image on the [0, 1] scale."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise MetadipError("simulate needs a float image tensor on the [0, 1] scale (e.g. uint8 data / 255)")
+    if not torch.isfinite(x).all():
+        raise MetadipError("the clean image contains NaN or Inf values")
     y = add_noise(op.A(x), op.sigma, generator, poisson=op.poisson)
     mask = op.measurement_mask()
     return y if mask is None else y * mask.to(y.device, y.real.dtype)
@@ -669,6 +708,8 @@ def _read_array(path: str | Path, what: str) -> np.ndarray:
             array = iio.imread(path, plugin="pillow")
     except Exception as exc:  # any reader failure is a bad user file
         raise MetadipError(f"cannot read {what} file {path}: {exc}") from None
+    if not isinstance(array, np.ndarray):  # an .npz archive under a .npy name
+        raise MetadipError(f"{what} file {path} holds several arrays; save one array with np.save")
     if array.dtype.kind not in "biuf":
         raise MetadipError(f"{what} file {path} has unsupported dtype {array.dtype}")
     if suffix == ".png" and array.ndim == 3:
@@ -686,6 +727,12 @@ def load_mask(path: str | Path, hw: tuple[int, int]) -> torch.Tensor:
 def load_kernel(path: str | Path) -> torch.Tensor:
     """Load a blur kernel file (.npy or .png; 2-D, finite, non-negative), normalised to sum 1."""
     return _kernel_array(_read_array(path, "kernel").astype(np.float64), f"kernel file {path}")
+
+
+def operator_files(measurement_path: str | Path) -> list[Path]:
+    """Every file :func:`save_operator_artifacts` may write beside the measurement (whether it exists or not)."""
+    suffixes = [".operator.json", *(cls.ARTIFACT for cls in OPERATORS.values() if cls.ARTIFACT)]
+    return [_sidecar(measurement_path, suffix) for suffix in dict.fromkeys(suffixes)]
 
 
 def _sidecar(measurement_path: str | Path, suffix: str) -> Path:
@@ -711,6 +758,7 @@ def save_operator_artifacts(op: LinearOperator, measurement_path: str | Path) ->
         written.append(path)
     record = {
         "format_version": ARTIFACT_FORMAT_VERSION,
+        "measurement": Path(measurement_path).name,  # y.png and y.npy share the stem, not the record
         "spec": op.spec(),
         "params": op.params(),
         "image_shape": list(op.image_shape),
@@ -722,7 +770,25 @@ def save_operator_artifacts(op: LinearOperator, measurement_path: str | Path) ->
     return [*written, sidecar]
 
 
-def _read_record(sidecar: Path) -> tuple[OperatorSpec, tuple[int, int, int], dict]:
+def recorded_measurement(sidecar: Path) -> str | None:
+    """The measurement file name an operator record was written for (None: unreadable or an older record)."""
+    try:
+        name = json.loads(sidecar.read_text(encoding="utf-8")).get("measurement")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _read_record(sidecar: Path, measurement_path: str | Path) -> tuple[OperatorSpec, tuple[int, int, int], dict]:
+    """The record's spec, image shape and files; refused when it was written for another measurement that
+    is still beside it (``y.png`` and ``y.tif`` share ``y.operator.json``). A renamed measurement is fine."""
+    name = Path(measurement_path).name
+    recorded = recorded_measurement(sidecar)
+    if recorded is not None and recorded != name and (sidecar.parent / recorded).is_file():
+        raise MetadipError(
+            f"{sidecar.name} describes {recorded}, not {name} (the two share a file stem); "
+            "move one of them to another name or folder"
+        )
     try:
         record = json.loads(sidecar.read_text(encoding="utf-8"))
         return parse_operator_spec(record["spec"]), _image_shape(record["image_shape"]), dict(record["files"])
@@ -753,7 +819,7 @@ def load_operator_for_measurement(
     if user is not None:
         user = OperatorSpec(user.name, _validate(user.name, user.params))
     if sidecar.is_file():
-        saved, image_shape, files = _read_record(sidecar)
+        saved, image_shape, files = _read_record(sidecar, measurement_path)
         params = dict(saved.params)
         if user is not None:
             if user.name != saved.name:

@@ -25,6 +25,17 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     raise MetadipError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
 
 
+#: Seeds are 0 … 2**63 − 1 (what a torch.Generator accepts, with room for derived per-item seeds).
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an int, or a :class:`MetadipError` when it is not an integer in 0 … :data:`MAX_SEED`."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise MetadipError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}")
+    return seed
+
+
 def configure_threads() -> int:
     """Use every available core for intra-op parallelism unless the user set OMP/torch threads explicitly."""
     if "OMP_NUM_THREADS" in os.environ:

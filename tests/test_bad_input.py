@@ -18,6 +18,7 @@ from PIL import Image
 from metadip.cli import main
 
 SIM = ["simulate", "sample:camera", "--size", "16", "--seed", "0"]
+CK = "ck/universal-slim-long.json"  # the copy _edited_checkpoint writes
 
 
 def _png(path: Path, h: int = 16, w: int = 16, channels: int = 3) -> Path:
@@ -98,6 +99,38 @@ def _npy_measurement(bad: float):
         _npy(tmp, "y.npy", array)
 
     return setup
+
+
+def _edited_checkpoint(**changes):
+    """A copy of the shipped default init (sidecar + weights) in tmp/ck with sidecar fields replaced."""
+
+    def setup(tmp: Path) -> None:
+        import json
+        import shutil
+
+        from metadip.checkpoint import DEFAULT_INIT, checkpoint_dirs
+
+        _measurement(tmp)
+        source = next(d for d in checkpoint_dirs() if (d / f"{DEFAULT_INIT}.json").is_file())
+        (tmp / "ck").mkdir()
+        shutil.copy(source / f"{DEFAULT_INIT}.safetensors", tmp / "ck")
+        meta = json.loads((source / f"{DEFAULT_INIT}.json").read_text(encoding="utf-8"))
+        (tmp / "ck" / f"{DEFAULT_INIT}.json").write_text(json.dumps(meta | changes), encoding="utf-8")
+
+    return setup
+
+
+def _npz_kernel(tmp: Path) -> None:
+    """A deblurring measurement without its record, and an .npz archive saved under the name k.npy."""
+    _deblur_without_sidecar(tmp, np.ones((3, 3)))
+    np.savez(tmp / "k.npz", a=np.ones((3, 3)), b=np.ones(2))
+    os.replace(tmp / "k.npz", tmp / "k.npy")
+
+
+def _two_measurements_one_stem(tmp: Path) -> None:
+    """y.png has its operator record; y.npy (same stem) is another file the record does not describe."""
+    _measurement(tmp)
+    _npy(tmp, "y.npy", np.full((1, 16, 16), 0.5, np.float32))
 
 
 def _unwritable(tmp: Path) -> None:
@@ -300,6 +333,86 @@ CASES = [
         "cannot create output directory",
     ),
     ("out-overwrites-measurement", _measurement, [*_rec("y.png"), "--out", "y.png"], "would overwrite"),
+    (
+        "out-overwrites-mask",
+        lambda t: _measurement(t, "inpaint:ratio=0.5"),
+        [*_rec("y.png"), "--out", "y.mask.png"],
+        "would overwrite the measurement's operator file y.mask.png",
+    ),
+    (
+        "history-overwrites-record",
+        _measurement,
+        [*_rec("y.png"), "--history", "y.operator.json"],
+        "would overwrite the measurement's operator file y.operator.json",
+    ),
+    (
+        "out-overwrites-reference",
+        lambda t: (_measurement(t), _png(t / "clean.png", channels=1)),
+        [*_rec("y.png"), "--reference", "clean.png", "--out", "clean.png"],
+        "would overwrite the --reference image",
+    ),
+    (
+        "reference-other-channels",
+        lambda t: (_measurement(t), _png(t / "clean.png", channels=3)),
+        _rec("y.png", "--reference", "clean.png"),
+        "is RGB but the reconstruction is grey",
+    ),
+    ("record-of-another-measurement", _two_measurements_one_stem, _rec("y.npy"), "describes y.png, not y.npy"),
+    (
+        "simulate-out-overwrites-clean",
+        lambda t: _png(t / "clean.png"),
+        ["simulate", "clean.png", "--operator", "denoise", "--out", "clean.png"],
+        "would overwrite the clean image",
+    ),
+    (
+        "simulate-replaces-record-of-another-measurement",
+        _measurement,
+        [*SIM, "--operator", "denoise", "--out", "y.npy"],
+        "the operator record of y.png",
+    ),
+    ("simulate-huge-gaussian", None, [*SIM, "--operator", "deblur:width=100000", "--out", "y.png"], "width 100000"),
+    ("simulate-huge-motion", None, [*SIM, "--operator", "deblur:kernel=motion,length=999", "--out", "y.png"], "999"),
+    ("simulate-block-too-big", None, [*SIM, "--operator", "inpaint:holes=blocks,block=64", "--out", "y.png"], "block"),
+    (
+        "kernel-npz-named-npy",
+        _npz_kernel,
+        _rec("y.png", "--operator", "deblur:kernel=file", "--kernel", "k.npy"),
+        "several arrays",
+    ),
+    (
+        "npy-measurement-on-the-8-bit-scale",
+        lambda t: _npy(t, "y.npy", np.full((1, 16, 16), 200, np.uint8)),
+        _rec("y.npy", "--operator", "denoise:sigma=5"),
+        "divide by 255",
+    ),
+    ("lr-nan", _measurement, _rec("y.png", "--lr", "nan"), "--lr"),
+    ("lr-inf", _measurement, _rec("y.png", "--lr", "inf"), "--lr"),
+    ("seed-too-large", _measurement, _rec("y.png", "--seed", str(2**70)), "--seed"),
+    ("seed-negative", _measurement, _rec("y.png", "--seed", "-1"), "--seed"),
+    (
+        "simulate-seed-too-large",
+        None,
+        [*SIM[:-2], "--seed", str(2**70), "--operator", "denoise", "--out", "y.png"],
+        "--seed",
+    ),
+    (
+        "checkpoint-inner-null",
+        _edited_checkpoint(inner=None),
+        _rec("y.png", "--init", "ck/universal-slim-long.json"),
+        "'inner' must be an object",
+    ),
+    (
+        "checkpoint-noise-channels-text",
+        _edited_checkpoint(noise_channels="x"),
+        _rec("y.png", "--init", CK),
+        "noise_channels must be a non-negative integer",
+    ),
+    (
+        "checkpoint-z-mode-unknown",
+        _edited_checkpoint(z_mode="bogus"),
+        _rec("y.png", "--init", "ck/universal-slim-long.json"),
+        "z_mode 'bogus'",
+    ),
     ("history-wrong-extension", _measurement, [*_rec("y.png"), "--history", "h.txt"], r"\.json"),
     ("unknown-device", _measurement, _rec("y.png", "--device", "tpu"), "unknown device 'tpu'"),
     ("unknown-init", _measurement, _rec("y.png", "--init", "no-such-checkpoint"), "no-such-checkpoint"),

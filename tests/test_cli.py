@@ -207,10 +207,10 @@ def test_simulate_png_clipping_note_and_npy_exact(tmp_path):
         "--operator",
         "denoise:sigma=50",
         "--out",
-        tmp_path / "y.npy",
+        tmp_path / "y_exact.npy",  # not y.npy: y.png's operator record is y.operator.json
     )
     assert "clipped" not in result.stderr
-    y = read_measurement(tmp_path / "y.npy")
+    y = read_measurement(tmp_path / "y_exact.npy")
     assert y.min() < 0 or y.max() > 1  # noise kept exactly
 
 

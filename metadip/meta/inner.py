@@ -31,13 +31,13 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from metadip.checkpoint import Z_MODES
 from metadip.dip import measurement_loss
 from metadip.errors import MetadipError
 from metadip.generators import InputRecipe, jitter, make_input
 from metadip.tasks import Task, config_from_dict, config_to_dict, make_generator
 
 OPTIMIZERS = ("adam", "sgd")
-Z_MODES = ("fixed", "resample", "conditioned")
 _SQRT_FLOOR = 1e-30
 
 
