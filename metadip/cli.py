@@ -267,8 +267,8 @@ def simulate(
     writes = {f"--out {out}": out_path} | {f"{p}, written beside --out,": p for p in beside}
     inputs = {"the clean image": _input_path(clean), "the --mask file": mask, "the --kernel file": kernel}
     _refuse_overwriting(writes, inputs)
-    owner = operators.recorded_measurement(beside[0]) if beside[0].is_file() else None
-    if owner is not None and owner != out_path.name and (beside[0].parent / owner).is_file():
+    owner = operators.record_owner(beside[0], out_path.name)
+    if owner is not None:
         raise MetadipError(
             f"--out {out} would replace {beside[0].name}, the operator record of {owner} (the two share a "
             "file stem); choose another name"

@@ -770,31 +770,42 @@ def save_operator_artifacts(op: LinearOperator, measurement_path: str | Path) ->
     return [*written, sidecar]
 
 
-def recorded_measurement(sidecar: Path) -> str | None:
-    """The measurement file name an operator record was written for (None: unreadable or an older record)."""
+def _other_owner(record, sidecar: Path, name: str) -> str | None:
+    """The other measurement an operator record was written for, when that file is still beside it (else None:
+    the record is ``name``'s, an older record without the field, or the measurement was renamed)."""
+    owner = record.get("measurement") if isinstance(record, dict) else None
+    if isinstance(owner, str) and owner != name and (sidecar.parent / owner).is_file():
+        return owner
+    return None
+
+
+def record_owner(sidecar: Path, name: str) -> str | None:
+    """:func:`_other_owner` of the record file ``sidecar`` (None when it is missing or unreadable)."""
     try:
-        name = json.loads(sidecar.read_text(encoding="utf-8")).get("measurement")
-    except (OSError, ValueError, AttributeError):
+        return _other_owner(json.loads(sidecar.read_text(encoding="utf-8")), sidecar, name)
+    except (OSError, ValueError):
         return None
-    return name if isinstance(name, str) else None
 
 
 def _read_record(sidecar: Path, measurement_path: str | Path) -> tuple[OperatorSpec, tuple[int, int, int], dict]:
     """The record's spec, image shape and files; refused when it was written for another measurement that
     is still beside it (``y.png`` and ``y.tif`` share ``y.operator.json``). A renamed measurement is fine."""
     name = Path(measurement_path).name
-    recorded = recorded_measurement(sidecar)
-    if recorded is not None and recorded != name and (sidecar.parent / recorded).is_file():
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MetadipError(f"{sidecar} is not a readable metadip operator record ({exc})") from None
+    owner = _other_owner(record, sidecar, name)
+    if owner is not None:
         raise MetadipError(
-            f"{sidecar.name} describes {recorded}, not {name} (the two share a file stem); "
+            f"{sidecar.name} describes {owner}, not {name} (the two share a file stem); "
             "move one of them to another name or folder"
         )
     try:
-        record = json.loads(sidecar.read_text(encoding="utf-8"))
         return parse_operator_spec(record["spec"]), _image_shape(record["image_shape"]), dict(record["files"])
     except MetadipError as exc:
         raise MetadipError(f"{sidecar}: {exc}") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise MetadipError(f"{sidecar} is not a readable metadip operator record ({exc})") from None
 
 

@@ -116,64 +116,23 @@ def test_generated_kernel_larger_than_the_image_round_trips(tmp_path):
 
 
 def test_simulate_takes_a_kernel_and_a_mask_file(tmp_path):
-    runner = CliRunner()
+    from PIL import Image
+
+    def simulate(*args: str):
+        return CliRunner().invoke(main, ["simulate", "sample:camera", "--size", "16", *map(str, args)])
+
     kernel = np.zeros((5, 5))
     kernel[2, :] = 1
     np.save(tmp_path / "k.npy", kernel)
-    out = tmp_path / "yk.png"
-    result = runner.invoke(
-        main,
-        [
-            "simulate",
-            "sample:camera",
-            "--size",
-            "16",
-            "--operator",
-            "deblur",
-            "--kernel",
-            str(tmp_path / "k.npy"),
-            "--out",
-            str(out),
-        ],
-    )
+    result = simulate("--operator", "deblur", "--kernel", tmp_path / "k.npy", "--out", tmp_path / "yk.png")
     assert result.exit_code == 0, result.output
     assert np.allclose(np.load(tmp_path / "yk.kernel.npy"), kernel / kernel.sum())
     mask = np.ones((16, 16), np.uint8) * 255
     mask[4:8, 4:8] = 0
-    from PIL import Image
-
     Image.fromarray(mask).save(tmp_path / "m.png")
-    result = runner.invoke(
-        main,
-        [
-            "simulate",
-            "sample:camera",
-            "--size",
-            "16",
-            "--operator",
-            "inpaint",
-            "--mask",
-            str(tmp_path / "m.png"),
-            "--out",
-            str(tmp_path / "ym.png"),
-        ],
-    )
+    result = simulate("--operator", "inpaint", "--mask", tmp_path / "m.png", "--out", tmp_path / "ym.png")
     assert result.exit_code == 0, result.output
     written = np.asarray(Image.open(tmp_path / "ym.mask.png"))
     assert (written == 0).sum() == 16 and written[5, 5] == 0
-    ratio = runner.invoke(
-        main,
-        [
-            "simulate",
-            "sample:camera",
-            "--size",
-            "16",
-            "--operator",
-            "inpaint:ratio=0.5",
-            "--mask",
-            str(tmp_path / "m.png"),
-            "--out",
-            str(tmp_path / "yr.png"),
-        ],
-    )
+    ratio = simulate("--operator", "inpaint:ratio=0.5", "--mask", tmp_path / "m.png", "--out", tmp_path / "yr.png")
     assert ratio.exit_code == 2 and "a mask file means holes=file" in ratio.stderr
