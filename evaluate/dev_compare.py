@@ -7,7 +7,7 @@ the same operators, measurement seeds and DIP loop as the evaluation. Its number
 meta-learned candidate alike (they saw these pictures) and are only good for ranking candidates; never quote
 them as results.
 
-    python evaluate/dev_compare.py --init checkpoints/universal-slim.safetensors --init /tmp/ck/new.safetensors \
+    python evaluate/dev_compare.py --init universal-slim --init /tmp/ck/new.safetensors \
         --iterations 300 --out evaluate/results/dev-universal-slim-maps.json
 
 Prints, per operator, the median over pictures × seeds of the peak PSNR, the PSNR at iterations 10 / 50 / 100,

@@ -83,20 +83,21 @@ class Init:
 
 
 def default_checkpoint_dir() -> Path:
-    """The repository's ``checkpoints/`` folder (next to the ``metadip`` package)."""
-    return Path(metadip.__file__).resolve().parent.parent / "checkpoints"
+    """The shipped inits: package data in ``metadip/checkpoints/``, found from the installed package (a wheel
+    install finds them as an editable one does)."""
+    return Path(metadip.__file__).resolve().parent / "checkpoints"
 
 
 def checkpoint_dirs() -> list[Path]:
     """Where bare names are looked up: ``$METADIP_CHECKPOINTS`` (``os.pathsep``-separated) first, then the
-    repository's ``checkpoints/``."""
+    shipped ``metadip/checkpoints/``."""
     dirs = [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p.strip()]
     dirs.append(default_checkpoint_dir())
     return dirs
 
 
 def export_dir() -> Path:
-    """Where ``pretrain --export`` writes: the first ``$METADIP_CHECKPOINTS`` entry, else ``checkpoints/``."""
+    """Where ``pretrain --export`` writes: the first ``$METADIP_CHECKPOINTS`` entry, else ``metadip/checkpoints/``."""
     return checkpoint_dirs()[0]
 
 

@@ -40,7 +40,8 @@ from metadip.errors import MetadipError
     "--export/--no-export",
     "export",
     default=None,
-    help="Also write checkpoints/NAME.* when training finishes (default: the config's 'export').",
+    help="Also write NAME.* to the first $METADIP_CHECKPOINTS folder (else metadip/checkpoints/) when training "
+    "finishes (default: the config's 'export').",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show the tqdm progress bar.")
 def pretrain(

@@ -1,7 +1,9 @@
-"""The initialisations shipped in checkpoints/: they load safely, rebuild their generator and input, keep
-their held-out images out of training, and are what ``--init auto`` picks."""
+"""The initialisations shipped in metadip/checkpoints/ (package data): they load safely, rebuild their generator
+and input, keep their held-out images out of training, and are what ``--init auto`` picks."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ from conftest import sample_image
 
 from metadip import api, checkpoint, operators
 
+ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.stem for p in checkpoint.default_checkpoint_dir().glob("*.json"))
 
 
@@ -18,11 +21,11 @@ def test_the_universal_init_is_shipped():
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_checkpoint_has_its_recipe_and_model_card(name):
-    """Every shipped init can be retrained from pretrain/NAME.toml and is described in checkpoints/README.md."""
+    """Every shipped init can be retrained from pretrain/NAME.toml and is described in its model card
+    (metadip/checkpoints/README.md)."""
     from metadip.pretrain import PretrainConfig
 
-    root = checkpoint.default_checkpoint_dir().parent
-    assert PretrainConfig.from_toml(root / "pretrain" / f"{name}.toml").name == name
+    assert PretrainConfig.from_toml(ROOT / "pretrain" / f"{name}.toml").name == name
     cards = (checkpoint.default_checkpoint_dir() / "README.md").read_text(encoding="utf-8")
     assert f"\n## {name} " in cards or f"\n## {name}\n" in cards
 
@@ -113,3 +116,23 @@ def test_grey_inits_were_converted_from_their_rgb_originals():
         }
         assert init.input_recipe.estimate == source.input_recipe.estimate
         assert init.avoid_for == source.avoid_for and init.recommended_for == source.recommended_for
+
+
+def test_shipped_inits_are_package_data():
+    """The inits live inside the package (found from metadip's own location, so a wheel install has them) and
+    pyproject.toml ships every file of that folder."""
+    import metadip
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    assert checkpoint.default_checkpoint_dir() == Path(metadip.__file__).resolve().parent / "checkpoints"
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"][
+        "package-data"
+    ]["metadip"]
+    package = Path(metadip.__file__).resolve().parent
+    shipped = {p.relative_to(package) for p in checkpoint.default_checkpoint_dir().iterdir() if p.is_file()}
+    covered = {p.relative_to(package) for pattern in patterns for p in package.glob(pattern)}
+    assert shipped and shipped <= covered
