@@ -145,8 +145,10 @@ def prepare(
 
 def _stopping_rule(name: str | None, recipe: dict):
     """The named rule (default: the init's recipe, else DEFAULT_STOP), with the init's tuned options for it."""
-    from metadip.stopping import DEFAULT_STOP, make_stopping_rule
+    from metadip.stopping import DEFAULT_STOP, StoppingRule, make_stopping_rule
 
+    if isinstance(name, StoppingRule):  # a rule built by the caller (evaluation's "converged") is used as is
+        return name
     chosen = name or recipe.get("stop") or DEFAULT_STOP
     options = recipe.get("stop_options", {}).get(chosen, {}) if isinstance(recipe.get("stop_options"), dict) else {}
     return make_stopping_rule(chosen, **options)
@@ -240,6 +242,7 @@ def reconstruct(
     tensorboard: str | Path | None = None,
     callback=None,
     monitor: str | None = None,
+    ssim_every: int = 1,
 ) -> ReconstructionResult:
     """Reconstruct an image from measurement ``y`` of ``operator`` with DIP from ``init``.
 
@@ -297,6 +300,7 @@ def reconstruct(
             monitor=monitor,
             lr_per_tensor=None if lr is not None else recipe.get("lr_per_tensor"),
             holdout_weights=holdout_weights,
+            ssim_every=ssim_every,
         )
     finally:
         if logger is not None:

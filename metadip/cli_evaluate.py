@@ -105,10 +105,24 @@ speedup.png, grid_*.png, spectral_*.png, report.md, images/, cases/ (finished ca
 @click.option(
     "--iterations",
     type=click.IntRange(min=1),
-    default=600,
+    default=3000,
     show_default=True,
     metavar="N",
-    help="Fixed budget per run (curves are recorded for all of it).",
+    help="Cap per run: each arm runs until its PSNR has passed its peak (see --patience) or N iterations; "
+    "with --fixed-budget exactly N.",
+)
+@click.option(
+    "--fixed-budget",
+    is_flag=True,
+    help="Run every arm for exactly --iterations instead of to convergence (its peak may be the budget's).",
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    metavar="N",
+    help="Convergence: stop an arm after max(N, 0.5 × iterations so far) iterations without a 0.01 dB gain.",
 )
 @click.option(
     "--seeds",
@@ -167,6 +181,8 @@ def evaluate(
     baseline,
     size,
     iterations,
+    fixed_budget,
+    patience,
     seeds,
     max_images,
     stop,
@@ -182,8 +198,9 @@ def evaluate(
     report,
 ) -> None:
     """Compare DIP from a meta-learned init with DIP from random init: same measurement, same architecture,
-    a fixed budget, PSNR/SSIM at every iteration, where the no-ground-truth stopping rule stops, speedups,
-    figures (curves, speedup, images, spectral view) and report.md. Re-running skips finished cases.
+    each arm run until its PSNR has passed its peak (or a fixed budget), PSNR at every iteration, where the
+    no-ground-truth stopping rule stops, speedups, the speed-quality frontier, classical baselines, figures
+    (curves, speedup, frontier, images, spectral view) and report.md. Re-running skips finished cases.
     """
     from metadip import evaluation
     from metadip.runtime import resolve_device
@@ -225,16 +242,17 @@ def evaluate(
                 from dataclasses import replace
 
                 runs = tuple(replace(r, **changes) for r in runs)
-        config = evaluation.EvalConfig(
+        from dataclasses import replace as replace_config
+
+        config = replace_config(
+            base,
             runs=runs,
             init=init if given("init") else base.init,
             baseline=baseline if given("baseline") else base.baseline,
             stop=stop if given("stop") else base.stop,
             arch=arch if given("arch") else base.arch,
-            name=base.name,
-            description=base.description,
-            margin_db=base.margin_db,
-            bands=base.bands,
+            converge=False if fixed_budget else base.converge,
+            patience=patience if given("patience") else base.patience,
         )
     else:
         run = evaluation.RunSpec(
@@ -247,7 +265,14 @@ def evaluate(
             tag=tag,
         )
         config = evaluation.EvalConfig(
-            runs=(run,), init=init, baseline=baseline, stop=stop, arch=arch, name=Path(out).name or "evaluate"
+            runs=(run,),
+            init=init,
+            baseline=baseline,
+            stop=stop,
+            arch=arch,
+            name=Path(out).name or "evaluate",
+            converge=not fixed_budget,
+            patience=patience,
         )
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
@@ -273,6 +298,8 @@ def evaluate(
 
 
 def _echo_summary(results: dict) -> None:
+    from metadip.report import capped_mark
+
     by_setting = results["summary"]["by_setting"]
 
     def fmt(value, digits=2):
@@ -290,7 +317,7 @@ def _echo_summary(results: dict) -> None:
                 f"{name:<{width}}  {s['n_cases']:>3}  {fmt(s.get('random_peak_psnr_median')):>9}  "
                 f"{fmt(s.get('meta_peak_psnr_median')):>9}  {fmt(s.get('delta_peak_median')):>6}  "
                 f"{fmt(s.get('delta_stop_median')):>6}  {fmt(s.get('speedup_median'), 1):>7}  "
-                f"{fmt(s.get('speedup_iqr'), 1):>5}"
+                f"{fmt(s.get('speedup_iqr'), 1):>5}{capped_mark(s)}"
             )
     else:
         arm = "random" if any(c["init"] == "random" for c in results["cases"]) else "meta"

@@ -52,18 +52,22 @@ import numpy as np
 import torch
 
 from metadip import api, metrics
+from metadip.baselines import compute_baselines, measurement_view  # noqa: F401  (re-exported)
 from metadip.errors import MetadipError
 from metadip.fileio import atomic_write_json, atomic_write_text
+from metadip.stopping import Converged
 
 CASE_FORMAT = 1
 MARGIN_DB = 0.5
+#: The speed–quality frontier: iterations (and seconds) each arm needs to reach random's peak − δ.
+FRONTIER_DB = (0.25, 0.5, 1.0, 2.0)
 ARMS = ("random", "meta")
 BASELINE_CHOICES = ("random", "none")
 
 #: ``metadip evaluate --quick``: the settings of ``evaluate/suites/quick.toml`` (a test keeps them equal).
 QUICK_SUITE: dict[str, Any] = {
     "name": "quick",
-    "description": "smoke test: 2 held-out images, 2 operators, 40 px, 150 iterations, 1 seed (<= 2 min, 2 cores)",
+    "description": "smoke test: 2 held-out images, 2 operators, 40 px, arms to convergence (cap 2000), 1 seed",
     "init": "auto",
     "baseline": "random",
     "stop": "holdout",
@@ -74,7 +78,7 @@ QUICK_SUITE: dict[str, Any] = {
             "max_images": 2,
             "operators": ["denoise:sigma=25", "inpaint:ratio=0.5"],
             "size": 40,
-            "iterations": 150,
+            "iterations": 2000,
             "seeds": 1,
         }
     ],
@@ -131,6 +135,11 @@ class EvalConfig:
     description: str = ""
     margin_db: float = MARGIN_DB
     bands: int = 8
+    converge: bool = True  # run each arm until its PSNR has passed its peak (``iterations`` is then the cap)
+    patience: int = 500  # converge: stop after max(patience, patience_fraction × iterations so far) without gain
+    patience_fraction: float = 0.5
+    ssim_every: int = 10  # SSIM on every iteration up to dip.SSIM_DENSE, then every k-th (PSNR: always every one)
+    per_operator_auto: bool = True  # init = "auto": each operator gets reconstruct's own --init auto choice
 
     def __post_init__(self) -> None:
         from metadip.stopping import STOPPING_RULES
@@ -151,6 +160,18 @@ class EvalConfig:
             raise MetadipError("margin_db must be > 0")
         if not isinstance(self.bands, int) or self.bands < 2:
             raise MetadipError("bands must be an integer >= 2")
+        if not isinstance(self.converge, bool):
+            raise MetadipError(f"converge must be true or false, got {self.converge!r}")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 1:
+            raise MetadipError(f"patience must be an integer >= 1, got {self.patience!r}")
+        if not isinstance(self.patience_fraction, (int, float)) or not 0 <= self.patience_fraction < 1:
+            raise MetadipError(f"patience_fraction must be in [0, 1), got {self.patience_fraction!r}")
+        if isinstance(self.ssim_every, bool) or not isinstance(self.ssim_every, int) or self.ssim_every < 1:
+            raise MetadipError(f"ssim_every must be an integer >= 1, got {self.ssim_every!r}")
+
+    def convergence_rule(self):
+        """A fresh :class:`~metadip.stopping.Converged` rule for one arm, or None for fixed budgets."""
+        return Converged(self.patience, float(self.patience_fraction)) if self.converge else None
 
     def to_dict(self) -> dict:
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "runs"}
@@ -279,6 +300,40 @@ def _auto_init(config: EvalConfig | None = None) -> tuple[str | None, bool]:
     return shipped_init_for(None), len(picks) > 1
 
 
+def meta_arm(init: str, arch: str | None = None) -> Arm:
+    """The meta arm of checkpoint ``init`` (a name or path)."""
+    from metadip import checkpoint
+
+    loaded = checkpoint.load_checkpoint(init)
+    arch_name = loaded.arch_config.get("name")
+    if arch is not None and arch != arch_name:
+        raise MetadipError(
+            f"--arch {arch} does not match the checkpoint's architecture {arch_name!r}; "
+            "drop --arch (the random arm uses the checkpoint's architecture)"
+        )
+    return Arm(
+        label="meta",
+        init=str(loaded.path or init),
+        arch=None,
+        name=loaded.name,
+        sha256=str(loaded.sidecar.get("sha256", "")),
+        arch_config=dict(loaded.arch_config),
+        inner=dict(loaded.inner),
+        card=loaded.card,
+        training=dict(loaded.training),
+    )
+
+
+def problem_arms(problem: Problem, arms: Sequence[Arm]) -> list[Arm]:
+    """The arms of one problem: the suite's, with the meta arm replaced by the problem's own per-operator
+    ``--init auto`` choice where it has one (dropped where auto picks random init)."""
+    if problem.meta is None:
+        return list(arms)
+    if problem.meta == "random":
+        return [a for a in arms if a.label != "meta"]
+    return [problem.meta if a.label == "meta" else a for a in arms]
+
+
 def resolve_arms(config: EvalConfig) -> tuple[list[Arm], list[str]]:
     """The arms to run (random first) and notes for the user (e.g. "random arm only")."""
     from metadip import checkpoint
@@ -298,29 +353,17 @@ def resolve_arms(config: EvalConfig) -> tuple[list[Arm], list[str]]:
                 if mixed
                 else ""
             )
+            if mixed and config.per_operator_auto:
+                detail = (
+                    " by default; each operator gets the init `metadip reconstruct --init auto` picks for it "
+                    "(random init where auto picks random)"
+                )
             notes.append(f"--init auto: using the shipped checkpoint {found!r}{detail}")
             init = found
     arms: list[Arm] = []
     meta: Arm | None = None
     if init != "random":
-        loaded = checkpoint.load_checkpoint(init)
-        arch_name = loaded.arch_config.get("name")
-        if config.arch is not None and config.arch != arch_name:
-            raise MetadipError(
-                f"--arch {config.arch} does not match the checkpoint's architecture {arch_name!r}; "
-                "drop --arch (the random arm uses the checkpoint's architecture)"
-            )
-        meta = Arm(
-            label="meta",
-            init=str(loaded.path or init),
-            arch=None,
-            name=loaded.name,
-            sha256=str(loaded.sidecar.get("sha256", "")),
-            arch_config=dict(loaded.arch_config),
-            inner=dict(loaded.inner),
-            card=loaded.card,
-            training=dict(loaded.training),
-        )
+        meta = meta_arm(init, config.arch)
     elif config.baseline == "none":
         raise MetadipError("--baseline none needs a meta-learned --init (with --init random there is nothing left)")
     else:
@@ -462,78 +505,6 @@ def make_problem(x: torch.Tensor, operator: str, seed: int, image: str):
     return op, y
 
 
-def measurement_view(y: torch.Tensor, op) -> tuple[torch.Tensor, str]:
-    """An image-shaped view of ``y``: itself when it is one, bicubic upsampling for superres, else the
-    back-projection ``A_adjoint y`` (zero-filled inverse FFT for fourier). Clamped to [0, 1]."""
-    channels, height, width = op.image_shape
-    if not y.is_complex() and tuple(y.shape[-3:]) == (channels, height, width):
-        return y.detach().clamp(0, 1), "measurement"
-    if getattr(op, "name", "") == "superres":
-        return _bicubic(y, height, width), "bicubic"
-    return op.A_adjoint(y).detach().real.clamp(0, 1), "back-projection"
-
-
-def _bicubic(y: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bicubic upsampling (scikit-image order 3) of a superres measurement to the image size; when the factor
-    does not divide the size the covered top-left region is upsampled and the rest edge-padded."""
-    from skimage.transform import resize
-
-    _, channels, h, w = y.shape
-    factor = max(1, round(height / max(h, 1)))
-    cover_h, cover_w = min(height, h * factor), min(width, w * factor)
-    array = y[0].detach().cpu().permute(1, 2, 0).double().numpy()
-    up = resize(array, (cover_h, cover_w), order=3, mode="edge", anti_aliasing=False)
-    up = np.pad(up, ((0, height - cover_h), (0, width - cover_w), (0, 0)), mode="edge")
-    return torch.from_numpy(np.clip(up, 0, 1).astype(np.float32).transpose(2, 0, 1)).unsqueeze(0)
-
-
-def tv_weight(sigma_255: float) -> float:
-    """The fixed rule for the TV baseline's weight: 0.75·σ in [0, 1] units, at least 0.01. Chosen once from
-    a grid of 0.25–2·σ on astronaut, camera and coffee at 64 and 128 px, σ 10 / 25 / 50: 0.75 was within
-    0.6 dB of the best weight in all 18 cases, within 0.15 dB for σ ≥ 25 (``denoise_tv_chambolle``, RGB)."""
-    return max(0.01, 0.75 * float(sigma_255) / 255.0)
-
-
-def compute_baselines(x: torch.Tensor, y: torch.Tensor, op) -> dict[str, float]:
-    """Context baselines on the same measurement (PSNR in dB): the measurement view itself, TV (denoise),
-    bicubic (superres), zero-filled back-projection (fourier), BM3D (denoise; only when ``bm3d`` imports)."""
-    view, kind = measurement_view(y, op)
-    family = getattr(op, "name", "")
-    out: dict[str, float] = {}
-    if family == "superres":
-        out["bicubic"] = metrics.psnr(view, x)
-    elif family == "fourier":
-        out["zero_filled"] = metrics.psnr(view, x)
-    else:
-        out["measurement"] = metrics.psnr(view, x)
-    if family == "denoise" and op.sigma > 0:
-        from skimage.restoration import denoise_tv_chambolle
-
-        noisy = y[0].detach().cpu().permute(1, 2, 0).double().numpy()
-        tv = denoise_tv_chambolle(noisy, weight=tv_weight(op.sigma), channel_axis=-1)
-        out["tv"] = metrics.psnr(torch.from_numpy(np.clip(tv, 0, 1)).permute(2, 0, 1)[None].float(), x)
-        bm3d_psnr = _bm3d(noisy, op.sigma / 255.0, x)
-        if bm3d_psnr is not None:
-            out["bm3d"] = bm3d_psnr
-    return {k: round(float(v), 4) for k, v in out.items()}
-
-
-def _bm3d(noisy: np.ndarray, sigma: float, x: torch.Tensor) -> float | None:
-    try:
-        import bm3d  # optional extra [baselines]
-    except Exception:  # noqa: BLE001 - any import problem means "not available"
-        return None
-    try:
-        if noisy.shape[-1] == 3:
-            out = bm3d.bm3d_rgb(noisy, sigma)
-        else:
-            out = bm3d.bm3d(noisy[..., 0], sigma)[..., None]
-    except Exception:  # noqa: BLE001 - a failing optional baseline must not end the evaluation
-        return None
-    out = np.clip(np.asarray(out, dtype=np.float64).reshape(noisy.shape), 0, 1)
-    return metrics.psnr(torch.from_numpy(out).permute(2, 0, 1)[None].float(), x)
-
-
 def coverage(operator: str, training: dict) -> str | None:
     """Whether ``operator`` was inside the init's meta-training distribution: ``"seen"``, ``"unseen family"``
     or ``"unseen <key>"`` (a parameter outside the trained range); None when the checkpoint does not say."""
@@ -607,24 +578,35 @@ def run_arm(
     device: str,
     bands: int,
     tensorboard: str | Path | None = None,
+    converge=None,
+    ssim_every: int = 1,
 ) -> tuple[dict, torch.Tensor]:
-    """Run one arm for the full budget; return (record without identity fields, image at the rule's stop)."""
+    """Run one arm for the full budget — or, with ``converge`` (a :class:`~metadip.stopping.Converged` rule),
+    until its PSNR has passed its peak, ``iterations`` being the cap; return (record without identity fields,
+    image at the watched rule's stop)."""
     from metadip.spectral import SpectralRecorder
 
     recorder = SpectralRecorder(x, iterations, n_bands=bands)
+    ema_curve = EmaCurve(x, ema=CLASSIC_EMA)
+
+    def callback(iteration, estimate, row, raw):
+        recorder(iteration, estimate, row, raw)
+        ema_curve(iteration, estimate, row, raw)
+
     result = api.reconstruct(
         y,
         op,
         init=arm.init,
         arch=arm.arch,
         iterations=iterations,
-        stop="budget",
+        stop=converge if converge is not None else "budget",
+        ssim_every=ssim_every,
         seed=seed,
         device=device,
         reference=x,
         progress=False,
         tensorboard=tensorboard,
-        callback=recorder,
+        callback=callback,
         monitor=stop,  # api applies the init's stop_options to it
     )
     psnr_curve = [float(v) for v in result.history.get("psnr", [])]
@@ -653,9 +635,38 @@ def run_arm(
         "ms_per_iteration": round(1000.0 * float(result.seconds) / run, 4),
         "end": result.stop_reason,
         "rollbacks": result.extras.get("rollbacks", 0),
+        "converged": bool(getattr(converge, "converged", False)),
+        "capped_while_improving": converge is not None and not converge.converged and run >= iterations,
+        "peak_psnr_ema99": round(max(ema_curve.curve), 4),
         "spectral": recorder.to_dict(),
     }
+    if any(abs(a - b) > 1e-9 for a, b in zip(ema_curve.curve, psnr_curve, strict=False)):
+        record["psnr_ema99"] = _round_list(ema_curve.curve, 3)  # the arm's own recipe is not EMA 0.99
     return record, stop_image
+
+
+#: DIP's classic output average (the paper's EMA weight), recorded for both arms whatever their own recipe.
+CLASSIC_EMA = 0.99
+
+
+class EmaCurve:
+    """``callback(iteration, estimate, row, raw)`` keeping the PSNR of the EMA (weight ``ema``) of the raw
+    outputs — the same average :func:`metadip.dip.fit` forms, so for an arm whose recipe uses that EMA the
+    curve equals its own PSNR curve."""
+
+    def __init__(self, reference: torch.Tensor, ema: float = CLASSIC_EMA) -> None:
+        self.reference = reference.detach().float()
+        self.ema = float(ema)
+        self.average: torch.Tensor | None = None
+        self.curve: list[float] = []
+
+    def __call__(self, iteration: int, estimate: torch.Tensor, row=None, raw=None) -> None:
+        current = (estimate if raw is None else raw).detach()
+        if self.average is None:
+            self.average = current.clone()
+        else:
+            self.average.mul_(self.ema).add_(current, alpha=1 - self.ema)
+        self.curve.append(metrics.psnr(self.average.clamp(0, 1).to(self.reference.device), self.reference))
 
 
 @dataclass
@@ -672,6 +683,7 @@ class Problem:
     x: torch.Tensor
     image_sha: str
     pair_key: str
+    meta: Arm | str | None = None  # per-operator auto: its own meta arm, "random" (auto picks random), None = suite's
 
 
 def _pair_key(image: str, image_sha: str, operator: str, seed: int, size: int, channels: int) -> str:
@@ -688,7 +700,18 @@ def _pair_key(image: str, image_sha: str, operator: str, seed: int, size: int, c
     )
 
 
-def arm_key(problem: Problem, arm: Arm, stop: str, bands: int) -> str:
+def run_mode(config: EvalConfig) -> dict:
+    """What besides the problem and the arm determines a case: the convergence rule and the SSIM schedule
+    (empty for the historical fixed-budget, every-iteration mode, so those cases keep their keys)."""
+    mode: dict[str, Any] = {}
+    if config.converge:
+        mode["converge"] = [config.patience, float(config.patience_fraction)]
+    if config.ssim_every != 1:
+        mode["ssim_every"] = config.ssim_every
+    return mode
+
+
+def arm_key(problem: Problem, arm: Arm, stop: str, bands: int, mode: dict | None = None) -> str:
     """The cache key of one arm on one problem: everything that determines its result."""
     return _short_hash(
         {
@@ -700,6 +723,7 @@ def arm_key(problem: Problem, arm: Arm, stop: str, bands: int) -> str:
             "stop": stop,
             "bands": int(bands),
             "format": CASE_FORMAT,
+            **(mode or {}),
         }
     )
 
@@ -723,6 +747,23 @@ def plan(config: EvalConfig, arms: Sequence[Arm]) -> list[Problem]:
     channels = arms[0].out_channels
     problems: list[Problem] = []
     seen_keys: set[str] = set()
+    auto_arms: dict[str, Arm] = {}
+
+    def own_arm(spec: str, size: int) -> Arm | str | None:
+        """The per-operator ``--init auto`` arm when it differs from the suite's meta arm."""
+        from metadip.checkpoint import shipped_init_for_spec
+
+        if not (config.per_operator_auto and str(config.init).strip() == "auto" and meta is not None):
+            return None
+        pick = shipped_init_for_spec(spec, size, channels=channels)
+        if pick is None:
+            return "random"
+        if pick == meta.name:
+            return None
+        if pick not in auto_arms:
+            auto_arms[pick] = meta_arm(pick, config.arch)
+        return auto_arms[pick]
+
     for index, run in enumerate(config.runs):
         items = resolve_images(run.images, meta, run.max_images)
         for item in items:
@@ -735,7 +776,19 @@ def plan(config: EvalConfig, arms: Sequence[Arm]) -> list[Problem]:
                         continue  # the same problem listed in two runs: evaluated once
                     seen_keys.add(key)
                     problems.append(
-                        Problem(index, item, operator, seed, run.size, run.iterations, run.tag, x, image_sha, key)
+                        Problem(
+                            index,
+                            item,
+                            operator,
+                            seed,
+                            run.size,
+                            run.iterations,
+                            run.tag,
+                            x,
+                            image_sha,
+                            key,
+                            own_arm(operator, run.size),
+                        )
                     )
     return problems
 
@@ -805,6 +858,8 @@ class _Task:
     bands: int
     device: str
     tensorboard: str | None
+    converge: tuple[int, float] | None = None  # (patience, fraction) of the Converged rule; None = fixed budget
+    ssim_every: int = 1
 
 
 def _execute(task: _Task) -> dict:
@@ -831,6 +886,8 @@ def _execute(task: _Task) -> dict:
         device=task.device,
         bands=task.bands,
         tensorboard=tb,
+        converge=None if task.converge is None else Converged(*task.converge),
+        ssim_every=task.ssim_every,
     )
     stop_png = f"images/{task.name}_stop.png"
     _save_png(out / stop_png, stop_image)
@@ -933,8 +990,9 @@ def run_cases(
     problem_records: list[dict] = []
     tasks: list[_Task] = []
     for problem in problems:
-        prob, _, _ = _problem_record(problem, out, cases_dir, images_dir, arms, config.bands)
-        meta = next((a for a in arms if a.label == "meta"), None)
+        own = problem_arms(problem, arms)
+        prob, _, _ = _problem_record(problem, out, cases_dir, images_dir, own, config.bands)
+        meta = next((a for a in own if a.label == "meta"), None)
         # labels are not part of the cache key: a reused case takes this run's tag and the current init's view
         prob = {
             **prob,
@@ -942,8 +1000,8 @@ def run_cases(
             "coverage": coverage(problem.operator, meta.training) if meta is not None else None,
         }
         problem_records.append(prob)
-        for arm in arms:
-            key = arm_key(problem, arm, config.stop, config.bands)
+        for arm in own:
+            key = arm_key(problem, arm, config.stop, config.bands, run_mode(config))
             name = _case_name(problem, arm.label, key)
             order.append(key)
             cached = _read_json(cases_dir / f"{name}.json")
@@ -963,6 +1021,8 @@ def run_cases(
                     config.bands,
                     str(device),
                     None if tensorboard is None else str(tensorboard),
+                    (config.patience, float(config.patience_fraction)) if config.converge else None,
+                    config.ssim_every,
                 )
             )
     jobs, threads = parallelism(jobs, threads, device, len(tasks))
@@ -1067,7 +1127,29 @@ def pair_statistics(random_case: dict, meta_case: dict, margin_db: float = MARGI
         "wall_clock_ratio": wall,
         "delta_peak": float(meta_case["peak_psnr"]) - float(random_case["peak_psnr"]),
         "delta_stop": float(meta_case["stop_psnr"]) - float(random_case["stop_psnr"]),
+        "frontier": frontier(random_case, meta_case),
     }
+
+
+def frontier(random_case: dict, meta_case: dict, deltas: Sequence[float] = FRONTIER_DB) -> dict[str, dict]:
+    """Per δ (key ``f"{δ:g}"``): iterations and seconds each arm needs to first reach random's peak − δ
+    (None = never) and the iteration speedup (0 when meta never gets there)."""
+    random_curve = _finite(random_case["psnr"])
+    meta_curve = [float(v) if v is not None else -math.inf for v in meta_case["psnr"]]
+    peak = max(random_curve)
+    out: dict[str, dict] = {}
+    for delta in deltas:
+        target = peak - float(delta)
+        r_it = metrics.first_reaching(random_curve, target)
+        m_it = metrics.first_reaching(meta_curve, target)
+        out[f"{float(delta):g}"] = {
+            "iterations_random": r_it,
+            "iterations_meta": m_it,
+            "seconds_random": None if r_it is None else round(r_it * float(random_case["ms_per_iteration"]) / 1e3, 3),
+            "seconds_meta": None if m_it is None else round(m_it * float(meta_case["ms_per_iteration"]) / 1e3, 3),
+            "speedup": 0.0 if m_it is None else round(float(r_it) / float(m_it), 4),
+        }
+    return out
 
 
 def _rounded(value: float | None, digits: int = 4) -> float | None:
@@ -1115,6 +1197,27 @@ def summarize(cases: Sequence[dict], margin_db: float = MARGIN_DB) -> dict:
             "delta_peak_median": _rounded(median(p["delta_peak"] for p in pairs)),
             "delta_stop_median": _rounded(median(p["delta_stop"] for p in pairs)),
             "wall_clock_ratio_median": _rounded(median(p["wall_clock_ratio"] for p in pairs)),
+            "frontier": {
+                key: {
+                    "iterations_random_median": _rounded(
+                        _median_with_never([p["frontier"][key]["iterations_random"] for p in pairs]), 1
+                    ),
+                    "iterations_meta_median": _rounded(
+                        _median_with_never([p["frontier"][key]["iterations_meta"] for p in pairs]), 1
+                    ),
+                    "seconds_random_median": _rounded(
+                        _median_with_never([p["frontier"][key]["seconds_random"] for p in pairs]), 2
+                    ),
+                    "seconds_meta_median": _rounded(
+                        _median_with_never([p["frontier"][key]["seconds_meta"] for p in pairs]), 2
+                    ),
+                    "speedup_median": _rounded(median(p["frontier"][key]["speedup"] for p in pairs)),
+                    "meta_reached_fraction": _rounded(
+                        sum(p["frontier"][key]["iterations_meta"] is not None for p in pairs) / len(pairs)
+                    ),
+                }
+                for key in (pairs[0]["frontier"] if pairs else {})
+            },
         }
     )
     if not pairs and random_cases:  # random arm only: its own iterations to (peak − margin)
@@ -1132,6 +1235,13 @@ def summarize(cases: Sequence[dict], margin_db: float = MARGIN_DB) -> dict:
         summary[f"{label}_stop_psnr_median"] = _rounded(median(c["stop_psnr"] for c in values))
         summary[f"{label}_stop_iteration_median"] = _rounded(median(c["stop_iteration"] for c in values), 1)
         summary[f"{label}_ms_per_iteration_median"] = _rounded(median(c["ms_per_iteration"] for c in values), 2)
+        summary[f"{label}_seconds_median"] = _rounded(median(c.get("seconds") for c in values), 2)
+        summary[f"{label}_iterations_median"] = _rounded(median(c.get("iterations") for c in values), 1)
+        summary[f"{label}_peak_psnr_ema99_median"] = _rounded(
+            median(c.get("peak_psnr_ema99", c["peak_psnr"]) for c in values)
+        )
+        summary[f"{label}_capped"] = sum(bool(c.get("capped_while_improving")) for c in values)
+        summary[f"{label}_still_improving_at_end"] = sum(still_improving(c) for c in values)
     baselines: dict[str, list[float]] = {}
     seen_pairs: set[str] = set()
     for case in cases:
@@ -1142,6 +1252,19 @@ def summarize(cases: Sequence[dict], margin_db: float = MARGIN_DB) -> dict:
             baselines.setdefault(name, []).append(value)
     summary["baselines_median"] = {k: _rounded(median(v)) for k, v in baselines.items()}
     return summary
+
+
+def still_improving(case: dict, window: int = 100, gain_db: float = 0.05) -> bool:
+    """Whether a run ended while it was still getting better: it hit the convergence cap, or (fixed budget)
+    its last ``window`` iterations gained more than ``gain_db`` — its "peak" is then the budget's."""
+    if case.get("capped_while_improving"):
+        return True
+    if case.get("converged"):
+        return False
+    curve = _finite(case.get("psnr") or [])
+    if len(curve) <= window:
+        return False
+    return max(curve[-window:]) - max(curve[:-window]) > gain_db
 
 
 def setting_label(case: dict) -> str:
@@ -1242,6 +1365,9 @@ CSV_COLUMNS = (
     "stop_output_iteration",
     "stop_psnr",
     "stop_ssim",
+    "converged",
+    "capped_while_improving",
+    "peak_psnr_ema99",
     "target_psnr",
     "iterations_to_target",
     "speedup",
@@ -1332,6 +1458,9 @@ def assemble(
         "command": " ".join(_quote(a) for a in command_line(config, out)),
         "options": config.to_dict(),
         "arms": [a.label for a in arms],
+        "meta_init_by_setting": {
+            setting_label(c): {"name": c["init_name"], "sha256": c["init_sha256"]} for c in cases if c["init"] == "meta"
+        },
         "init": {
             "requested": config.init,
             "name": meta.name if meta else "random",

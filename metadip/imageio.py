@@ -68,7 +68,12 @@ SAMPLE_IMAGES = (
     "rocket",
     "shepp_logan_phantom",
     "text",
+    "ascent",
+    "aero",
 )
+#: Samples that come from PyWavelets (``pywt.data``; grey natural photographs, 512×512), not scikit-image. They
+#: are in no training list: extra held-out pictures for evaluation.
+PYWT_SAMPLES = ("ascent", "aero")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -499,7 +504,12 @@ def read_sample(key: str) -> torch.Tensor:
     import skimage.data
 
     try:
-        array = skimage.data.stereo_motorcycle()[0] if key == "motorcycle" else getattr(skimage.data, key)()
+        if key in PYWT_SAMPLES:
+            import pywt.data
+
+            array = getattr(pywt.data, key)()
+        else:
+            array = skimage.data.stereo_motorcycle()[0] if key == "motorcycle" else getattr(skimage.data, key)()
     except Exception as exc:  # pragma: no cover - depends on the scikit-image install
         raise MetadipError(f"scikit-image could not provide sample image {key!r}: {_one_line(exc)}") from None
     return array_to_tensor(array, f"sample:{key}")

@@ -52,6 +52,9 @@ NATURAL_SAMPLES: dict[str, str] = {
 
 #: Held out of meta-training by default (the DIP test pictures; benchmarks evaluate on them).
 DEFAULT_HELD_OUT: tuple[str, ...] = ("astronaut", "camera", "coffee", "chelsea")
+#: More held-out natural photographs (grey, from PyWavelets' ``pywt.data``), never in any training list; the
+#: evaluation suites list them explicitly beside :data:`DEFAULT_HELD_OUT`.
+EXTRA_HELD_OUT: tuple[str, ...] = ("ascent", "aero")
 #: The default meta-training images: every natural sample that is not held out.
 DEFAULT_TRAIN: tuple[str, ...] = tuple(n for n in NATURAL_SAMPLES if n not in DEFAULT_HELD_OUT)
 

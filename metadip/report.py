@@ -11,6 +11,8 @@ Figures, per setting (operator @ size):
   only, ``convergence.png``: iterations random init needs to reach its peak − 0.5 dB.
 * ``grid_<setting>.png`` — clean, measurement (or its bicubic / back-projected view), random at its stop,
   meta at its stop, for up to four images.
+* ``frontier.png`` — the speed–quality frontier: median iterations each arm needs to first reach random's
+  peak − δ, δ ∈ {0.25, 0.5, 1, 2} dB (log y; a missing meta point = never reached in at least half the pairs).
 * ``spectral_<setting>.png`` — one representative pair (median speedup): radially averaged power spectrum of
   the reconstruction at a few iterations against the clean image and the measurement, and heat maps of the
   relative error per radial frequency band over iterations, meta vs random (and their difference).
@@ -462,18 +464,22 @@ def _first_below(spectral: dict, band: int, threshold: float) -> int | None:
 
 def _late_note(results: dict, setting: str) -> str:
     """A caveat when random init was still improving at the end of the budget (its peak is budget-limited)."""
+    from metadip.evaluation import still_improving
+
     cases = _cases(results, setting, "random")
-    late = sum(c["peak_iteration"] >= 0.95 * c["iterations"] for c in cases)
+    late = sum(still_improving(c) for c in cases)
     if not late:
         return ""
-    budget = max(c["iterations"] for c in cases)
+    budget = max(c.get("budget", c["iterations"]) for c in cases)
     return (
-        f" Random init was still improving at the end of the {budget}-iteration budget in {late} of "
-        f"{len(cases)} runs, so its peak (and the target) is the budget's, not its best."
+        f" **Random init was still improving at the end of its {budget}-iteration cap in {late} of "
+        f"{len(cases)} runs**, so its peak (and the target) is the cap's, not its best."
     )
 
 
 def curves_reading(results: dict) -> list[str]:
+    from metadip.evaluation import still_improving
+
     out = []
     for setting in settings(results):
         s = results["summary"]["by_setting"].get(setting, {})
@@ -500,7 +506,7 @@ def curves_reading(results: dict) -> list[str]:
             if s.get(f"{arm}_peak_psnr_median") is not None and s.get(f"{arm}_stop_psnr_median") is not None:
                 gap = s[f"{arm}_peak_psnr_median"] - s[f"{arm}_stop_psnr_median"]
             budget = max((c["iterations"] for c in _cases(results, setting, arm)), default=0)
-            late = sum(c["peak_iteration"] >= 0.95 * c["iterations"] for c in _cases(results, setting, arm))
+            late = sum(still_improving(c) for c in _cases(results, setting, arm))
             to_target = s.get("iterations_to_target_random_median") if arm == "random" else None
             out.append(
                 f"**{setting}** ({n} images×seeds, {arm} init only): median peak "
@@ -652,18 +658,19 @@ def _summary_table(results: dict) -> list[str]:
         header = (
             "| setting | tag | in training? | n | random peak | meta peak | Δ peak | Δ stop | iters "
             "to target "
-            "(random → meta) | speedup median [IQR] | wall-clock ratio |"
+            "(random → meta) | speedup median [IQR] | wall-clock ratio | seconds per run (random / meta) |"
         )
-        lines = [header, "|" + "---|" * 11]
+        lines = [header, "|" + "---|" * 12]
         for name, s in by_setting.items():
             lines.append(
-                f"| {name} | {s.get('tag') or ''} | {s.get('coverage') or '?'} | {s['n_cases']} | "
+                f"| {name}{capped_mark(s)} | {s.get('tag') or ''} | {s.get('coverage') or '?'} | {s['n_cases']} | "
                 f"{_fmt(s.get('random_peak_psnr_median'))} | "
                 f"{_fmt(s.get('meta_peak_psnr_median'))} | {_signed(s.get('delta_peak_median'))} | "
                 f"{_signed(s.get('delta_stop_median'))} | "
                 f"{_iters(s.get('iterations_to_target_random_median'))} → "
                 f"{_iters(s.get('iterations_to_target_meta_median'))} | ×{_fmt(s.get('speedup_median'), 1)} "
-                f"[{_fmt(s.get('speedup_iqr'), 1)}] | ×{_fmt(s.get('wall_clock_ratio_median'), 1)} |"
+                f"[{_fmt(s.get('speedup_iqr'), 1)}] | ×{_fmt(s.get('wall_clock_ratio_median'), 1)} | "
+                f"{_fmt(s.get('random_seconds_median'), 1)} / {_fmt(s.get('meta_seconds_median'), 1)} |"
             )
         o = results["summary"]["overall"]
         lines.append(
@@ -671,7 +678,8 @@ def _summary_table(results: dict) -> list[str]:
             f"{_fmt(o.get('meta_peak_psnr_median'))} | {_signed(o.get('delta_peak_median'))} | "
             f"{_signed(o.get('delta_stop_median'))} | {_iters(o.get('iterations_to_target_random_median'))} "
             f"→ {_iters(o.get('iterations_to_target_meta_median'))} | ×{_fmt(o.get('speedup_median'), 1)} "
-            f"[{_fmt(o.get('speedup_iqr'), 1)}] | ×{_fmt(o.get('wall_clock_ratio_median'), 1)} |"
+            f"[{_fmt(o.get('speedup_iqr'), 1)}] | ×{_fmt(o.get('wall_clock_ratio_median'), 1)} | "
+            f"{_fmt(o.get('random_seconds_median'), 1)} / {_fmt(o.get('meta_seconds_median'), 1)} |"
         )
     else:
         arm = _arms(results)[0]
@@ -692,30 +700,98 @@ def _summary_table(results: dict) -> list[str]:
     return lines
 
 
+def capped_mark(summary: dict) -> str:
+    """`` ⚠ k/n capped`` when k random runs of a setting hit the cap while still improving (else "")."""
+    capped = summary.get("random_still_improving_at_end") or 0
+    if not capped:
+        return ""
+    total = summary.get("n_pairs") or summary.get("n_cases") or 0
+    return f" ⚠ {capped}/{total} capped"
+
+
 def _baseline_table(results: dict) -> list[str]:
+    """Per setting: each DIP arm's peak, its peak with the classic EMA 0.99 of outputs, its PSNR at the
+    no-ground-truth stop, and every classical method of the family (blank where a family has none)."""
     by_setting = results["summary"]["by_setting"]
     names = list(dict.fromkeys(n for s in by_setting.values() for n in (s.get("baselines_median") or {})))
-    if not names:
-        return []
     arms = _arms(results)
-    header = (
-        "| setting | "
-        + " | ".join(f"DIP {a} @ stop" for a in arms)
-        + " | "
-        + " | ".join(n.replace("_", " ") for n in names)
-        + " |"
-    )
-    lines = [header, "|" + "---|" * (1 + len(arms) + len(names))]
+    columns = [f"DIP {a} peak | {a} EMA 0.99 peak | {a} @ stop" for a in arms]
+    header = "| setting | " + " | ".join(columns + [n.replace("_", " ") for n in names]) + " |"
+    lines = [header, "|" + "---|" * (1 + 3 * len(arms) + len(names))]
     for setting, s in by_setting.items():
         base = s.get("baselines_median") or {}
-        lines.append(
-            f"| {setting} | "
-            + " | ".join(_fmt(s.get(f"{a}_stop_psnr_median")) for a in arms)
-            + " | "
-            + " | ".join(_fmt(base.get(n)) for n in names)
-            + " |"
-        )
+        cells = []
+        for a in arms:
+            cells += [
+                _fmt(s.get(f"{a}_peak_psnr_median")),
+                _fmt(s.get(f"{a}_peak_psnr_ema99_median")),
+                _fmt(s.get(f"{a}_stop_psnr_median")),
+            ]
+        cells += ["" if base.get(n) is None else _fmt(base.get(n)) for n in names]
+        lines.append(f"| {setting} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _frontier_table(results: dict) -> list[str]:
+    """Per setting and δ: median iterations (seconds) each arm needs to first reach random's peak − δ."""
+    lines = [
+        "| setting | δ (dB) | random: iterations (s) | meta: iterations (s) | speedup median | meta reached |",
+        "|---|---|---|---|---|---|",
+    ]
+    any_row = False
+    for setting, s in results["summary"]["by_setting"].items():
+        for delta, f in (s.get("frontier") or {}).items():
+            any_row = True
+            lines.append(
+                f"| {setting} | {delta} | {_iters(f.get('iterations_random_median'))} "
+                f"({_fmt(f.get('seconds_random_median'), 1)}) | {_iters(f.get('iterations_meta_median'))} "
+                f"({_fmt(f.get('seconds_meta_median'), 1)}) | ×{_fmt(f.get('speedup_median'), 1)} | "
+                f"{_fmt(100 * (f.get('meta_reached_fraction') or 0), 0)}% |"
+            )
+    return lines if any_row else []
+
+
+def plot_frontier(results: dict, path: Path) -> Path | None:
+    """Median iterations to random's peak − δ against δ, per setting, both arms (log y)."""
+    by_setting = {k: v for k, v in results["summary"]["by_setting"].items() if v.get("frontier")}
+    if not by_setting:
+        return None
+    plt = _plt()
+    names = list(by_setting)
+    columns = min(3, len(names))
+    rows = math.ceil(len(names) / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
+    for ax, setting in zip(axes.flat, names, strict=False):
+        front = by_setting[setting]["frontier"]
+        deltas = [float(d) for d in front]
+        for arm in ("random", "meta"):
+            values = [front[d].get(f"iterations_{arm}_median") for d in front]
+            ys = [np.nan if v is None else v for v in values]
+            ax.plot(deltas, ys, "o-", color=COLORS[arm], label=LABELS[arm])
+        ax.set_yscale("log")
+        ax.set_xlabel("δ below random's peak (dB)")
+        ax.set_ylabel("iterations (median)")
+        ax.set_title(setting + capped_mark(by_setting[setting]), fontsize=9)
+        ax.grid(alpha=0.3, which="both", lw=0.5)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    fig.suptitle("Speed–quality frontier: iterations to reach random init's peak − δ", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _budget_text(config: dict) -> str:
+    caps = ", ".join(map(str, config["iterations"]))
+    options = config.get("options") or {}
+    if options.get("converge"):
+        return (
+            f"each arm runs until its PSNR has passed its peak — stopped after max({options.get('patience')}, "
+            f"{options.get('patience_fraction')} × iterations so far) iterations without a gain of 0.01 dB — "
+            f"or a cap of {caps} iterations (runs that hit the cap while improving are flagged ⚠); PSNR every "
+            f"iteration, SSIM every iteration up to 500 then every {options.get('ssim_every', 1)}th"
+        )
+    return f"budget {caps} iterations (fixed; PSNR/SSIM recorded every iteration)"
 
 
 def write_markdown(results: dict, out: Path, figures: dict) -> Path:
@@ -741,9 +817,9 @@ def write_markdown(results: dict, out: Path, figures: dict) -> Path:
         "",
         f"Images: {', '.join(config.get('images', []))}; sizes "
         f"{', '.join(f'{s} px' for s in config.get('sizes', []))};"
-        f" seeds {', '.join(map(str, config.get('seeds', [])))}; budget "
-        f"{', '.join(map(str, config['iterations']))}"
-        f" iterations (fixed; PSNR/SSIM recorded every iteration); watched stopping rule "
+        f" seeds {', '.join(map(str, config.get('seeds', [])))}; "
+        + _budget_text(config)
+        + "; watched stopping rule "
         f"`{config.get('stop_rule')}` (no ground truth). Device {config.get('device')}, "
         f"{config.get('threads')} threads"
         + (f" × {config['jobs']} parallel jobs" if config.get("jobs", 1) > 1 else "")
@@ -767,6 +843,32 @@ def write_markdown(results: dict, out: Path, figures: dict) -> Path:
     ]
     lines += _summary_table(results)
     lines += [""]
+    baseline_lines = _baseline_table(results)
+    if baseline_lines:
+        lines += [
+            "## Against classical methods and DIP's own EMA",
+            "",
+            "Median PSNR (dB) on the same measurements. Each DIP arm: its peak, the peak of the classic EMA of "
+            "outputs (weight 0.99; the random arm's own recipe), and its output at the no-ground-truth stop. "
+            "Classical methods (`metadip/baselines.py`): TV (weight 0.75·σ/255) and BM3D for denoising, "
+            "biharmonic filling for inpainting, bicubic and Tikhonov for super-resolution, Tikhonov "
+            "(Wiener-type, ‖∇x‖² prior) for deblurring, zero-filled and TV-regularised least squares for "
+            "Fourier; λ / TV weight picked with the clean image from a small grid (oracle: flatters them).",
+            "",
+        ]
+        lines += baseline_lines + [""]
+    frontier_lines = _frontier_table(results)
+    if frontier_lines:
+        lines += [
+            "## Speed–quality frontier",
+            "",
+            "Median iterations (and seconds) each arm needs to first reach random init's peak − δ; never "
+            "counts as infinite in the median (shown as *never*). The 0.5 dB row is the headline speedup.",
+            "",
+        ]
+        if "frontier" in figures:
+            lines += [f"![speed-quality frontier]({figures['frontier'].name})", ""]
+        lines += frontier_lines + [""]
     lines += ["## Convergence", "", f"![PSNR vs iteration]({figures['curves'].name})", ""]
     lines += [f"- {sentence}" for sentence in curves_reading(results)]
     lines += [""]
@@ -823,17 +925,6 @@ def write_markdown(results: dict, out: Path, figures: dict) -> Path:
             spectral_reading(results, setting),
             "",
         ]
-    baseline_lines = _baseline_table(results)
-    if baseline_lines:
-        lines += [
-            "## Context baselines",
-            "",
-            "Median PSNR (dB) on the same measurements: the measurement itself (or bicubic upsampling / "
-            "zero-filled back-projection), TV (`denoise_tv_chambolle`, weight = 0.75·σ/255) for denoising, BM3D "
-            "when the optional `bm3d` package is installed.",
-            "",
-        ]
-        lines += baseline_lines + [""]
     versions = config.get("versions", {})
     lines += [
         "## Configuration",
@@ -860,6 +951,9 @@ def build_report(out: str | Path, results: dict | None = None) -> list[Path]:
     results = results if results is not None else load_results(out)
     results = {k: v for k, v in results.items() if not k.startswith("_")}
     figures: dict[str, Path] = {"curves": plot_curves(results, out / "curves.png")}
+    frontier_figure = plot_frontier(results, out / "frontier.png")
+    if frontier_figure is not None:
+        figures["frontier"] = frontier_figure
     if "meta" in _arms(results) and "random" in _arms(results):
         figures["speedup"] = plot_speedup(results, out / "speedup.png")
     elif "random" in _arms(results):

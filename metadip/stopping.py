@@ -203,6 +203,73 @@ class Oracle(StoppingRule):
         return False
 
 
+class Converged(StoppingRule):
+    """EVALUATION ONLY: run until the reference PSNR has passed its peak — "run each arm to convergence".
+
+    Keeps the highest-PSNR iterate. An iteration counts as progress when its PSNR beats the last progress level
+    by more than ``min_gain_db``; the run stops once ``max(patience, fraction × iteration)`` iterations passed
+    without progress (so a curve still creeping up late gets a window proportional to its age). The caller's
+    iteration budget is the hard cap; ``converged`` says whether this rule, not the cap, ended the run."""
+
+    def __init__(self, patience: int = 500, fraction: float = 0.5, min_gain_db: float = 0.01) -> None:
+        super().__init__(name="converged")
+        if int(patience) < 1 or not 0 <= float(fraction) < 1 or float(min_gain_db) < 0:
+            raise MetadipError("converged: need patience >= 1, 0 <= fraction < 1 and min_gain_db >= 0")
+        self.patience = int(patience)
+        self.fraction = float(fraction)
+        self.min_gain_db = float(min_gain_db)
+        self.needs_reference = True
+
+    def window(self, iteration: int) -> int:
+        """Iterations without progress that end a run at ``iteration``."""
+        return max(self.patience, int(self.fraction * iteration))
+
+    def reset(self, *, sigma=None, reference=None) -> None:
+        super().reset()
+        if reference is None:
+            raise MetadipError("the converged rule needs the clean image; it is for evaluation only")
+        self._reference = reference
+        self._best = -math.inf
+        self._level = -math.inf
+        self._progress_iteration = 0
+        self.converged = False
+
+    def score(self, estimate: torch.Tensor) -> float:
+        mse = float(torch.mean((estimate.detach().clamp(0, 1) - self._reference) ** 2))
+        return math.inf if mse <= 0 else -10.0 * math.log10(mse)
+
+    def observe(self, iteration: int, psnr: float) -> bool:
+        """The rule on a bare PSNR value (what :meth:`update` feeds it); True = stop now."""
+        if psnr > self._level + self.min_gain_db or self._progress_iteration == 0:
+            self._level = psnr
+            self._progress_iteration = iteration
+        if iteration - self._progress_iteration >= self.window(iteration):
+            self.reason = "converged"
+            self.converged = True
+            return True
+        return False
+
+    def update(self, iteration, output, loss, holdout_loss=None, estimate=None) -> bool:
+        estimate = output if estimate is None else estimate
+        psnr = self.score(estimate)
+        if psnr > self._best:
+            self._best = psnr
+            self._keep(iteration, estimate)
+        return self.observe(iteration, psnr)
+
+
+def converged_stop_iteration(
+    curve, *, patience: int = 500, fraction: float = 0.5, min_gain_db: float = 0.01
+) -> int | None:
+    """Where :class:`Converged` stops on a PSNR ``curve`` (1-based iteration), None if it runs to the end."""
+    rule = Converged(patience, fraction, min_gain_db)
+    rule.reset(reference=torch.zeros(1))
+    for index, value in enumerate(curve):
+        if rule.observe(index + 1, float(value)):
+            return index + 1
+    return None
+
+
 def make_stopping_rule(name: str | StoppingRule, **options) -> StoppingRule:
     """Build a rule by name (``wmv``, ``holdout``, ``discrepancy``, ``budget``, ``oracle``) with its options."""
     if isinstance(name, StoppingRule):
@@ -213,6 +280,7 @@ def make_stopping_rule(name: str | StoppingRule, **options) -> StoppingRule:
         "discrepancy": Discrepancy,
         "budget": Budget,
         "oracle": Oracle,
+        "converged": Converged,
     }
     key = str(name).lower()
     if key not in factories:

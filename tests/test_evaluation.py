@@ -237,7 +237,7 @@ def test_baselines(tiny_rgb):
     base = evaluation.compute_baselines(tiny_rgb, y, op)
     assert base["tv"] > base["measurement"]  # TV with the fixed weight rule beats the noisy image
     op, y = evaluation.make_problem(tiny_rgb, "superres:factor=2", 0, "astronaut")
-    assert set(evaluation.compute_baselines(tiny_rgb, y, op)) == {"bicubic"}
+    assert set(evaluation.compute_baselines(tiny_rgb, y, op)) == {"bicubic", "tikhonov"}
     op, y = evaluation.make_problem(tiny_rgb, "fourier:ratio=0.3", 0, "astronaut")
     view, kind = evaluation.measurement_view(y, op)
     assert kind == "back-projection" and view.shape == tiny_rgb.shape
@@ -341,6 +341,16 @@ def image_folder(tmp_path):
     return folder
 
 
+def _untimed(value):
+    """``value`` without wall-clock entries (seconds, ms per iteration, wall-clock ratios), which differ per run."""
+    if isinstance(value, dict):
+        timed = ("seconds", "ms_per_iteration", "wall_clock")
+        return {k: _untimed(v) for k, v in value.items() if not any(t in k for t in timed)}
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
 def test_end_to_end_cli_and_resume(tmp_path, tiny_checkpoint, image_folder, monkeypatch):
     out = tmp_path / "eval"
     args = [
@@ -411,6 +421,16 @@ def test_end_to_end_cli_and_resume(tmp_path, tiny_checkpoint, image_folder, monk
     assert calls == [] and "0 run, 8 already done" in result.output
     again = json.loads((out / "results.json").read_text())
     assert [c["psnr"] for c in again["cases"]] == [c["psnr"] for c in data["cases"]]
+
+    # interrupted: a case that never got stored runs again, and the suite equals the uninterrupted one
+    victim = sorted((out / "cases").glob("*_meta_*.json"))[0]
+    victim.unlink()
+    result = CliRunner().invoke(evaluate, [*args, "--no-report"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 1 and "1 run, 7 already done" in result.output
+    resumed = json.loads((out / "results.json").read_text())
+    assert [c["psnr"] for c in resumed["cases"]] == [c["psnr"] for c in data["cases"]]
+    assert _untimed(resumed["summary"]) == _untimed(data["summary"])
 
     # the report rebuilds from results.json and the stored images alone
     from metadip.report import build_report
@@ -609,3 +629,26 @@ def test_evaluate_registered_on_main_cli():
         pytest.skip("the lead registers evaluate on the main group")
     result = CliRunner().invoke(main, ["evaluate", "--help"])
     assert result.exit_code == 0 and "--operators" in result.output
+
+
+def test_frontier_per_delta_iterations_seconds_and_speedup():
+    random_curve = rising(30.0, 100, 200)  # linear 10 -> 30 dB over 100 iterations
+    meta_curve = rising(29.0, 10, 200)  # 9 -> 29 dB in 10 iterations, peaks 1 dB lower
+    stats = evaluation.pair_statistics(case("random", random_curve), case("meta", meta_curve, ms=20.0))
+    front = stats["frontier"]
+    assert set(front) == {"0.25", "0.5", "1", "2"}
+    assert front["0.5"]["speedup"] == pytest.approx(stats["speedup"])
+    assert front["0.25"]["iterations_meta"] is None and front["0.25"]["speedup"] == 0.0  # above meta's peak
+    assert front["1"]["iterations_meta"] == 10 and front["2"]["iterations_meta"] == 10
+    assert front["2"]["iterations_random"] == 90
+    assert front["2"]["seconds_random"] == pytest.approx(0.9) and front["2"]["seconds_meta"] == pytest.approx(0.2)
+    summary = evaluation.summarize([case("random", random_curve), case("meta", meta_curve, ms=20.0)])
+    assert summary["frontier"]["2"]["speedup_median"] == pytest.approx(9.0)
+    assert summary["frontier"]["0.25"]["meta_reached_fraction"] == 0.0
+
+
+def test_still_improving_flags_capped_and_budget_limited_runs():
+    assert evaluation.still_improving({"capped_while_improving": True, "psnr": [1.0]})
+    assert not evaluation.still_improving({"converged": True, "psnr": rising(30.0, 1000, 1000)})
+    assert evaluation.still_improving({"psnr": rising(30.0, 1000, 1000)})  # fixed budget, still rising
+    assert not evaluation.still_improving({"psnr": rising(30.0, 100, 1000)})

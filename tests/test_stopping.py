@@ -104,3 +104,41 @@ def test_unknown_rule_and_bad_options_are_user_errors():
         make_stopping_rule("wmv", colour="red")
     with pytest.raises(MetadipError):
         make_stopping_rule("wmv", window=1)
+
+
+def _peaked(peak_at: int, length: int, rise: float = 10.0, fall: float = 0.002) -> list[float]:
+    """Rises to 20 + rise dB at ``peak_at``, then falls by ``fall`` dB per iteration."""
+    return [20 + rise * min(i, peak_at) / peak_at - fall * max(0, i - peak_at) for i in range(1, length + 1)]
+
+
+def test_converged_stops_once_the_peak_has_passed():
+    from metadip.stopping import converged_stop_iteration
+
+    # peak at 800: no gain since 800, window max(500, floor(t/2)) -> first t with t - 800 >= floor(t/2) is 1599
+    assert converged_stop_iteration(_peaked(800, 6000)) == 1599
+    # an early peak (100) gets the 500-iteration floor
+    assert converged_stop_iteration(_peaked(100, 6000)) == 600
+    # still rising at the cap: never stops (the caller's cap ends it and flags the run)
+    assert converged_stop_iteration(_peaked(6000, 6000)) is None
+    # gains smaller than 0.01 dB per step do not count as progress... unless they add up past it
+    flat = [30.0 + 1e-4 * i for i in range(3000)]  # +0.01 dB every 100 iterations: progress each time
+    assert converged_stop_iteration(flat) is None
+    assert converged_stop_iteration([30.0 + 1e-6 * i for i in range(3000)]) == 501
+
+
+def test_converged_rule_keeps_the_best_iterate_and_says_it_converged():
+    from metadip.stopping import Converged
+
+    reference = torch.zeros(1, 1, 4, 4)
+    rule = Converged(patience=5, fraction=0.0)
+    rule.reset(reference=reference)
+    errors = [0.5, 0.3, 0.1, 0.2, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]
+    stopped = None
+    for iteration, error in enumerate(errors, start=1):
+        if rule.update(iteration, torch.full((1, 1, 4, 4), error), loss=0.0):
+            stopped = iteration
+            break
+    assert stopped == 8 and rule.converged and rule.best_iteration == 3
+    assert float(rule.best_output.mean()) == pytest.approx(0.1)
+    with pytest.raises(MetadipError):
+        Converged().reset(reference=None)
