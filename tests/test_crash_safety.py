@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from metadip.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "pretrain" / "tiny-test.toml"
+TINY = REPO / "pretrain" / "experiments" / "tiny-test.toml"
 STEPS = 24  # ~0.1 s each on one core: the run is still far from done when the kill lands
 
 

@@ -12,12 +12,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from metadip.checkpoint import load_checkpoint
+from metadip.checkpoint import default_checkpoint_dir, load_checkpoint
 from metadip.errors import MetadipError
 from metadip.pretrain import PretrainConfig, lr_scale, run_pretrain
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ROOT / "pretrain" / "tiny-test.toml"
+TINY = ROOT / "pretrain" / "experiments" / "tiny-test.toml"
 
 
 def tiny_config(**changes) -> PretrainConfig:
@@ -49,13 +49,26 @@ def assert_same(a: dict, b: dict, exact: bool = True) -> None:
 # config
 
 
-def test_shipped_recipes_parse_and_round_trip(tmp_path):
-    for path in sorted((ROOT / "pretrain").glob("*.toml")):
-        config = PretrainConfig.from_toml(path)
-        assert config.name == path.stem
-        copy = tmp_path / path.name
-        copy.write_text(config.to_toml())
-        assert PretrainConfig.from_toml(copy) == config
+RECIPES = sorted((ROOT / "pretrain").glob("*.toml")) + sorted((ROOT / "pretrain" / "experiments").glob("*.toml"))
+
+
+def test_recipes_are_where_they_belong():
+    """pretrain/ holds the recipe of each shipped init and nothing else; probes and the test recipe live in
+    pretrain/experiments/."""
+    shipped = {p.stem for p in default_checkpoint_dir().glob("*.json")}
+    assert {p.stem for p in (ROOT / "pretrain").glob("*.toml")} == shipped
+    experiments = {p.stem for p in (ROOT / "pretrain" / "experiments").glob("*.toml")}
+    assert "tiny-test" in experiments and not experiments & shipped
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.relative_to(ROOT / "pretrain").as_posix() for p in RECIPES])
+def test_recipes_parse_and_round_trip(tmp_path, path):
+    """Every recipe, shipped or probe, parses, is named after its file and survives a TOML round trip."""
+    config = PretrainConfig.from_toml(path)
+    assert config.name == path.stem
+    copy = tmp_path / path.name
+    copy.write_text(config.to_toml())
+    assert PretrainConfig.from_toml(copy) == config
 
 
 @pytest.mark.parametrize(
