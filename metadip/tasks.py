@@ -6,8 +6,10 @@ drawn, with which weights and parameter ranges, at which crop sizes and with whi
 Reproducibility: task ``k`` of a run with seed ``s`` is drawn from its **own** generator seeded with
 ``derive_seed(s, "task", k)`` (a SHA-256 of the parts), so a task never depends on how many numbers earlier
 tasks drew, tasks can be split over processes in any way, and a resumed run draws exactly the tasks an
-uninterrupted one would. Inside a task the draws happen in a fixed order: image, crop, augmentation, family,
-family parameters, noise σ, the operator's own random parts (mask, motion angle), then the measurement noise.
+uninterrupted one would. Inside a task the draws happen in a fixed order: (only when ``dead_leaves`` > 0: whether
+the image is a procedural dead-leaves picture), image, crop size, crop and augmentation (or the dead-leaves
+picture), family, family parameters, noise σ, the operator's own random parts (mask, motion angle), then the
+measurement noise.
 
 This module also holds the small config helpers the pretraining config uses (``config_from_dict`` checks
 keys and types of a frozen dataclass, ``to_toml_text`` writes one).
@@ -268,7 +270,9 @@ class TaskDistribution:
     ``gauss`` (std ``deblur_width``) and/or ``motion`` (length ``deblur_length``). ``fourier_ratio``: fraction
     of k-space sampled (``fourier_pattern``). ``sizes``: crop sizes (one drawn per task). ``crop_scale``:
     window side / crop size, log-uniform, clamped to the image. ``min_std``: near-flat crops are redrawn.
-    ``channels``: 3 (RGB) or 1 (grey)."""
+    ``channels``: 3 (RGB) or 1 (grey). ``dead_leaves``: fraction of training tasks whose clean image is a fresh
+    procedural dead-leaves picture (:func:`metadip.images.dead_leaves`, rendered at the crop size) instead of a
+    crop of the data source; validation tasks (stream ``"val"``) always use the source's held-out pictures."""
 
     weights: dict[str, float] = field(default_factory=_default_weights)
     denoise_sigma: tuple[float, float] = (5.0, 50.0)
@@ -289,6 +293,7 @@ class TaskDistribution:
     flips: bool = True
     rotations: bool = True
     min_std: float = 0.02
+    dead_leaves: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.weights) - set(FAMILIES))
@@ -341,6 +346,8 @@ class TaskDistribution:
             raise MetadipError("tasks.crop_scale: must be positive")
         if self.deblur_width[0] <= 0 or self.deblur_length[0] < 1:
             raise MetadipError("tasks: deblur width must be > 0 and length >= 1")
+        if not 0.0 <= self.dead_leaves <= 1.0:
+            raise MetadipError(f"tasks.dead_leaves: must be a fraction in [0, 1], got {self.dead_leaves}")
 
     # -- serialisation ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -408,42 +415,61 @@ class TaskDistribution:
                 params[key] = round(value, 4)
         return family, params, params["sigma"]
 
-    def sample(self, images: Mapping[str, torch.Tensor], generator: torch.Generator, seed: int = 0) -> Task:
-        """Draw one task from ``generator`` over ``images`` (name → 1×C×H×W). ``seed`` is recorded in the task
-        (its inner-loop randomness derives from it)."""
-        from metadip.images import random_patch
+    def sample(
+        self,
+        images: Mapping[str, Any],
+        generator: torch.Generator,
+        seed: int = 0,
+        *,
+        dead_leaves: float | None = None,
+    ) -> Task:
+        """Draw one task from ``generator`` over ``images`` (name → 1×C×H×W, or a procedural source such as
+        :class:`metadip.images.DeadLeaves`, which renders a fresh picture at the crop size). ``seed`` is recorded
+        in the task (its inner-loop randomness derives from it). ``dead_leaves`` overrides the distribution's
+        fraction of dead-leaves tasks; with a positive fraction one extra number is drawn first (a fraction of 0
+        draws exactly what it always did)."""
+        from metadip.images import DEAD_LEAVES, DeadLeaves, random_patch
         from metadip.operators import OperatorSpec, build_operator, simulate
 
-        if not images:
+        fraction = self.dead_leaves if dead_leaves is None else float(dead_leaves)
+        synthetic = fraction > 0 and float(torch.rand((), generator=generator, dtype=torch.float64)) < fraction
+        if not images and not synthetic:
             raise MetadipError("no images to draw tasks from")
-        names = list(images)
-        name = names[int(torch.randint(len(names), (), generator=generator))]
+        if synthetic:
+            name, image = DEAD_LEAVES, DeadLeaves()
+        else:
+            names = list(images)
+            name = names[int(torch.randint(len(names), (), generator=generator))]
+            image = images[name]
         size = int(self.sizes[int(torch.randint(len(self.sizes), (), generator=generator))])
-        image = images[name]
-        if image.shape[1] != self.channels:
-            raise MetadipError(
-                f"image {name!r} has {image.shape[1]} channels, the task distribution {self.channels}"
+        if isinstance(image, DeadLeaves):
+            x = image.draw(size, self.channels, generator)
+        else:
+            if image.shape[1] != self.channels:
+                raise MetadipError(
+                    f"image {name!r} has {image.shape[1]} channels, the task distribution {self.channels}"
+                )
+            x = random_patch(
+                image,
+                size,
+                generator,
+                scale=self.crop_scale,
+                flips=self.flips,
+                rotations=self.rotations,
+                min_std=self.min_std,
             )
-        x = random_patch(
-            image,
-            size,
-            generator,
-            scale=self.crop_scale,
-            flips=self.flips,
-            rotations=self.rotations,
-            min_std=self.min_std,
-        )
         family, params, sigma = self.draw_spec(generator)
         op = build_operator(OperatorSpec(family, params), (self.channels, size, size), generator=generator)
         y = simulate(x, op, generator)
         return Task(x=x, y=y, op=op, sigma=float(sigma), seed=int(seed), image=name, spec=op.spec())
 
-    def task(self, images: Mapping[str, torch.Tensor], seed: int, k: int, stream: str = "task") -> Task:
-        """Task ``k`` of a run with seed ``seed``: a pure function of (seed, stream, k)."""
+    def task(self, images: Mapping[str, Any], seed: int, k: int, stream: str = "task") -> Task:
+        """Task ``k`` of a run with seed ``seed``: a pure function of (seed, stream, k). Validation tasks (stream
+        ``"val"``) never draw dead leaves."""
         task_seed = derive_seed(seed, stream, k)
         generator = torch.Generator(device="cpu")
         generator.manual_seed(task_seed)
-        return self.sample(images, generator, seed=task_seed)
+        return self.sample(images, generator, seed=task_seed, dead_leaves=0.0 if stream == "val" else None)
 
 
 class TaskSampler:
