@@ -19,8 +19,11 @@ and the iteration of the peak, for each candidate; writes the same as JSON with 
 is in neither the training nor the held-out list: four crops (face, uniform, left, whole) of the photograph
 ``grace_hopper.jpg`` that matplotlib bundles — no picture an init was trained or tested on.
 ``--channels 1`` runs grey pictures (luminance), for grey inits and grey random init.
-``--lr-scale`` / ``--ema`` try another online recipe for the same weights (a copy of the checkpoint with an
-edited sidecar, in a temporary folder).
+``--lr-scale`` / ``--ema`` / ``--adapt`` try another online recipe for the same weights (a copy of the
+checkpoint with an edited sidecar, in a temporary folder; ``--adapt`` sets the adaptation mode, see
+``metadip/adaptation.py``). ``--converge`` runs every curve until its PSNR has passed its peak (the evaluation's
+rule: no 0.01 dB gain for max(500, half the iterations so far)), ``--iterations`` /
+``--baseline-iterations`` being the caps — use it so that Δ and speedups are against random's real peak.
 """
 
 from __future__ import annotations
@@ -76,7 +79,14 @@ def image_item(image: str):
 
 
 def run_curve(
-    init: str, image: str, operator: str, seed: int, size: int, iterations: int, channels: int = 3
+    init: str,
+    image: str,
+    operator: str,
+    seed: int,
+    size: int,
+    iterations: int,
+    channels: int = 3,
+    converge: bool = False,
 ) -> list[float]:
     import torch
 
@@ -87,7 +97,10 @@ def run_curve(
     item = image_item(image)
     x = load_clean(item, size, channels)
     op, y = make_problem(x, operator, seed, item.name)
-    result = api.reconstruct(y, op, init=init, iterations=iterations, stop="budget", seed=seed, reference=x)
+    from metadip.stopping import Converged
+
+    stop = Converged() if converge else "budget"
+    result = api.reconstruct(y, op, init=init, iterations=iterations, stop=stop, seed=seed, reference=x, ssim_every=10)
     return list(result.history["psnr"])
 
 
@@ -106,8 +119,9 @@ def summarise(curve: list[float], baseline: list[float] | None = None) -> dict:
     return row
 
 
-def recipe_variant(init: str, lr_scale: float, ema: float | None, folder: Path) -> str:
-    """A copy of checkpoint ``init`` whose online recipe has its lr(s) × ``lr_scale`` and EMA ``ema``."""
+def recipe_variant(init: str, lr_scale: float, ema: float | None, folder: Path, adapt: str | None = None) -> str:
+    """A copy of checkpoint ``init`` whose online recipe has its lr(s) × ``lr_scale``, EMA ``ema`` and
+    adaptation mode ``adapt``."""
     import json
     import shutil
 
@@ -121,6 +135,8 @@ def recipe_variant(init: str, lr_scale: float, ema: float | None, folder: Path) 
         inner["lr_per_tensor"] = {k: v * lr_scale for k, v in inner["lr_per_tensor"].items()}
     if ema is not None:
         inner["ema"] = ema
+    if adapt is not None:
+        inner["adapt"] = adapt
     weights = sidecar.with_name(meta.get("weights") or sidecar.stem + ".safetensors")
     shutil.copy(weights, folder / weights.name)
     (folder / sidecar.name).write_text(json.dumps(meta))
@@ -140,8 +156,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-iterations", type=int, default=1000)
     parser.add_argument("--lr-scale", type=float, default=1.0, help="multiply the candidates' online lr(s)")
     parser.add_argument("--ema", type=float, default=None, help="override the candidates' online EMA")
+    parser.add_argument(
+        "--adapt",
+        action="append",
+        default=None,
+        help="adaptation mode (all|norm|input) for the candidates: once for all, or once per --init, in order",
+    )
+    parser.add_argument("--converge", action="store_true", help="run each curve until its peak has passed (capped)")
     parser.add_argument("--out", type=Path, default=None, help="write the medians (and every case) as JSON")
     args = parser.parse_args(argv)
+    adapts = args.adapt or [None]
+    if len(adapts) not in (1, len(args.init)):
+        parser.error("give --adapt once, or once per --init")
+    adapts = adapts * len(args.init) if len(adapts) == 1 else adapts
     sys.path.insert(0, str(ROOT))
     from metadip.errors import MetadipError
     from metadip.fileio import atomic_write_json
@@ -160,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         "iterations": args.iterations,
         "lr_scale": args.lr_scale,
         "ema": args.ema,
+        "adapt": adapts,
+        "converge": args.converge,
         "baseline": args.baseline,
         "inits": {},
     }
@@ -170,7 +199,14 @@ def main(argv: list[str] | None = None) -> int:
             for operator in operators:
                 for image, seed in cases_of:
                     curve = run_curve(
-                        args.baseline, image, operator, seed, args.size, args.baseline_iterations, args.channels
+                        args.baseline,
+                        image,
+                        operator,
+                        seed,
+                        args.size,
+                        args.baseline_iterations,
+                        args.channels,
+                        args.converge,
                     )
                     baselines[operator, image, seed] = curve
             for op in operators:
@@ -180,12 +216,12 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 peaks = " ".join(f"{r['peak']:.2f}@{r['peak_iteration']}" for r in rows)
                 print(f"{args.baseline:28s} {op:40s} peaks {peaks}", flush=True)
-        for number, init in enumerate(args.init):
+        for number, (init, adapt) in enumerate(zip(args.init, adapts, strict=True)):
             run_init = init
-            if init != "random" and (args.lr_scale != 1.0 or args.ema is not None):
+            if init != "random" and (args.lr_scale != 1.0 or args.ema is not None or adapt is not None):
                 folder = Path(scratch.name) / str(number)
                 folder.mkdir()
-                run_init = recipe_variant(init, args.lr_scale, args.ema, folder)
+                run_init = recipe_variant(init, args.lr_scale, args.ema, folder, adapt)
             per_op = {}
             for operator in operators:
                 cases = [
@@ -193,7 +229,16 @@ def main(argv: list[str] | None = None) -> int:
                         "image": image_item(image).name,
                         "seed": seed,
                         **summarise(
-                            run_curve(run_init, image, operator, seed, args.size, args.iterations, args.channels),
+                            run_curve(
+                                run_init,
+                                image,
+                                operator,
+                                seed,
+                                args.size,
+                                args.iterations,
+                                args.channels,
+                                args.converge,
+                            ),
                             baselines.get((operator, image, seed)),
                         ),
                     }
@@ -202,8 +247,9 @@ def main(argv: list[str] | None = None) -> int:
                 medians = {k: statistics.median(c[k] for c in cases) for k in cases[0] if k not in ("image", "seed")}
                 per_op[operator] = {"median": medians, "cases": cases}
                 cells = " ".join(f"{k}={v:.2f}" for k, v in medians.items())
-                print(f"{Path(init).stem:28s} {operator:40s} {cells}", flush=True)
-            report["inits"][init] = per_op
+                label = Path(init).stem + (f"[{adapt}]" if adapt else "")
+                print(f"{label:28s} {operator:40s} {cells}", flush=True)
+            report["inits"][init if adapt is None else f"{init}[adapt={adapt}]"] = per_op
         scratch.cleanup()
     except MetadipError as exc:
         print(f"error: {exc}", file=sys.stderr)

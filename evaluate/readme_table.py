@@ -1,15 +1,16 @@
-"""README's results table, generated from the committed ``evaluate/results/<suite>/results.json``.
+"""README's headline table and docs/RESULTS.md, generated from the committed ``evaluate/results/<suite>/results.json``.
 
-    python evaluate/readme_table.py              # print the markdown table
-    python evaluate/readme_table.py --update     # replace the block between the markers in README.md
+    python evaluate/readme_table.py              # print README's headline block
+    python evaluate/readme_table.py --update     # rewrite README's block and docs/RESULTS.md
 
-The first rows, suite ``auto``, are what ``metadip reconstruct --init auto`` gets: for each setting of the
-``default`` suite, the init ``--init auto`` picks from the shipped checkpoints (their ``recommended_for`` /
-``avoid_for``): the default suite's row when it is the default suite's init, the row of the suite that ran the
-chosen init on the same measurements (same random-arm cases; ``auto ← SUITE``), or the random arm's own
-numbers when auto falls back to random init (``auto → random init``). No case is computed for these rows;
-they are the other suites' rows, picked by the rule ``--init auto`` follows. The ``auto (grey)`` rows do the
-same for grey pictures, from the ``grey`` suite's settings.
+The headline rows are what ``metadip reconstruct --init auto`` gets, from suites run with ``init = "auto"``
+(each operator gets the init auto picks for it) and every arm run to convergence (``converge = true``): random
+init's peak, auto's peak, the best classical method on the same measurements, Δ peak, the speedup at random's
+peak − 0.5 dB (median [IQR]) and at − 1 / − 2 dB (the frontier), and seconds per reconstruction for both arms.
+A setting where random init hit its iteration cap while still improving is marked ⚠ (its "peak" is the cap's).
+
+docs/RESULTS.md lists every suite's every setting the same way; suites run with a fixed budget are marked ⚠
+wherever random init was still improving at the end of it.
 
 Only the lines between ``<!-- results:begin -->`` and ``<!-- results:end -->`` in README.md are touched; a
 README without both markers is left alone (an error is printed). The quick suite is a smoke test and is left
@@ -22,35 +23,18 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "evaluate" / "results"
 README = ROOT / "README.md"
-#: The suite whose init is the universal default; the ``auto`` rows start from it.
-DEFAULT_SUITE = "default"
-#: The same for grey pictures: the ``auto (grey)`` rows start from it.
-GREY_SUITE = "grey"
+RESULTS_DOC = ROOT / "docs" / "RESULTS.md"
 BEGIN = "<!-- results:begin -->"
 END = "<!-- results:end -->"
-#: Suites first in this order, then any other suite alphabetically (run_suites.py runs them in this order too,
-#: after the quick suite).
-ORDER = (
-    "default",
-    "default-universal-slim",
-    "ablation",
-    "size256",
-    "default-universal-slim-maps",
-    "default-universal-slim-tikhonov",
-    "default-universal-slim-superres",
-    "grey",
-    "grey-universal-slim-tikhonov-grey",
-    "grey-universal-slim-superres-grey",
-    "grey-size256",
-    "ablation-warmstart",
-    "quick",
-)
+#: Suites first in this order, then any other suite alphabetically.
+ORDER = ("default", "grey", "size256", "grey-size256", "quick")
+#: Classical methods that are only a view of the measurement, never "the cheap method" of a row.
+VIEWS = ("measurement", "zero_filled")
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -59,10 +43,6 @@ def _fmt(value, digits: int = 2) -> str:
 
 def _signed(value, digits: int = 2) -> str:
     return "–" if value is None else f"{value:+.{digits}f}"
-
-
-def _iters(value) -> str:
-    return "never" if value is None else f"{value:.0f}"
 
 
 def find_results(root: Path = RESULTS, include_quick: bool = False) -> list[tuple[str, Path]]:
@@ -74,145 +54,169 @@ def find_results(root: Path = RESULTS, include_quick: bool = False) -> list[tupl
     return [(s, found[s]) for s in ordered]
 
 
-def rows_for(suite: str, results: dict, link: str) -> list[str]:
+def _still_improving(case: dict) -> bool:
+    sys.path.insert(0, str(ROOT))
+    from metadip.evaluation import still_improving
+
+    return still_improving(case)
+
+
+def capped(results: dict, setting: str) -> tuple[int, int]:
+    """(random runs of ``setting`` that ended while still improving, random runs)."""
+    cases = [c for c in results["cases"] if c["init"] == "random" and f"{c['operator']} @ {c['size']}px" == setting]
+    return sum(_still_improving(c) for c in cases), len(cases)
+
+
+def best_classical(summary: dict) -> str:
+    """``name value`` of the best classical method of a setting (views of the measurement excluded)."""
+    base = {k: v for k, v in (summary.get("baselines_median") or {}).items() if k not in VIEWS and v is not None}
+    if not base:
+        return "–"
+    name = max(base, key=base.get)
+    return f"{name.replace('_', ' ')} {base[name]:.2f}"
+
+
+def _mark(results: dict, setting: str) -> str:
+    late, total = capped(results, setting)
+    return f" ⚠ {late}/{total}" if late else ""
+
+
+def _frontier(summary: dict, delta: str) -> str:
+    front = (summary.get("frontier") or {}).get(delta)
+    return "–" if front is None else f"×{_fmt(front.get('speedup_median'), 1)}"
+
+
+def _init_names(results: dict, setting: str) -> str:
+    names = sorted({c["init_name"] for c in results["cases"] if c["init"] == "meta" and _setting(c) == setting})
+    return ", ".join(names) if names else "random init"
+
+
+def _setting(case: dict) -> str:
+    return f"{case['operator']} @ {case['size']}px"
+
+
+def converged_auto(results: dict) -> bool:
+    """Whether a suite ran ``--init auto`` per operator with every arm to convergence."""
+    options = results.get("config", {}).get("options") or {}
+    return bool(options.get("converge")) and str(options.get("init", "")) == "auto"
+
+
+HEADER = (
+    "| operator @ size | n | random peak | `--init auto` peak (init) | Δ peak | best classical | speedup at peak "
+    "− 0.5 dB median [IQR] | at − 1 / − 2 dB | seconds per run (random / auto) |"
+)
+
+
+def headline_rows(results: dict, link: str) -> list[str]:
+    rows = []
+    for setting, s in results["summary"]["by_setting"].items():
+        tag = f" ({s.get('coverage')})" if s.get("coverage") not in (None, "seen") else ""
+        name = f"[{setting}]({link}){tag}{_mark(results, setting)}"
+        if s.get("n_pairs"):
+            rows.append(
+                f"| {name} | {s['n_pairs']} | {_fmt(s.get('random_peak_psnr_median'))} | "
+                f"{_fmt(s.get('meta_peak_psnr_median'))} ({_init_names(results, setting)}) | "
+                f"{_signed(s.get('delta_peak_median'))} | {best_classical(s)} | "
+                f"×{_fmt(s.get('speedup_median'), 1)} [{_fmt(s.get('speedup_iqr'), 1)}] | "
+                f"{_frontier(s, '1')} / {_frontier(s, '2')} | "
+                f"{_fmt(s.get('random_seconds_median'), 0)} / {_fmt(s.get('meta_seconds_median'), 0)} |"
+            )
+        else:
+            rows.append(
+                f"| {name} | {s['n_cases']} | {_fmt(s.get('random_peak_psnr_median'))} | = random (auto picks random "
+                f"init) | ±0.00 | {best_classical(s)} | ×1.0 | ×1.0 / ×1.0 | "
+                f"{_fmt(s.get('random_seconds_median'), 0)} / same |"
+            )
+    return rows
+
+
+def headline(loaded: dict[str, tuple[dict, str]]) -> str:
+    lines = [
+        "_Generated by `python evaluate/readme_table.py --update` from `evaluate/results/*/results.json`; do not "
+        "edit by hand. Every setting of [docs/RESULTS.md](docs/RESULTS.md) comes from the same files._",
+        "",
+    ]
+    chosen = [(suite, r, link) for suite, (r, link) in loaded.items() if converged_auto(r)]
+    if not chosen:
+        return "\n".join(lines + ["No suite has been run with `--init auto` to convergence yet."])
+    for suite, results, link in chosen:
+        pictures = ", ".join(results.get("config", {}).get("images", []))
+        lines += [f"**{suite}** — held-out pictures: {pictures}.", "", HEADER, "|---|---|---|---|---|---|---|---|---|"]
+        lines += headline_rows(results, link)
+        lines.append("")
+    lines.append(
+        "Medians over pictures × seeds. Both arms run until their PSNR has passed its peak (no 0.01 dB gain for "
+        "max(500, half the iterations so far)); ⚠ k/n: k random runs hit the iteration cap while still improving. "
+        "Speedup = iterations random init needs to first reach its peak − δ ÷ iterations `--init auto` needs "
+        "(0 when it never does). Best classical: BM3D / TV (denoise), biharmonic fill (inpaint), bicubic / "
+        "Tikhonov (super-resolution), Tikhonov with its best λ (deblur), TV least squares (Fourier) on the same "
+        "measurements, λ picked with the clean image."
+    )
+    return "\n".join(lines)
+
+
+def full_rows(suite: str, results: dict, link: str) -> list[str]:
     rows = []
     for setting, s in results["summary"]["by_setting"].items():
         coverage = s.get("coverage") or ""
         tag = s.get("tag") or ""
         label = tag if not coverage or coverage == tag else f"{tag} ({coverage})" if tag else coverage
-        if s.get("n_pairs"):
-            rows.append(
-                f"| [{suite}]({link}) | {setting} | {label} | {s['n_cases']} | "
-                f"{_fmt(s.get('random_peak_psnr_median'))} | {_fmt(s.get('meta_peak_psnr_median'))} | "
-                f"{_signed(s.get('delta_stop_median'))} | "
-                f"{_iters(s.get('iterations_to_target_random_median'))} → "
-                f"{_iters(s.get('iterations_to_target_meta_median'))} | ×{_fmt(s.get('speedup_median'), 1)} "
-                f"[{_fmt(s.get('speedup_iqr'), 1)}] | ×{_fmt(s.get('wall_clock_ratio_median'), 1)} |"
-            )
-        else:
-            rows.append(
-                f"| [{suite}]({link}) | {setting} | {label} | {s['n_cases']} | "
-                f"{_fmt(s.get('random_peak_psnr_median'))} | – | – | "
-                f"{_iters(s.get('iterations_to_target_random_median'))} → – | – | – |"
-            )
+        mark = _mark(results, setting)
+        meta = f"{_fmt(s.get('meta_peak_psnr_median'))}" if s.get("n_pairs") else "–"
+        rows.append(
+            f"| [{suite}]({link}) | {setting}{mark} | {label} | {s['n_cases']} | "
+            f"{_fmt(s.get('random_peak_psnr_median'))} | {meta} | {_signed(s.get('delta_peak_median'))} | "
+            f"{_signed(s.get('delta_stop_median'))} | {best_classical(s)} | ×{_fmt(s.get('speedup_median'), 1)} "
+            f"[{_fmt(s.get('speedup_iqr'), 1)}] | {_frontier(s, '1')} / {_frontier(s, '2')} |"
+        )
     return rows
 
 
-def shipped_choice(operator: str, size: int, channels: int = 3) -> str | None:
-    """The init ``metadip reconstruct --init auto`` picks for an ``operator`` (a spec) at ``size`` px on pictures
-    with ``channels`` channels from the repository's ``checkpoints/`` alone (``$METADIP_CHECKPOINTS`` ignored),
-    or None for random init."""
-    sys.path.insert(0, str(ROOT))
-    from metadip import checkpoint
-
-    saved = os.environ.pop(checkpoint.ENV_VAR, None)
-    try:
-        return checkpoint.shipped_init_for_spec(operator, size, channels=channels)
-    finally:
-        if saved is not None:
-            os.environ[checkpoint.ENV_VAR] = saved
-
-
-def _random_cases(results: dict, setting: str) -> list:
-    """The random arm's cases of ``setting`` (identity of the measurements and of the baseline)."""
-    return sorted(
-        (c["pair_key"], c.get("peak_psnr"))
-        for c in results["cases"]
-        if c["init"] == "random" and f"{c['operator']} @ {c['size']}px" == setting
-    )
-
-
-def auto_rows(
-    loaded: dict[str, tuple[dict, str]],
-    choose: Callable[[str, int], str | None] = shipped_choice,
-    base_suite: str = DEFAULT_SUITE,
-    label: str = "auto",
-) -> list[str]:
-    """The ``auto`` rows (see the module docstring), named ``label``, from the settings of ``base_suite``; []
-    without that suite. ``choose(operator, size)`` names the init ``--init auto`` picks (None: random init)."""
-    if base_suite not in loaded:
-        return []
-    base, base_link = loaded[base_suite]
-    base_init = base.get("config", {}).get("init", {}).get("name")
-    rows = []
-    for setting, summary in base["summary"]["by_setting"].items():
-        wanted = choose(str(summary["operator"]), int(summary["size"]))
-        if wanted is None:  # auto falls back to random init here: the random arm's own numbers
-            peak = _fmt(summary.get("random_peak_psnr_median"))
-            iters = _iters(summary.get("iterations_to_target_random_median"))
-            rows.append(
-                f"| [{label} → random init]({base_link}) | {setting} | {summary.get('tag') or ''} | "
-                f"{summary['n_cases']} | {peak} | {peak} (random) | +0.00 | {iters} → {iters} | ×1.0 | ×1.0 |"
-            )
-            continue
-        source, results, link = base_suite, base, base_link
-        if wanted != base_init:
-            for suite, (other, other_link) in loaded.items():
-                if (
-                    other.get("config", {}).get("init", {}).get("name") == wanted
-                    and setting in other["summary"]["by_setting"]
-                    and _random_cases(other, setting) == _random_cases(base, setting)
-                ):
-                    source, results, link = suite, other, other_link
-                    break
-            else:
-                continue  # no suite ran that init on these measurements: no auto row for this setting
-        one = {**results, "summary": {"by_setting": {setting: results["summary"]["by_setting"][setting]}}}
-        name = label if source == base_suite else f"{label} ← {source}"
-        prefix = f"| [{source}]({link}) |"
-        rows += [row.replace(prefix, f"| [{name}]({link}) |", 1) for row in rows_for(source, one, link)]
-    return rows
-
-
-def table(root: Path = RESULTS, include_quick: bool = False, readme_dir: Path = ROOT) -> str:
-    """The markdown block (without the markers)."""
-    entries = find_results(root, include_quick)
+def full_document(loaded: dict[str, tuple[dict, str]]) -> str:
     lines = [
-        "_Generated by `python evaluate/readme_table.py --update` from `evaluate/results/*/results.json` "
-        "(rerun everything: `python evaluate/run_suites.py`); do not edit by hand._",
+        "# Results: every suite, every setting",
         "",
+        "_Generated by `python evaluate/readme_table.py --update` from `evaluate/results/*/results.json`; do not "
+        "edit by hand._ README.md shows the `--init auto` rows only.",
+        "",
+        "| suite | operator @ size | tag (in training?) | n | random peak | meta peak | Δ peak | Δ at stop | best "
+        "classical | speedup at peak − 0.5 dB [IQR] | at − 1 / − 2 dB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    if not entries:
-        return "\n".join(lines + ["No committed evaluation results yet: run `python evaluate/run_suites.py`."])
-    lines += [
-        "| suite | operator @ size | tag (in training?) | n | random peak (dB) | meta peak (dB) | Δ "
-        "PSNR at stop (dB) "
-        "| iterations to random's peak − 0.5 dB (random → meta) | speedup median [IQR] | wall-clock ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    inits = []
-    loaded: dict[str, tuple[dict, str]] = {}
-    for suite, path in entries:
-        results = json.loads(path.read_text(encoding="utf-8"))
-        try:
-            link = path.parent.joinpath("report.md").relative_to(readme_dir).as_posix()
-        except ValueError:
-            link = str(path.parent / "report.md")
-        loaded[suite] = (results, link)
-    lines += auto_rows(loaded)
-    lines += auto_rows(
-        loaded, lambda op, size: shipped_choice(op, size, channels=1), base_suite=GREY_SUITE, label="auto (grey)"
-    )
+    notes = []
     for suite, (results, link) in loaded.items():
-        lines += rows_for(suite, results, link)
+        lines += full_rows(suite, results, link)
         config = results.get("config", {})
+        options = config.get("options") or {}
         init = config.get("init", {})
-        sha = str(init.get("sha256") or "")[:12]
-        inits.append(
-            f"`{suite}`: init {init.get('name', '?')}"
-            + (f" (sha256 {sha}…)" if sha else "")
-            + f", {config.get('date', '?')}, {config.get('device', '?')}"
+        mode = "to convergence" if options.get("converge") else f"fixed budget {config.get('iterations')}"
+        notes.append(
+            f"- `{suite}`: init {init.get('name', '?')} (sha256 {str(init.get('sha256') or '')[:12]}…), {mode}, "
+            f"{config.get('date', '?')}, {config.get('device', '?')}."
         )
     lines += [
         "",
-        "Medians over held-out images × seeds; speedup = iterations random init needs to first reach its "
-        "peak − 0.5 dB ÷ iterations meta init needs (0 when it never does); Δ at stop = meta − random "
-        "PSNR at the no-ground-truth stopping rule's output. `auto` rows: what `--init auto` picks per "
-        "operator (`auto ← SUITE`: the shipped init recommended for it, from that suite's identical "
-        "measurements; plain `auto`: the default suite's row; `auto (grey)`: the same for grey pictures, from the "
-        "grey suite). " + "; ".join(inits) + ".",
+        "Medians over held-out pictures × seeds. ⚠ k/n: in k of n runs random init was still improving when its "
+        "run ended (the cap of a converged suite, or the fixed budget of an older one), so its peak is the "
+        "budget's and the speedup flatters the meta init. Δ = meta − random; speedup as in README.md.",
+        "",
+        *notes,
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
+
+
+def load(root: Path, include_quick: bool, base_dir: Path) -> dict[str, tuple[dict, str]]:
+    loaded: dict[str, tuple[dict, str]] = {}
+    for suite, path in find_results(root, include_quick):
+        results = json.loads(path.read_text(encoding="utf-8"))
+        link = Path(os.path.relpath(path.parent / "report.md", base_dir)).as_posix()
+        loaded[suite] = (results, link)
+    return loaded
+
+
+def table(root: Path = RESULTS, include_quick: bool = False, readme_dir: Path = ROOT) -> str:
+    """README's block (without the markers)."""
+    return headline(load(root, include_quick, readme_dir))
 
 
 def update_readme(block: str, readme: Path = README) -> bool:
@@ -235,15 +239,23 @@ def update_readme(block: str, readme: Path = README) -> bool:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--update", action="store_true", help="rewrite README.md's results block")
+    parser.add_argument("--update", action="store_true", help="rewrite README.md's block and docs/RESULTS.md")
     parser.add_argument("--include-quick", action="store_true", help="also list the quick (smoke) suite")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder of suite results")
     parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--results-doc", type=Path, default=None, help="default: docs/RESULTS.md beside README")
     args = parser.parse_args(argv)
-    block = table(args.results, args.include_quick, args.readme.resolve().parent)
+    readme_dir = args.readme.resolve().parent
+    block = table(args.results, args.include_quick, readme_dir)
     if args.update:
         changed = update_readme(block, args.readme)
-        print(f"{args.readme}: results table {'updated' if changed else 'already up to date'}")
+        doc = args.results_doc or readme_dir / "docs" / "RESULTS.md"
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        sys.path.insert(0, str(ROOT))
+        from metadip.fileio import atomic_write_text
+
+        atomic_write_text(doc, full_document(load(args.results, args.include_quick, doc.parent)))
+        print(f"{args.readme}: results table {'updated' if changed else 'already up to date'}; wrote {doc}")
     else:
         print(block)
     return 0

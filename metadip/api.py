@@ -143,6 +143,27 @@ def prepare(
     return net, z
 
 
+def input_builder(init_state, op, weight: torch.Tensor | None, seed: int, in_channels: int):
+    """For a measurement-conditioned init: y′ ↦ its z′ (same noise channels as the run's z, drawn from
+    ``seed`` as :func:`prepare` draws them), so a SURE loss can probe the network through its input; None for
+    other inits. ``in_channels``: the network's input width."""
+    if getattr(init_state, "z_mode", "resample") != "conditioned":
+        return None
+    from metadip.conditioning import conditioned_channels, make_conditioned_input
+
+    recipe = init_state.input_recipe
+    noise_channels = in_channels - conditioned_channels(
+        op.image_shape[0], 0, recipe.operator_maps, recipe.estimate == "both"
+    )
+
+    def build(measurement: torch.Tensor) -> torch.Tensor:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return make_conditioned_input(recipe, op, measurement, noise_channels, weight=weight)
+
+    return build
+
+
 def _stopping_rule(name: str | None, recipe: dict):
     """The named rule (default: the init's recipe, else DEFAULT_STOP), with the init's tuned options for it."""
     from metadip.stopping import DEFAULT_STOP, StoppingRule, make_stopping_rule
@@ -243,6 +264,7 @@ def reconstruct(
     callback=None,
     monitor: str | None = None,
     ssim_every: int = 1,
+    loss: str | None = None,
 ) -> ReconstructionResult:
     """Reconstruct an image from measurement ``y`` of ``operator`` with DIP from ``init``.
 
@@ -301,6 +323,13 @@ def reconstruct(
             lr_per_tensor=None if lr is not None else recipe.get("lr_per_tensor"),
             holdout_weights=holdout_weights,
             ssim_every=ssim_every,
+            adapt=str(recipe.get("adapt", "all")),
+            loss=str(loss or recipe.get("loss", "mse")),
+            input_builder=input_builder(
+                init_state, op, holdout_weights[0] if holdout_weights else None, seed, int(net.config["in_channels"])
+            )
+            if (loss or recipe.get("loss", "mse")) == "sure"
+            else None,
         )
     finally:
         if logger is not None:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from metadip import metrics
+from metadip.adaptation import Z_KEY, adapted_names, adapts_input
 from metadip.errors import MetadipError
 from metadip.stopping import StoppingRule, make_stopping_rule  # noqa: F401  (re-exported)
 
@@ -27,6 +28,7 @@ DEFAULT_EMA = 0.99
 #: well-fitted loss of 1e-4 can jump 50-fold without anything going wrong (rollback_factor × the floor is the bar).
 SPIKE_FLOOR = 2.5e-3
 DEFAULT_ITERATIONS = 3000
+LOSSES = ("mse", "sure")
 #: With ``ssim_every > 1`` SSIM is still computed on every one of the first SSIM_DENSE iterations.
 SSIM_DENSE = 500
 
@@ -84,34 +86,61 @@ class FitResult:
 
 
 class _Snapshot:
-    """Parameters and optimiser state at a known-good iteration, for rollback."""
+    """Trained tensors (network parameters, and z when it adapts) and optimiser state at a known-good
+    iteration, for rollback."""
 
-    def __init__(self, net: nn.Module, optimizer: torch.optim.Optimizer, loss: float) -> None:
-        self.params = [p.detach().clone() for p in net.parameters()]
+    def __init__(self, tensors: list[torch.Tensor], optimizer: torch.optim.Optimizer, loss: float) -> None:
+        self.params = [p.detach().clone() for p in tensors]
         self.optimizer = copy.deepcopy(optimizer.state_dict())
         self.loss = loss
 
-    def restore(self, net: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    def restore(self, tensors: list[torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
         with torch.no_grad():
-            for param, saved in zip(net.parameters(), self.params, strict=True):
+            for param, saved in zip(tensors, self.params, strict=True):
                 param.copy_(saved)
         optimizer.load_state_dict(copy.deepcopy(self.optimizer))
 
 
 def make_optimizer(
-    name: str, net: nn.Module, lr: float, lr_per_tensor: dict[str, float] | None = None
+    name: str,
+    net: nn.Module,
+    lr: float,
+    lr_per_tensor: dict[str, float] | None = None,
+    tensors: list[tuple[str, torch.Tensor]] | None = None,
 ) -> torch.optim.Optimizer:
-    """Adam (default) or SGD with momentum; ``lr_per_tensor`` (Meta-SGD inits) gives each parameter tensor its
-    own learning rate, by name, falling back to ``lr``."""
+    """Adam (default) or SGD with momentum over ``tensors`` (name, tensor) — default every parameter of
+    ``net``; ``lr_per_tensor`` (Meta-SGD inits) gives each tensor its own learning rate, by name, falling back
+    to ``lr``."""
     name = name.lower()
-    params = net.parameters()
+    named = list(net.named_parameters()) if tensors is None else list(tensors)
+    params = [p for _, p in named]
     if lr_per_tensor:
-        params = [{"params": [p], "lr": float(lr_per_tensor.get(n, lr))} for n, p in net.named_parameters()]
+        params = [{"params": [p], "lr": float(lr_per_tensor.get(n, lr))} for n, p in named]
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9)
     raise MetadipError(f"unknown optimizer {name!r}; valid: adam, sgd")
+
+
+def _sure_step(net, z, noise, y, op, sigma, size, input_builder, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(SURE objective, the network's output for y) for one iteration; the probe's perturbed measurement gets
+    its own input from ``input_builder`` (plus the same jitter ``noise``)."""
+    from metadip.losses import sure_loss
+
+    outputs: list[torch.Tensor] = []
+
+    def forward_from(measurement: torch.Tensor) -> torch.Tensor:
+        if measurement is y or input_builder is None:
+            source = z
+        else:
+            source = input_builder(measurement)
+        out = net(source + noise, size=size)
+        outputs.append(out)
+        return out
+
+    objective = sure_loss(op, forward_from, y, float(sigma), generator)
+    return objective, outputs[0]
 
 
 def fit(
@@ -141,6 +170,9 @@ def fit(
     monitor: str | StoppingRule | None = None,
     lr_per_tensor: dict[str, float] | None = None,
     holdout_weights: tuple[torch.Tensor, torch.Tensor] | None = None,
+    adapt: str = "all",
+    loss: str = "mse",
+    input_builder: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> FitResult:
     """Fit ``net`` so that ``A net(z) ≈ y`` and return the early-stopped reconstruction.
 
@@ -159,6 +191,13 @@ def fit(
         monitor: a second rule that is only watched, never obeyed: where it *would* have stopped and what it would
             have returned land in ``FitResult.extras["monitor"]`` (evaluation runs a full budget and records the
             no-ground-truth rule's choice this way).
+        adapt: what adapts (:mod:`metadip.adaptation`): ``all`` weights (standard DIP), ``norm`` (BatchNorm
+            affines only) or ``input`` (z and the BatchNorm affines; z is optimised from the given one).
+        loss: ``mse`` (the data fit ‖A f − y‖² on the training entries) or ``sure`` (Stein's unbiased estimate
+            of the error, :func:`metadip.losses.sure_loss`, with the operator's σ: it does not reward fitting the
+            noise; hold-out entries are not kept out of it; for σ = 0 it is the plain data fit). The divergence
+            probe goes through z when ``input_builder`` (y′ ↦ z′, a measurement-conditioned input) is given;
+            with a fixed z SURE is the data fit minus σ².
         ssim_every: with ``reference``, SSIM (costly: ~4 ms at 64 px) on every iteration up to
             :data:`SSIM_DENSE`, then every ``ssim_every``-th (NaN in between); PSNR is always every iteration.
     """
@@ -168,6 +207,8 @@ def fit(
         raise MetadipError(f"ema must be in [0, 1), got {ema}")
     if ssim_every < 1:
         raise MetadipError(f"ssim_every must be >= 1, got {ssim_every}")
+    if loss not in LOSSES:
+        raise MetadipError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
     rule = make_stopping_rule(stop)
     if holdout_fraction is None:
         holdout_fraction = 0.1 if rule.needs_holdout else 0.0
@@ -189,7 +230,15 @@ def fit(
     else:
         train_weight, held_weight = holdout_split(op, y, holdout_fraction, generator)
     net.train()
-    opt = make_optimizer(optimizer, net, lr, lr_per_tensor)
+    adapted = set(adapted_names(net, adapt))
+    trainable = [(n, p) for n, p in net.named_parameters() if n in adapted]
+    for name, param in net.named_parameters():
+        param.requires_grad_(name in adapted)
+    if adapts_input(adapt):
+        z = z.detach().clone().requires_grad_(True)
+        trainable.append((Z_KEY, z))
+    tensors = [p for _, p in trainable]
+    opt = make_optimizer(optimizer, net, lr, lr_per_tensor, tensors=trainable)
 
     history: dict[str, list[float]] = {"loss": []}
     if held_weight is not None:
@@ -219,9 +268,12 @@ def fit(
                 noise = torch.randn(z.shape, generator=generator, device="cpu").to(device)
                 net_input = z + reg_noise_std * noise
             opt.zero_grad(set_to_none=True)
-            output = net(net_input, size=size)
-            loss = measurement_loss(op, output, y, train_weight)
-            loss_value = float(loss.detach())
+            if loss == "sure" and sigma:  # noise-free measurements: SURE is the data fit
+                objective, output = _sure_step(net, z, net_input - z, y, op, sigma, size, input_builder, generator)
+            else:
+                output = net(net_input, size=size)
+                objective = measurement_loss(op, output, y, train_weight)
+            loss_value = float(objective.detach())
 
             spiked = not math.isfinite(loss_value) or (
                 rollback and snapshot is not None and loss_value > rollback_factor * max(snapshot.loss, SPIKE_FLOOR)
@@ -231,16 +283,16 @@ def fit(
                     stop_reason = "diverged"
                     stop_iteration = iteration
                     break
-                snapshot.restore(net, opt)
+                snapshot.restore(tensors, opt)
                 rollbacks += 1
                 continue  # redo this iteration from the restored state (the jitter draw differs)
 
-            loss.backward()
+            objective.backward()
             opt.step()
             iteration += 1
             best_loss = min(best_loss, loss_value)
             if snapshot is None or iteration % snapshot_every == 0:
-                snapshot = _Snapshot(net, opt, loss_value)
+                snapshot = _Snapshot(tensors, opt, loss_value)
 
             current = output.detach()
             if ema > 0:
@@ -280,6 +332,8 @@ def fit(
     finally:
         if bar is not None:
             bar.close()
+        for param in net.parameters():  # frozen weights were only frozen for this run
+            param.requires_grad_(True)
     seconds = time.perf_counter() - started
 
     if rule.best_output is not None:
@@ -291,6 +345,8 @@ def fit(
     else:
         raise MetadipError("DIP diverged before the first iteration (loss is not finite); check the measurement")
     extras = {"output_iteration": chosen, "best_loss": best_loss}
+    if adapts_input(adapt):
+        extras["adapted_input"] = z.detach()
     if watcher is not None:
         watched = watcher.best_output if watcher.best_output is not None else image
         extras["monitor"] = {

@@ -811,6 +811,8 @@ def run_pretrain(
             "stop": online.stop,
             "stop_options": {online.stop: {"patience": online.stop_patience}} if online.stop_patience else {},
             "meta_inner_steps": config.inner.steps,
+            "adapt": config.inner.adapt,
+            "loss": config.inner.loss,
             "betas": [config.inner.beta1, config.inner.beta2],
             "eps": config.inner.eps,
         }

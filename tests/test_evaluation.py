@@ -541,21 +541,44 @@ def test_parallelism_auto(monkeypatch):
         evaluation.parallelism(-1, None, "cpu", 10)
 
 
-def test_readme_table_touches_only_its_block(tmp_path):
+def _readme_table():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("readme_table", ROOT / "evaluate" / "readme_table.py")
     readme_table = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(readme_table)
-    random_curve = rising(30.0, 100, 150)
-    cases = [case("random", random_curve, pair="1"), case("meta", rising(30.0, 10, 150), pair="1")]
-    results = {
+    return readme_table
+
+
+def _suite_results(converge=True, random_curve=None, capped_run=False):
+    random_curve = random_curve or rising(30.0, 100, 150)
+    cases = [
+        {
+            **case("random", random_curve, pair="1"),
+            "init_name": "random",
+            "capped_while_improving": capped_run,
+            **({"converged": not capped_run} if converge else {}),
+        },
+        {**case("meta", rising(30.0, 10, 150), pair="1"), "init_name": "tiny"},
+    ]
+    cases[0]["baselines"] = {"measurement": 20.0, "tv": 24.5, "bm3d": 27.25}
+    return {
         "cases": cases,
         "summary": evaluation.build_summary(cases),
-        "config": {"init": {"name": "tiny", "sha256": "ab" * 32}, "date": "today", "device": "cpu"},
+        "config": {
+            "init": {"name": "tiny", "sha256": "ab" * 32},
+            "date": "today",
+            "device": "cpu",
+            "images": ["img"],
+            "options": {"converge": converge, "init": "auto"},
+        },
     }
+
+
+def test_readme_table_touches_only_its_block(tmp_path):
+    readme_table = _readme_table()
     (tmp_path / "results" / "default").mkdir(parents=True)
-    (tmp_path / "results" / "default" / "results.json").write_text(json.dumps(results))
+    (tmp_path / "results" / "default" / "results.json").write_text(json.dumps(_suite_results()))
     readme = tmp_path / "README.md"
     before, after = "# Title\n\nintro\n\n", "\n\n## Later\ntext\n"
     readme.write_text(before + readme_table.BEGIN + "\nold table\n" + readme_table.END + after)
@@ -563,56 +586,25 @@ def test_readme_table_touches_only_its_block(tmp_path):
     text = readme.read_text()
     assert text.startswith(before + readme_table.BEGIN) and text.endswith(readme_table.END + after)
     assert "old table" not in text and "denoise:sigma=25 @ 32px" in text and "×9.8" in text
-    assert "(results/default/report.md)" in text
+    assert "(results/default/report.md)" in text and "bm3d 27.25" in text and "(tiny)" in text
+    full = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert "| [default](../results/default/report.md) | denoise:sigma=25 @ 32px |" in full
     readme.write_text("no markers")
     with pytest.raises(SystemExit):
         readme_table.main(["--update", "--results", str(tmp_path / "results"), "--readme", str(readme)])
     assert readme.read_text() == "no markers"
 
 
-def test_readme_table_auto_rows_follow_recommended_for(tmp_path):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("readme_table", ROOT / "evaluate" / "readme_table.py")
-    readme_table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(readme_table)
-    random_d, random_b = rising(30.0, 100, 150), rising(25.0, 100, 150)
-    blur = "deblur:kernel=gauss,width=2"
-
-    def results(name, meta_denoise_at, meta_blur_at, random_blur=random_b):
-        cases = [
-            case("random", random_d, pair="d"),
-            case("meta", rising(30.0, meta_denoise_at, 150), pair="d"),
-            case("random", random_blur, pair="b", operator=blur),
-            case("meta", rising(25.0, meta_blur_at, 150), pair="b", operator=blur),
-        ]
-        return {"cases": cases, "summary": evaluation.build_summary(cases), "config": {"init": {"name": name}}}
-
-    base = results("generic", 10, 50)
-    special = results("blur-expert", 90, 5)
-    other = results("blur-expert", 90, 5, random_blur=rising(26.0, 100, 150))  # different measurements
-    choice = {"denoise:sigma=25": "generic", blur: "blur-expert"}
-    loaded = {"default": (base, "d.md"), "expert": (special, "e.md")}
-    rows = readme_table.auto_rows(loaded, lambda op, size: choice[op])
-    assert len(rows) == 2
-    assert rows[0].startswith("| [auto](d.md) | denoise:sigma=25 @ 32px") and "×9.8" in rows[0]
-    assert rows[1].startswith(f"| [auto ← expert](e.md) | {blur} @ 32px")
-    # a suite with other measurements is not used: no auto row for that setting
-    rows = readme_table.auto_rows({"default": (base, "d.md"), "x": (other, "x.md")}, lambda op, size: choice[op])
-    assert len(rows) == 1 and rows[0].startswith("| [auto](d.md)")
-    # auto → random init: the random arm's numbers
-    rows = readme_table.auto_rows(loaded, lambda op, size: None if op == blur else choice[op])
-    assert rows[1].startswith(f"| [auto → random init](d.md) | {blur} @ 32px") and "×1.0" in rows[1]
-    # the real rule on the shipped checkpoints
-    assert readme_table.shipped_choice("deblur:kernel=gauss,width=2", 64) == "universal-slim-tikhonov"
-    assert readme_table.shipped_choice("denoise:sigma=25", 64) == "universal-slim-long"
-    assert readme_table.auto_rows({"expert": (special, "e.md")}, lambda op, size: choice[op]) == []
-    # the grey rows: the same rule from the grey suite's settings, under their own label
-    grey = {"grey": (base, "g.md"), "expert": (special, "e.md")}
-    rows = readme_table.auto_rows(grey, lambda op, size: choice[op], base_suite="grey", label="auto (grey)")
-    assert rows[0].startswith("| [auto (grey)](g.md) | denoise") and rows[1].startswith("| [auto (grey) ← expert]")
-    assert readme_table.auto_rows(loaded, lambda op, size: choice[op], base_suite="grey") == []
-    assert readme_table.shipped_choice("denoise:sigma=25", 64, channels=1) == "universal-slim-grey"
+def test_readme_table_headline_only_from_converged_auto_suites_and_marks_capped_rows():
+    readme_table = _readme_table()
+    budget = _suite_results(converge=False, random_curve=rising(30.0, 150, 150))  # still rising at the end
+    assert "No suite has been run" in readme_table.headline({"old": (budget, "o.md")})
+    full = readme_table.full_document({"old": (budget, "o.md")})
+    assert "denoise:sigma=25 @ 32px ⚠ 1/1" in full and "fixed budget" in full
+    converged = _suite_results(capped_run=True)
+    text = readme_table.headline({"default": (converged, "d.md")})
+    assert "[denoise:sigma=25 @ 32px](d.md) ⚠ 1/1" in text
+    assert readme_table.best_classical(converged["summary"]["by_setting"]["denoise:sigma=25 @ 32px"]) == "bm3d 27.25"
 
 
 def test_operators_option_needs_a_value(tmp_path):

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from metadip.adaptation import Z_KEY, adapted_names, adapts_input, check_mode
 from metadip.checkpoint import Z_MODES
 from metadip.dip import measurement_loss
 from metadip.errors import MetadipError
@@ -58,8 +59,13 @@ class InnerConfig:
     reg_noise_std: float = 1.0 / 30.0
     sample_steps: tuple[int, int] | None = None
     second_order_steps: int | None = None
+    adapt: str = "all"  # what adapts (metadip.adaptation): all | norm | input — the online stage adapts the same
+    loss: str = "mse"  # the inner (= online) loss: mse | sure (metadip.dip.fit's ``loss``)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "adapt", check_mode(self.adapt))
+        if self.loss not in ("mse", "sure"):
+            raise MetadipError(f"inner.loss: {self.loss!r} is not one of mse, sure")
         if self.optimizer not in OPTIMIZERS:
             raise MetadipError(f"inner.optimizer: {self.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         if self.steps < 1:
@@ -112,8 +118,32 @@ def parameter_dict(net: nn.Module) -> dict[str, Tensor]:
 
 
 def forward(net: nn.Module, params: Mapping[str, Tensor], z: Tensor, size: tuple[int, int]) -> Tensor:
-    """``f_params(z)`` at output ``size`` without touching ``net``'s own parameters."""
-    return functional_call(net, dict(params), (z,), {"size": tuple(size)})
+    """``f_params(z)`` at output ``size`` without touching ``net``'s own parameters (an adapted input under
+    :data:`~metadip.adaptation.Z_KEY` in ``params`` is not a network weight: pass it as ``z``)."""
+    weights = {n: p for n, p in params.items() if n != Z_KEY}
+    return functional_call(net, weights, (z,), {"size": tuple(size)})
+
+
+def network_input(params: Mapping[str, Tensor], z: Tensor) -> Tensor:
+    """The input of the network at these parameters: the adapted z when the mode adapts it, else ``z``."""
+    return params.get(Z_KEY, z)
+
+
+def _sure_objective(net, params, z, noise, task: Task, size, input_builder, generator) -> tuple[Tensor, Tensor]:
+    """(SURE of the task's measurement, f(z + noise)): the probe's perturbed measurement gets its own input
+    from ``input_builder`` when z is built from y (else the same z)."""
+    from metadip.losses import sure_loss
+
+    outputs: list[Tensor] = []
+
+    def forward_from(measurement: Tensor) -> Tensor:
+        source = z if measurement is task.y or input_builder is None else input_builder(measurement)
+        out = forward(net, params, source + noise, size)
+        outputs.append(out)
+        return out
+
+    sigma = float(getattr(task.op, "sigma", 0.0)) / 255.0
+    return sure_loss(task.op, forward_from, task.y, sigma, generator), outputs[0]
 
 
 StepHook = Callable[[int, dict[str, Tensor], "Tensor | None"], None]
@@ -134,6 +164,7 @@ def inner_loop(
     hook_steps: Iterable[int] = (),
     lr: float | None = None,
     frozen: Collection[str] = (),
+    input_builder: Callable[[Tensor], Tensor] | None = None,
 ) -> InnerResult:
     """Run ``steps`` (default ``config.steps``) DIP steps on ``task`` from ``params``.
 
@@ -149,13 +180,20 @@ def inner_loop(
     hook_at = set(int(t) for t in hook_steps) if hook is not None else set()
     exact_steps = steps if config.second_order_steps is None else min(steps, config.second_order_steps)
     size = task.size
-    names = [n for n in params if n not in frozen]
+    adapted = set(adapted_names(net, config.adapt))
+    names = [n for n in params if n not in frozen and n in adapted]
     if create_graph:
         current = dict(params)
     else:
         current = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+    if adapts_input(config.adapt):  # z is a per-task parameter, adapted from the recipe's z (never meta-learned)
+        current[Z_KEY] = z.detach().clone().requires_grad_(True)
+        names.append(Z_KEY)
     if log_lr is not None:
-        scale = {n: torch.exp(log_lr[n]) if create_graph else torch.exp(log_lr[n].detach()) for n in names}
+        scale = {
+            n: (torch.exp(log_lr[n]) if create_graph else torch.exp(log_lr[n].detach())) if n in log_lr else 1.0
+            for n in names
+        }
     else:
         scale = None
     state_m: dict[str, Tensor] = {}
@@ -163,11 +201,16 @@ def inner_loop(
     losses: list[float] = []
     with torch.enable_grad():
         for t in range(steps):
-            net_input = jitter(z, config.reg_noise_std, generator) if config.reg_noise_std > 0 else z
-            output = forward(net, current, net_input, size)
+            base = network_input(current, z)
+            net_input = jitter(base, config.reg_noise_std, generator) if config.reg_noise_std > 0 else base
+            if config.loss == "sure" and getattr(task.op, "sigma", 0):  # dip.fit's SURE step, functionally
+                noise = net_input - base
+                loss, output = _sure_objective(net, current, base, noise, task, size, input_builder, generator)
+            else:
+                output = forward(net, current, net_input, size)
+                loss = measurement_loss(task.op, output, task.y)
             if t in hook_at:
                 hook(t, current, output if config.reg_noise_std == 0 else None)
-            loss = measurement_loss(task.op, output, task.y)
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(f"inner loss became {value} at step {t + 1} on task {task.spec!r}")
@@ -283,6 +326,21 @@ class InputPolicy:
         return make_conditioned_input(
             self.recipe, task.op, task.y, self.noise_channels, generator=generator
         ).to(dtype=task.x.dtype)
+
+
+def input_builder_for(policy: InputPolicy, task: Task) -> Callable[[Tensor], Tensor] | None:
+    """y′ ↦ z′ for a measurement-conditioned policy (the same noise channels as ``policy.z_for(task)``), for a
+    SURE inner loss; None when z does not depend on y."""
+    if policy.mode != "conditioned":
+        return None
+    from metadip.conditioning import make_conditioned_input
+
+    def build(measurement: Tensor) -> Tensor:
+        return make_conditioned_input(
+            policy.recipe, task.op, measurement, policy.noise_channels, generator=make_generator(task.seed, "z")
+        ).to(dtype=task.x.dtype)
+
+    return build
 
 
 def inner_generator(task: Task) -> torch.Generator:

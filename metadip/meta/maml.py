@@ -37,7 +37,16 @@ from torch import Tensor, nn
 from metadip import metrics
 from metadip.dip import measurement_loss
 from metadip.errors import MetadipError
-from metadip.meta.inner import InnerConfig, InputPolicy, inner_generator, inner_loop, parameter_dict
+from metadip.meta.inner import (
+    InnerConfig,
+    InputPolicy,
+    forward,
+    inner_generator,
+    inner_loop,
+    input_builder_for,
+    network_input,
+    parameter_dict,
+)
 from metadip.tasks import Task
 
 OUTER_LOSSES = ("clean", "measurement", "both")
@@ -166,7 +175,7 @@ class MAML:
 
             def hook(t: int, params: dict[str, Tensor], output: Tensor | None) -> None:
                 if output is None:
-                    output = torch.func.functional_call(self.net, params, (z,), {"size": task.size})
+                    output = forward(self.net, params, network_input(params, z), task.size)
                 if t == k:
                     record["psnr"] = metrics.psnr(output.detach().clamp(0, 1), task.x)
                 if t not in steps:
@@ -193,6 +202,7 @@ class MAML:
                 log_lr=log_lr,
                 hook=hook,
                 hook_steps=hook_steps,
+                input_builder=input_builder_for(self.inputs, task) if self.inner.loss == "sure" else None,
             )
             out = [grads[n] for n in self.names] + [lr_grads[n] for n in self.names if lr_grads]
             record["outer_loss"] = total[0]
@@ -201,7 +211,7 @@ class MAML:
 
             def hook(t: int, params: dict[str, Tensor], output: Tensor | None) -> None:
                 if output is None:
-                    output = torch.func.functional_call(self.net, params, (z,), {"size": task.size})
+                    output = forward(self.net, params, network_input(params, z), task.size)
                 if t == k:
                     record["psnr"] = metrics.psnr(output.detach().clamp(0, 1), task.x)
                 if t in steps:
@@ -219,6 +229,7 @@ class MAML:
                 log_lr=log_lr,
                 hook=hook,
                 hook_steps=hook_steps,
+                input_builder=input_builder_for(self.inputs, task) if self.inner.loss == "sure" else None,
             )
             loss = torch.stack(losses).mean()
             record["outer_loss"] = float(loss.detach())

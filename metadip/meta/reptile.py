@@ -15,7 +15,16 @@ from torch import Tensor, nn
 
 from metadip import metrics
 from metadip.errors import MetadipError
-from metadip.meta.inner import InnerConfig, InputPolicy, forward, inner_generator, inner_loop, parameter_dict
+from metadip.meta.inner import (
+    InnerConfig,
+    InputPolicy,
+    forward,
+    inner_generator,
+    inner_loop,
+    input_builder_for,
+    network_input,
+    parameter_dict,
+)
 from metadip.tasks import Task
 
 
@@ -40,6 +49,11 @@ class Reptile:
             raise MetadipError(f"reptile epsilon must be in (0, 1], got {epsilon_start} → {epsilon_end}")
         if anneal_steps < 1:
             raise MetadipError(f"reptile anneal_steps must be >= 1, got {anneal_steps}")
+        if inner.adapt != "all":
+            raise MetadipError(
+                f"reptile moves θ0 toward θ_K, so weights that do not adapt (inner.adapt = {inner.adapt!r}) would "
+                "never be learned; use algorithm = 'maml' (first_order = true) for restricted adaptation"
+            )
         self.net = net
         self.inner = inner
         self.inputs = inputs
@@ -66,10 +80,18 @@ class Reptile:
         z = self.inputs.z_for(task, self.net)
         theta0 = parameter_dict(self.net)
         result = inner_loop(
-            self.net, theta0, z, task, self.inner, steps=k, create_graph=False, generator=generator
+            self.net,
+            theta0,
+            z,
+            task,
+            self.inner,
+            steps=k,
+            create_graph=False,
+            generator=generator,
+            input_builder=input_builder_for(self.inputs, task) if self.inner.loss == "sure" else None,
         )
         with torch.no_grad():
-            output = forward(self.net, result.params, z, task.size)
+            output = forward(self.net, result.params, network_input(result.params, z), task.size)
             record = {
                 "outer_loss": float(torch.mean((output - task.x) ** 2)),
                 "psnr": metrics.psnr(output.clamp(0, 1), task.x),
