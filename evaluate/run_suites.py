@@ -8,7 +8,10 @@
 
 Each suite is ``evaluate/suites/<name>.toml`` (see :mod:`metadip.evaluation` for its keys) and produces
 results.json, results.csv, config.toml, figures and report.md in ``evaluate/results/<name>/``; finished cases
-in ``cases/`` are reused, so an interrupted run continues where it stopped. Afterwards README's table is
+in ``cases/`` are reused, so an interrupted run continues where it stopped. Git keeps results.json/csv,
+config.toml, report.md and the figures it embeds; ``cases/`` and the raw per-case images in ``images/`` (which
+the grid figures are drawn from) are written but ignored (``.gitignore``), so rebuilding a report's grids needs
+the suite to have run here. Afterwards README's table is
 rebuilt by ``evaluate/readme_table.py`` (skipped with ``--no-readme``, or when only the quick suite ran).
 """
 
