@@ -92,13 +92,16 @@ def checkpoints() -> None:
     ``--init auto`` picks for RGB and for grey images of each operator family with its default parameters."""
     import torch
 
-    from metadip.checkpoint import checkpoint_dirs, list_checkpoints, shipped_init_for
+    from metadip.checkpoint import ENV_VAR, checkpoint_dirs, list_checkpoints, shipped_init_for
+    from metadip.errors import MetadipError
     from metadip.operators import OPERATORS, build_operator
 
     found = list_checkpoints()
-    if not found:
-        click.echo("no checkpoints found in " + ", ".join(str(d) for d in checkpoint_dirs()))
-        return
+    if not found:  # a broken install: --init auto would silently fall back to random init everywhere
+        raise MetadipError(
+            "no checkpoints found in " + ", ".join(str(d) for d in checkpoint_dirs())
+            + f" (reinstall metadip, or point ${ENV_VAR} at a folder of NAME.json + NAME.safetensors)"
+        )
     width = max(len(name) for name, _ in found)
     for name, card in found:
         click.echo(f"{name:<{width}}  {card}")

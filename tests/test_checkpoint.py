@@ -356,3 +356,23 @@ def test_bad_recommended_for_is_refused(tmp_path):
     sidecar.write_text(json.dumps({**meta, "recommended_for": "deblur"}))
     with pytest.raises(MetadipError, match="recommended_for must be a list of operator specs"):
         load_checkpoint(tmp_path / "b")
+
+
+def test_checkpoints_command_fails_in_one_line_when_none_are_installed(tmp_path, monkeypatch):
+    """A broken install (no shipped inits, nothing in $METADIP_CHECKPOINTS) is an error, not an empty listing:
+    otherwise --init auto silently falls back to random init everywhere."""
+    from click.testing import CliRunner
+
+    from metadip import checkpoint
+    from metadip.cli import main
+
+    monkeypatch.setattr(checkpoint, "default_checkpoint_dir", lambda: tmp_path / "none")
+    monkeypatch.setenv("METADIP_CHECKPOINTS", str(tmp_path / "empty"))
+    result = CliRunner().invoke(main, ["checkpoints"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no checkpoints found in ")
+    assert str(tmp_path / "none") in lines[0] and "METADIP_CHECKPOINTS" in lines[0]
+    save_tiny(tmp_path / "empty" / "mine")
+    listed = CliRunner().invoke(main, ["checkpoints"])
+    assert listed.exit_code == 0 and listed.output.startswith("mine ")
