@@ -254,15 +254,10 @@ def simulate(
     import torch
 
     from metadip import operators
-    from metadip.imageio import check_output_path, load_image_source, write_measurement
+    from metadip.imageio import check_measurement_output, check_output_path, load_image_source, write_measurement
 
     parsed = operators.parse_operator_spec(spec)
-    out_path = Path(out)
-    if out_path.suffix.lower() not in MEASUREMENT_EXTENSIONS:
-        raise MetadipError(
-            f"unsupported output extension {out_path.suffix or '(none)'} for {out}; "
-            "use .png (or another image format) or .npy"
-        )
+    out_path = check_measurement_output(out, label=f"--out {out}")
     beside = operators.operator_files(out_path)  # the record first
     writes = {f"--out {out}": out_path} | {f"{p}, written beside --out,": p for p in beside}
     inputs = {"the clean image": _input_path(clean), "the --mask file": mask, "the --kernel file": kernel}

@@ -33,6 +33,8 @@ from metadip.fileio import atomic_save_with, ensure_writable_dir
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 MEASUREMENT_EXTENSIONS = (*IMAGE_EXTENSIONS, ".npy")
+#: Lossy formats: fine for a reconstruction to look at, never for a measurement we write (DIP fits y exactly).
+LOSSY_EXTENSIONS = (".jpg", ".jpeg")
 #: Images smaller than this (either side) are refused: DIP's encoder downsamples several times.
 MIN_SIZE = 8
 #: Measurements may be smaller (a super-resolution measurement is the image divided by the factor).
@@ -429,13 +431,33 @@ def measurement_is_image_like(y: torch.Tensor) -> bool:
     return (not y.is_complex()) and y.dim() in (3, 4) and y.shape[-3] in (1, 3)
 
 
+def check_measurement_output(path: str | os.PathLike, label: str | None = None) -> Path:
+    """``path`` if a measurement may be written there: ``.npy`` (exact) or a lossless image format. A lossy
+    one (JPEG) would change the measurement the reconstruction fits, so it is a MetadipError; so is any
+    other extension. ``label`` names the path in the message (default: the path itself)."""
+    path = Path(path)
+    label = label or str(path)
+    suffix = path.suffix.lower()
+    if suffix in LOSSY_EXTENSIONS:
+        raise MetadipError(
+            f"{label}: {suffix} is lossy (JPEG) and would change the measurement; use .png (lossless, 8-bit) "
+            "or .npy (exact)"
+        )
+    if suffix not in MEASUREMENT_EXTENSIONS:
+        raise MetadipError(
+            f"unsupported output extension {path.suffix or '(none)'} for {label}; use .png (or another lossless "
+            "image format) or .npy"
+        )
+    return path
+
+
 def write_measurement(path: str | os.PathLike, y: torch.Tensor) -> tuple[Path, bool]:
     """Write measurement ``y``: ``.npy`` keeps it exactly (required for complex y); an image extension
     stores it as 8-bit, **clipped to [0, 1] and quantised** (noise that leaves [0, 1] is lost).
 
     Returns ``(path, lossy)`` where ``lossy`` says whether the stored values differ from ``y`` beyond 8-bit
-    rounding (i.e. clipping happened)."""
-    path = Path(path)
+    rounding (i.e. clipping happened). A lossy format (JPEG) is refused (:func:`check_measurement_output`)."""
+    path = check_measurement_output(path)
     if path.suffix.lower() == ".npy":
         check_output_path(path, allowed=(".npy",))
         array = y.detach().cpu()

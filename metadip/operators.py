@@ -52,12 +52,15 @@ class _Rule:
 
 
 _ANY = _Rule(math.isfinite, "a number")
-_NONNEG = _Rule(lambda v: v >= 0, ">= 0")
 _POSITIVE = _Rule(lambda v: v > 0, "> 0")
 _FRACTION = _Rule(lambda v: 0 < v < 1, "in (0, 1)")
 _CENTRE = _Rule(lambda v: 0 <= v < 1, "in [0, 1)")
 _COUNT = _Rule(lambda v: v >= 1, "an integer >= 1")
 _FACTOR = _Rule(lambda v: v >= 2, "an integer >= 2")
+#: The largest Gaussian noise std a spec accepts (0-255 scale): 4× the whole intensity range, far past any
+#: meaningful measurement; beyond it a typo (sigma=1e9) would silently yield pure noise.
+MAX_SIGMA = 4 * 255.0
+_SIGMA = _Rule(lambda v: 0 <= v <= MAX_SIGMA, f"in [0, {MAX_SIGMA:g}] (0-255 scale)")
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ class LinearOperator:
     def keys(cls) -> dict[str, _Key]:
         """All spec keys of this family: its own, then the noise keys."""
         noise = {
-            "sigma": _Key(float, cls.DEFAULT_SIGMA, "Gaussian noise std, 0-255 scale", _NONNEG),
+            "sigma": _Key(float, cls.DEFAULT_SIGMA, "Gaussian noise std, 0-255 scale", _SIGMA),
             "poisson": _Key(float, None, "Poisson peak (photons at intensity 1), off if absent", _POSITIVE),
         }
         return {**cls.KEYS, **{k: v for k, v in noise.items() if k == "sigma" or cls.POISSON}}
@@ -192,7 +195,8 @@ def _randperm(n: int, generator: torch.Generator | None) -> torch.Tensor:
 
 
 def _binary_mask(array: np.ndarray | torch.Tensor, hw: tuple[int, int], what: str) -> torch.Tensor:
-    """Check a 2-D array (or anything with H·W entries for tensors) and return it as a 1×1×H×W 0/1 mask."""
+    """Check a 2-D array (or anything with H·W entries for tensors) and return it as a 1×1×H×W 0/1 mask. The array
+    must be binary-valued: 0 and one nonzero value (1, 255, True, ...)."""
     if isinstance(array, np.ndarray):
         mask = torch.from_numpy(array.astype(np.float64))
     else:
@@ -207,6 +211,13 @@ def _binary_mask(array: np.ndarray | torch.Tensor, hw: tuple[int, int], what: st
         raise MetadipError(f"{what} must hold finite real values (nonzero = observed)")
     if not mask.any():
         raise MetadipError(f"{what} observes no pixel (all zero)")
+    observed = mask[mask != 0]
+    if (observed != observed[0]).any():  # a photograph or a soft mask: "nonzero" would observe almost everything
+        values = torch.unique(mask).numel()
+        raise MetadipError(
+            f"{what} is not binary ({values} distinct values): a mask holds 0 (missing) and one other value such "
+            "as 1 or 255 (observed); threshold it first"
+        )
     return (mask != 0).float().reshape(1, 1, *hw)
 
 

@@ -205,7 +205,7 @@ CASES = [
         "negative-sigma",
         None,
         [*SIM, "--operator", "denoise:sigma=-5", "--out", "y.png"],
-        "sigma must be >= 0",
+        r"sigma must be in \[0, 1020\]",
     ),
     (
         "ratio-above-1",
