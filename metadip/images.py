@@ -17,7 +17,13 @@ a stem. Grey images are repeated to three channels for RGB tasks; colour images 
 (ITU-R 601, scikit-image's weights) for grey tasks.
 
 The procedural source ``"dead-leaves"`` (:func:`dead_leaves`, :class:`DeadLeaves`) renders a fresh occlusion
-picture for every task instead of cropping a photograph; ``tasks.dead_leaves`` mixes it into any source."""
+picture for every task instead of cropping a photograph; ``tasks.dead_leaves`` mixes it into any source. The
+procedural sources ``"phantoms"`` and ``"phantoms-complex"`` (:mod:`metadip.phantoms`) render a fresh MRI-like
+head phantom per task (the complex one as 2 channels, real and imaginary: ``tasks.channels = 2``).
+
+``metadip pretrain --images DIR`` checks a folder first (:func:`scan_folder`: every picture readable, one
+channel count; :func:`check_picture_sizes`: none smaller than the crop size) and holds out a seeded random subset
+(:func:`seeded_held_out`)."""
 
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ import torch.nn.functional as F
 
 from metadip.errors import MetadipError
 from metadip.imageio import read_image, read_sample, to_channels
+from metadip.phantoms import PHANTOMS, PHANTOMS_COMPLEX, Phantoms
 
 #: Natural photographs / micrographs bundled with scikit-image, usable for meta-training and evaluation.
 NATURAL_SAMPLES: dict[str, str] = {
@@ -65,6 +72,8 @@ DEFAULT_TRAIN: tuple[str, ...] = tuple(n for n in NATURAL_SAMPLES if n not in DE
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SAMPLES = "samples"  # the source name for the bundled scikit-image pictures
 DEAD_LEAVES = "dead-leaves"  # the source name of the procedural dead-leaves pictures (:class:`DeadLeaves`)
+#: The procedural sources (one name each; :func:`load_images` gives a generator object, not a tensor).
+PROCEDURAL_SOURCES: tuple[str, ...] = (DEAD_LEAVES, PHANTOMS, PHANTOMS_COMPLEX)
 
 
 def load_sample(name: str, channels: int = 3) -> torch.Tensor:
@@ -87,12 +96,12 @@ def find_image_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def list_images(source: str | os.PathLike = SAMPLES) -> list[str]:
-    """Names of the images in ``source`` (``"samples"``, ``"dead-leaves"`` or a folder), in a fixed order. The
-    procedural ``dead-leaves`` source has one name, ``"dead-leaves"``."""
+    """Names of the images in ``source`` (``"samples"``, a procedural source or a folder), in a fixed order. A
+    procedural source (``dead-leaves``, ``phantoms``, ``phantoms-complex``) has one name, its own."""
     if str(source) == SAMPLES:
         return list(NATURAL_SAMPLES)
-    if str(source) == DEAD_LEAVES:
-        return [DEAD_LEAVES]
+    if str(source) in PROCEDURAL_SOURCES:
+        return [str(source)]
     root = Path(source)
     names = [p.relative_to(root).as_posix() for p in find_image_files(root)]
     if not names:
@@ -123,6 +132,79 @@ def split_images(
     return train, held
 
 
+def seeded_held_out(names: Sequence[str], count: int, generator: torch.Generator) -> list[str]:
+    """``count`` names held out of training, chosen by a ``torch.randperm`` of ``names`` (pass them in a fixed
+    order, e.g. :func:`list_images`'s sorted relative paths) drawn from ``generator``; returned in the order of
+    ``names``. At least one name must be left for training."""
+    if count < 0:
+        raise MetadipError(f"cannot hold out {count} pictures")
+    if count >= len(names):
+        raise MetadipError(
+            f"{len(names)} picture{'s' if len(names) != 1 else ''} cannot be split into {count} held out and at "
+            f"least 1 for training (needs {count + 1} or more)"
+        )
+    chosen = set(torch.randperm(len(names), generator=generator)[:count].tolist())
+    return [name for i, name in enumerate(names) if i in chosen]
+
+
+@dataclass(frozen=True)
+class FolderPicture:
+    """One picture of a folder source as :func:`scan_folder` found it (channels and size as read)."""
+
+    name: str
+    channels: int
+    height: int
+    width: int
+
+
+def scan_folder(folder: str | os.PathLike) -> list[FolderPicture]:
+    """Read every picture below ``folder`` once and refuse a folder meta-training cannot use, with one-line
+    errors: missing, empty, no image files, an unreadable picture, or grey and colour pictures mixed (metadip
+    does not convert them silently: an init is trained for one channel count). See also
+    :func:`check_picture_sizes`."""
+    root = Path(folder)
+    files = find_image_files(root)
+    if not files:
+        others = sum(1 for p in root.rglob("*") if p.is_file())
+        if not others:
+            raise MetadipError(f"image folder {root} is empty")
+        raise MetadipError(
+            f"no images ({', '.join(IMAGE_EXTENSIONS)}) found below {root} ({others} other "
+            f"file{'s' if others != 1 else ''})"
+        )
+    found = []
+    for path in files:
+        image = read_image(path, max_pixels=None, min_size=1)
+        height, width = int(image.shape[-2]), int(image.shape[-1])
+        found.append(FolderPicture(path.relative_to(root).as_posix(), int(image.shape[1]), height, width))
+    grey = [p.name for p in found if p.channels == 1]
+    colour = [p.name for p in found if p.channels != 1]
+    if grey and colour:
+        raise MetadipError(
+            f"{root} mixes grey ({len(grey)}, e.g. {grey[0]}) and colour ({len(colour)}, e.g. {colour[0]}) "
+            "pictures; an init is trained for one channel count, so convert them to one kind first"
+        )
+    return found
+
+
+def check_picture_sizes(
+    folder: str | os.PathLike, pictures: Sequence[FolderPicture], min_side: int, max_side: int | None = None
+) -> None:
+    """Refuse a picture whose shorter side — after the ``max_side`` downscale :func:`load_images` applies — is
+    below ``min_side`` (the crop size): it would be upscaled into blurry crops."""
+    for picture in pictures:
+        height, width = picture.height, picture.width
+        shorter, longer, scaled = min(height, width), max(height, width), ""
+        if max_side is not None and longer > max_side:
+            shorter = max(1, round(shorter * max_side / longer))
+            scaled = f" ({shorter} px on its shorter side once downscaled to {max_side} px)"
+        if shorter < min_side:
+            raise MetadipError(
+                f"{Path(folder) / picture.name} is {width}×{height} px{scaled}, smaller than the {min_side} px "
+                "training crops; remove it or choose a smaller crop size (--size)"
+            )
+
+
 def load_image(source: str | os.PathLike, name: str, channels: int = 3) -> torch.Tensor:
     """Load image ``name`` of ``source`` as 1×channels×H×W float32 in [0, 1]."""
     if str(source) == SAMPLES:
@@ -133,18 +215,21 @@ def load_image(source: str | os.PathLike, name: str, channels: int = 3) -> torch
 
 def load_images(
     source: str | os.PathLike, names: Sequence[str], channels: int = 3, max_side: int | None = None
-) -> dict[str, torch.Tensor | DeadLeaves]:
+) -> dict[str, torch.Tensor | DeadLeaves | Phantoms]:
     """Load ``names`` as a name → 1×C×H×W dict; with ``max_side`` larger images are downscaled (anti-aliased)
     so their longer side is at most ``max_side`` (keeps memory and crop statistics sane for huge files).
 
     For the source ``"dead-leaves"`` the value is a :class:`DeadLeaves` generator instead of a tensor (the task
-    sampler renders a fresh picture per task; ``channels`` and ``max_side`` do not apply)."""
-    if str(source) == DEAD_LEAVES:
-        unknown = [n for n in names if n != DEAD_LEAVES]
+    sampler renders a fresh picture per task; ``channels`` and ``max_side`` do not apply); likewise a
+    :class:`metadip.phantoms.Phantoms` for ``"phantoms"`` / ``"phantoms-complex"``."""
+    if str(source) in PROCEDURAL_SOURCES:
+        unknown = [n for n in names if n != str(source)]
         if unknown:
-            raise MetadipError(f"the dead-leaves source has one image, {DEAD_LEAVES!r}; got {', '.join(unknown)}")
-        return {name: DeadLeaves() for name in names}
-    images: dict[str, torch.Tensor | DeadLeaves] = {}
+            raise MetadipError(f"the {source} source has one image, {str(source)!r}; got {', '.join(unknown)}")
+        if str(source) == DEAD_LEAVES:
+            return {name: DeadLeaves() for name in names}
+        return {name: Phantoms(complex_valued=str(source) == PHANTOMS_COMPLEX) for name in names}
+    images: dict[str, torch.Tensor | DeadLeaves | Phantoms] = {}
     for name in names:
         image = load_image(source, name, channels)
         if max_side is not None and max(image.shape[-2:]) > max_side:

@@ -109,10 +109,13 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """``source``: ``samples`` (scikit-image's bundled photographs) or a folder. ``held_out``: never trained
-    on, used for validation (default for samples: astronaut, camera, coffee, chelsea; for a folder: none).
-    ``train``: restrict training to these names (default: every image not held out). ``max_side``: downscale
-    larger images once at load time."""
+    """``source``: ``samples`` (scikit-image's bundled photographs), a folder, or a procedural source —
+    ``dead-leaves``, ``phantoms`` (MRI-like head phantoms, grey) or ``phantoms-complex`` (their complex version
+    as 2 channels, real and imaginary: needs ``tasks.channels = 2``; see :mod:`metadip.phantoms`).
+    ``held_out``: never trained on, used for validation (default for samples: astronaut, camera, coffee,
+    chelsea; for a folder: none; ``metadip pretrain --images`` writes a seeded random subset here). ``train``:
+    restrict training to these names (default: every image not held out). ``max_side``: downscale larger images
+    once at load time."""
 
     source: str = "samples"
     held_out: tuple[str, ...] | None = None
@@ -191,7 +194,9 @@ class PretrainConfig:
     """A meta-training recipe (``pretrain/NAME.toml``). Top-level keys: ``name``, ``description``,
     ``algorithm`` (maml | reptile), ``seed``, ``steps`` (meta-steps), ``meta_batch`` (tasks per meta-step),
     ``export`` (also write ``checkpoints/NAME.*``), ``threads`` (CPU threads; default all cores / ranks),
-    ``recommended_for`` (operator specs — ``deblur``, ``superres:factor=4`` — for which ``--init auto`` should
+    ``max_minutes`` (wall-clock budget: the run ends after this many minutes of training — resumed parts
+    included — and exports like a finished run; the sidecar records ``time_budget``), ``recommended_for``
+    (operator specs — ``deblur``, ``superres:factor=4`` — for which ``--init auto`` should
     prefer this init over the default; each family must be trained on), ``avoid_for`` (specs for which
     ``--init auto`` must never pick it); both are recorded in the sidecar and change nothing in training.
     Tables: ``[model]``, ``[input]``, ``[data]``, ``[tasks]``, ``[inner]``, ``[maml]``, ``[reptile]``,
@@ -205,6 +210,7 @@ class PretrainConfig:
     meta_batch: int = 4
     export: bool = False
     threads: int | None = None
+    max_minutes: float | None = None
     recommended_for: tuple[str, ...] = ()
     avoid_for: tuple[str, ...] = ()
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -227,6 +233,15 @@ class PretrainConfig:
             raise MetadipError("steps must be >= 0 and meta_batch >= 1")
         if self.threads is not None and self.threads < 1:
             raise MetadipError("threads must be >= 1")
+        if self.max_minutes is not None and not (math.isfinite(self.max_minutes) and self.max_minutes > 0):
+            raise MetadipError(f"max_minutes must be a finite number > 0, got {self.max_minutes}")
+        from metadip.phantoms import PHANTOMS_COMPLEX
+
+        if (self.data.source == PHANTOMS_COMPLEX) != (self.tasks.channels == 2):
+            raise MetadipError(
+                f"tasks.channels = 2 (complex: real and imaginary) goes with data.source = '{PHANTOMS_COMPLEX}' "
+                f"and only with it (got channels {self.tasks.channels}, source {self.data.source!r})"
+            )
         from metadip.checkpoint import check_recommendations
 
         for entry in check_recommendations(self.recommended_for, "recommended_for"):
@@ -295,7 +310,7 @@ class PretrainConfig:
 
 
 # keys that may differ between the run that wrote state.pt and the run that resumes it
-_RESUME_FREE = ("steps", "export", "log", "threads", "description", "recommended_for", "avoid_for")
+_RESUME_FREE = ("steps", "export", "log", "threads", "description", "recommended_for", "avoid_for", "max_minutes")
 
 
 def _comparable(config: PretrainConfig, saved: PretrainConfig) -> dict:
@@ -309,6 +324,158 @@ def _comparable(config: PretrainConfig, saved: PretrainConfig) -> dict:
     if config.reptile.anneal_steps is None:
         data["reptile"]["anneal_steps"] = ref["reptile"]["anneal_steps"]
     return {"given": data, "saved": ref}
+
+
+# ------------------------------------------------------------------------------------------------------------
+# a recipe for a folder of pictures (``metadip pretrain --images DIR``)
+
+#: ``--arch`` of a from-scratch ``--images`` recipe: ``skip-slim`` / ``skip`` (the generator presets) or ``tiny``,
+#: a 2-scale × 4-channel skip net that trains in seconds — for smoke tests, not a useful initialisation.
+SCRATCH_ARCHS: dict[str, tuple[str, dict[str, Any]]] = {
+    "skip-slim": ("skip-slim", {}),
+    "skip": ("skip", {}),
+    "tiny": ("skip", {"num_scales": 2, "channels_down": [4, 4], "channels_up": [4, 4], "channels_skip": [2, 2]}),
+}
+SCRATCH = "scratch"  # --from scratch: random θ0 (the default init's recipe otherwise)
+
+
+def init_recipe(name_or_path: str) -> tuple[PretrainConfig, str, int]:
+    """(recipe, name as ``model.init_from`` takes it, channels) of a checkpoint: the training config its sidecar
+    records (``training.config``), so it works from a wheel install without the ``pretrain/`` folder. A bare
+    name stays a name; a path becomes absolute."""
+    from metadip import checkpoint as ckpt
+
+    raw = str(name_or_path).strip()
+    try:
+        init = ckpt.load_checkpoint(raw)
+    except MetadipError as exc:
+        raise MetadipError(f"--from: {exc}") from None
+    recorded = (init.training or {}).get("config")
+    if not isinstance(recorded, Mapping):
+        raise MetadipError(f"--from {raw}: its sidecar records no training recipe (training.config); use --config")
+    try:
+        recipe = PretrainConfig.from_dict(recorded)
+    except MetadipError as exc:
+        raise MetadipError(f"--from {raw}: its recorded training recipe no longer parses: {exc}") from None
+    looks_like_path = "/" in raw or os.sep in raw or raw.endswith((".json", ".safetensors"))
+    reference = str(ckpt.resolve_checkpoint(raw).resolve().with_suffix("")) if looks_like_path else raw
+    return recipe, reference, int(init.arch_config.get("out_channels", recipe.tasks.channels))
+
+
+def _folder_name(root: Path) -> str:
+    name = "".join(c if c.isalnum() or c in "-_." else "-" for c in root.name).strip("-.")
+    return name or "images"
+
+
+def images_recipe(
+    folder: str | os.PathLike,
+    operators: list[str] | tuple[str, ...],
+    *,
+    init: str | None = None,
+    name: str | None = None,
+    held_out: int | None = None,
+    size: int | None = None,
+    arch: str | None = None,
+    steps: int | None = None,
+    max_minutes: float | None = None,
+) -> PretrainConfig:
+    """The recipe ``metadip pretrain --images DIR --operator SPEC ...`` trains (see :mod:`metadip.cli_pretrain`).
+
+    Starts from the recipe recorded by init ``init`` (default: the one ``--init auto`` picks for the folder's
+    channel count, e.g. ``universal-slim-long`` for colour pictures) with ``model.init_from = init`` (a
+    fine-tune), or with random θ0 for ``init = "scratch"``: then the recipe is the one that trained the default
+    init's lineage from random weights (``universal-slim`` for colour; followed through ``model.init_from``) and
+    ``arch`` may pick a preset of :data:`SCRATCH_ARCHS`. ``data.source`` = the folder (absolute),
+    ``data.held_out`` = ``held_out`` pictures (default max(1, 10 %)) chosen by a permutation of the sorted names
+    drawn from the recipe's seed (:func:`metadip.images.seeded_held_out`); ``tasks`` = the operator specs and
+    their ranges (:func:`metadip.tasks.distribution_for_operators`), the folder's channel count and ``size``
+    (crop size).
+    The schedule horizons are left unset (they follow ``steps``; a resumed run keeps its own);
+    ``recommended_for`` / ``avoid_for`` are cleared (they only steer ``--init auto`` among installed inits);
+    ``export`` is off (the init is written into the run folder).
+
+    An RGB measurement-conditioned init fine-tunes on grey pictures through :mod:`metadip.meta.grey`; a grey init
+    cannot learn colour. Folder problems (empty, no pictures, grey and colour mixed, too few pictures for the
+    split, pictures smaller than the crops) are one-line :class:`MetadipError` s."""
+    from metadip.checkpoint import shipped_init_for
+    from metadip.images import check_picture_sizes, scan_folder, seeded_held_out, split_images
+    from metadip.tasks import distribution_for_operators
+
+    root = Path(folder).expanduser().resolve()
+    pictures = scan_folder(root)
+    channels = 1 if pictures[0].channels == 1 else 3
+    kind = "grey" if channels == 1 else "colour"
+    scratch = init is not None and init.strip().lower() == SCRATCH
+    if arch is not None and not scratch:
+        raise MetadipError("--arch applies only with --from scratch (a fine-tune keeps its init's architecture)")
+    if init is None or scratch:
+        default = shipped_init_for(channels)
+        if default is None:
+            raise MetadipError(f"no installed init for {kind} pictures to take the recipe from; use --config")
+        init = default
+    base, reference, init_channels = init_recipe(init)
+    for _ in range(8) if scratch else ():  # the recipe that trained the default's lineage from random weights
+        if not base.model.init_from:
+            break
+        base, _, init_channels = init_recipe(base.model.init_from)
+    if channels == 3 and init_channels != 3 and not scratch:
+        raise MetadipError(
+            f"--from {init}: a {init_channels}-channel init cannot learn the colour pictures of {root}; "
+            "use an RGB init or --from scratch"
+        )
+    in_channels = None
+    if channels != init_channels and base.input.z_mode == "conditioned":  # z holds the pictures' channels
+        from metadip.conditioning import conditioned_channels
+
+        recipe = base.input.recipe(1)
+        in_channels = conditioned_channels(
+            channels, base.input.noise_channels, recipe.operator_maps, recipe.estimate == "both"
+        )
+    elif channels != init_channels and not scratch:
+        raise MetadipError(
+            f"--from {init}: only a measurement-conditioned RGB init converts to grey; {root} holds grey pictures"
+        )
+    model = dataclasses.replace(base.model, init_from=None if scratch else reference)
+    if scratch and arch is not None:
+        if arch not in SCRATCH_ARCHS:
+            raise MetadipError(f"--arch {arch!r} is not one of {', '.join(SCRATCH_ARCHS)}")
+        preset, options = SCRATCH_ARCHS[arch]
+        kept = {k: v for k, v in base.model.options.items() if k in ("residual", "in_channels")}
+        model = ModelConfig(arch=preset, options={**options, **kept}, init_from=None)
+    if in_channels is not None:
+        model = dataclasses.replace(model, options={**model.options, "in_channels": in_channels})
+
+    tasks = distribution_for_operators(base.tasks, list(operators))
+    tasks = dataclasses.replace(tasks, channels=channels, sizes=(size,) if size is not None else tasks.sizes)
+    names = [p.name for p in pictures]
+    count = max(1, len(names) // 10) if held_out is None else int(held_out)
+    try:
+        held = seeded_held_out(names, count, make_generator(base.seed, "held-out"))
+    except MetadipError as exc:
+        raise MetadipError(f"{root}: {exc}; add pictures or lower --held-out") from None
+    _, held = split_images(names, held)  # exactly what the loop holds out (a file name also matches sub/NAME)
+    if len(held) == len(names):
+        raise MetadipError(f"{root}: holding out {', '.join(held)} leaves no picture for training")
+    check_picture_sizes(root, pictures, max(tasks.sizes), base.data.max_side)
+    start = "trained from scratch" if scratch else f"fine-tuned from {init}"
+    config = dataclasses.replace(
+        base,
+        name=name if name is not None else _folder_name(root),
+        description=f"{start} on the {kind} pictures of {root} ({', '.join(operators)}; "
+        f"{len(names) - len(held)} for training, {len(held)} held out)",
+        steps=base.steps if steps is None else int(steps),
+        export=False,
+        threads=None,
+        max_minutes=max_minutes,
+        recommended_for=(),
+        avoid_for=(),
+        model=model,
+        data=DataConfig(source=str(root), held_out=tuple(held), train=None, max_side=base.data.max_side),
+        tasks=tasks,
+        maml=dataclasses.replace(base.maml, schedule_steps=None),
+        reptile=dataclasses.replace(base.reptile, anneal_steps=None),
+    )
+    return config
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -452,6 +619,7 @@ class PretrainResult:
     metrics: dict = field(default_factory=dict)
     validation: dict = field(default_factory=dict)
     wall_seconds: float = 0.0
+    stopped_on_time: bool = False  # ended by config.max_minutes before config.steps (exported all the same)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -506,7 +674,7 @@ def run_pretrain(
             diff = sorted(k for k in cmp["given"] if cmp["given"].get(k) != cmp["saved"].get(k))
             raise MetadipError(
                 f"--resume: the config differs from the one {state_path} was trained with "
-                f"(in: {', '.join(diff)}); only steps, export, threads and log may change"
+                f"(in: {', '.join(diff)}); only steps, max_minutes, export, threads and log may change"
             )
         config = dataclasses.replace(
             saved,
@@ -515,6 +683,7 @@ def run_pretrain(
             log=config.log,
             threads=config.threads,
             description=config.description,
+            max_minutes=config.max_minutes,
         )
     else:
         if state_path.exists():
@@ -713,6 +882,9 @@ def run_pretrain(
     started = time.perf_counter()
     last_metrics: dict = {}
     last_val: dict = {}
+    last_val_step: int | None = None
+    budget = None if config.max_minutes is None else 60.0 * config.max_minutes
+    stopped_on_time = False
 
     def save_state(step: int) -> None:
         if not main:
@@ -733,9 +905,20 @@ def run_pretrain(
 
     try:
         if start == 0 and val_tasks and config.log.val_every > 0:
-            last_val = validate(0)
+            last_val, last_val_step = validate(0), 0
             logger.log(last_val, 0)
         for step in range(start, end):
+            spent = budget is not None and wall_before + time.perf_counter() - started >= budget
+            if budget is not None and info.enabled:  # every rank stops at the same step (rank 0's clock decides)
+                spent = distributed.all_reduce_metrics({"spent": float(spent and main)}, device, info)["spent"] > 0
+            if spent:
+                end, stopped_on_time = step, True  # the time budget is spent: stop here, export below
+                if main and last_metrics and step % config.log.every != 0:
+                    logger.log({f"train/{k}": v for k, v in last_metrics.items()}, step)
+                break
+            if budget is not None:
+                left = budget - wall_before - (time.perf_counter() - started)
+                bar.set_description_str(f"pretrain {config.name} ({left / 60:.1f} min left)", refresh=False)
             indices = [step * config.meta_batch + i for i in range(config.meta_batch)]
             tasks = [sampler(k).to(device) for k in distributed.shard(indices, info)]
             try:
@@ -775,7 +958,7 @@ def run_pretrain(
                 and val_tasks
                 and ((config.log.val_every > 0 and done % config.log.val_every == 0) or done == config.steps)
             ):
-                last_val = validate(done)
+                last_val, last_val_step = validate(done), done
                 logger.log(last_val, done)
                 if progress:
                     bar.write(
@@ -799,8 +982,9 @@ def run_pretrain(
         metrics=last_metrics,
         validation=last_val,
         wall_seconds=wall,
+        stopped_on_time=stopped_on_time,
     )
-    if main and result.finished:
+    if main and (result.finished or stopped_on_time):
         online = config.online
         inner_recipe = {
             "optimizer": online.optimizer,
@@ -837,6 +1021,19 @@ def run_pretrain(
             "torch_version": torch.__version__,
             "z_mode": config.input.z_mode,
             **({"init_from": init_from} if init_from else {}),
+            **(
+                {
+                    "time_budget": {
+                        "max_minutes": config.max_minutes,
+                        "stopped_on_time": stopped_on_time,
+                        "stopped_at_step": step if stopped_on_time else None,
+                        "planned_steps": config.steps,
+                        "validation_step": last_val_step,
+                    }
+                }
+                if config.max_minutes is not None
+                else {}
+            ),
             "validation": last_val,
             "config": config.to_dict(),
         }

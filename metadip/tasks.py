@@ -270,9 +270,11 @@ class TaskDistribution:
     ``gauss`` (std ``deblur_width``) and/or ``motion`` (length ``deblur_length``). ``fourier_ratio``: fraction
     of k-space sampled (``fourier_pattern``). ``sizes``: crop sizes (one drawn per task). ``crop_scale``:
     window side / crop size, log-uniform, clamped to the image. ``min_std``: near-flat crops are redrawn.
-    ``channels``: 3 (RGB) or 1 (grey). ``dead_leaves``: fraction of training tasks whose clean image is a fresh
-    procedural dead-leaves picture (:func:`metadip.images.dead_leaves`, rendered at the crop size) instead of a
-    crop of the data source; validation tasks (stream ``"val"``) always use the source's held-out pictures."""
+    ``channels``: 3 (RGB), 1 (grey) or 2 (a complex picture as real and imaginary channels, drawn only by the
+    ``phantoms-complex`` source: :mod:`metadip.phantoms`). ``dead_leaves``: fraction of training tasks whose
+    clean image is a fresh procedural dead-leaves picture (:func:`metadip.images.dead_leaves`, rendered at the
+    crop size) instead of a crop of the data source; validation tasks (stream ``"val"``) always use the
+    source's held-out pictures."""
 
     weights: dict[str, float] = field(default_factory=_default_weights)
     denoise_sigma: tuple[float, float] = (5.0, 50.0)
@@ -340,14 +342,16 @@ class TaskDistribution:
             raise MetadipError("tasks.superres_factors: factors must be integers >= 2")
         if not self.sizes or min(self.sizes) < 8:
             raise MetadipError("tasks.sizes: crop sizes must be integers >= 8")
-        if self.channels not in (1, 3):
-            raise MetadipError(f"tasks.channels: must be 1 or 3, got {self.channels}")
+        if self.channels not in (1, 2, 3):
+            raise MetadipError(f"tasks.channels: must be 1, 3 or 2 (complex), got {self.channels}")
         if self.crop_scale[0] <= 0:
             raise MetadipError("tasks.crop_scale: must be positive")
         if self.deblur_width[0] <= 0 or self.deblur_length[0] < 1:
             raise MetadipError("tasks: deblur width must be > 0 and length >= 1")
         if not 0.0 <= self.dead_leaves <= 1.0:
             raise MetadipError(f"tasks.dead_leaves: must be a fraction in [0, 1], got {self.dead_leaves}")
+        if self.dead_leaves > 0 and self.channels == 2:
+            raise MetadipError("tasks.dead_leaves: dead leaves are real pictures; they cannot mix into channels = 2")
 
     # -- serialisation ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -372,6 +376,33 @@ class TaskDistribution:
     @property
     def families(self) -> list[str]:
         return [f for f in FAMILIES if self.weights.get(f, 0) > 0]
+
+    def middle_spec(self, family: str) -> str:
+        """The operator spec in the middle of this distribution for ``family``: each range's midpoint, each list's
+        first choice (e.g. ``denoise:sigma=30`` for σ in [10, 50]) — a typical task to check an init on."""
+
+        def mid(pair: tuple[float, float]) -> float:
+            return round((float(pair[0]) + float(pair[1])) / 2, 4)
+
+        params: dict[str, Any] = {}
+        if family == "inpaint":
+            params = {"holes": self.inpaint_holes[0], "ratio": mid(self.inpaint_ratio)}
+            if params["holes"] == "blocks":
+                params["block"] = self.inpaint_block
+        elif family == "superres":
+            params = {"factor": self.superres_factors[0], "filter": self.superres_filters[0]}
+        elif family == "deblur":
+            params = {"kernel": self.deblur_kernels[0]}
+            if params["kernel"] == "gauss":
+                params["width"] = mid(self.deblur_width)
+            else:
+                params["length"] = round(mid(self.deblur_length))
+        elif family == "fourier":
+            params = {"pattern": self.fourier_pattern, "ratio": mid(self.fourier_ratio)}
+        elif family != "denoise":
+            raise MetadipError(f"unknown operator family {family!r}; valid: {', '.join(FAMILIES)}")
+        params["sigma"] = mid(self.denoise_sigma if family == "denoise" else self.noise_sigma)
+        return f"{family}:" + ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
     # -- sampling --------------------------------------------------------------------------------------------
     def draw_spec(self, generator: torch.Generator) -> tuple[str, dict, float]:
@@ -423,13 +454,15 @@ class TaskDistribution:
         *,
         dead_leaves: float | None = None,
     ) -> Task:
-        """Draw one task from ``generator`` over ``images`` (name → 1×C×H×W, or a procedural source such as
-        :class:`metadip.images.DeadLeaves`, which renders a fresh picture at the crop size). ``seed`` is recorded
+        """Draw one task from ``generator`` over ``images`` (name → 1×C×H×W, or a procedural source —
+        :class:`metadip.images.DeadLeaves`, :class:`metadip.phantoms.Phantoms` — which renders a fresh picture at
+        the crop size). ``seed`` is recorded
         in the task (its inner-loop randomness derives from it). ``dead_leaves`` overrides the distribution's
         fraction of dead-leaves tasks; with a positive fraction one extra number is drawn first (a fraction of 0
         draws exactly what it always did)."""
         from metadip.images import DEAD_LEAVES, DeadLeaves, random_patch
         from metadip.operators import OperatorSpec, build_operator, simulate
+        from metadip.phantoms import Phantoms
 
         fraction = self.dead_leaves if dead_leaves is None else float(dead_leaves)
         synthetic = fraction > 0 and float(torch.rand((), generator=generator, dtype=torch.float64)) < fraction
@@ -442,7 +475,7 @@ class TaskDistribution:
             name = names[int(torch.randint(len(names), (), generator=generator))]
             image = images[name]
         size = int(self.sizes[int(torch.randint(len(self.sizes), (), generator=generator))])
-        if isinstance(image, DeadLeaves):
+        if isinstance(image, (DeadLeaves, Phantoms)):  # procedural: a fresh picture at the crop size
             x = image.draw(size, self.channels, generator)
         else:
             if image.shape[1] != self.channels:
@@ -470,6 +503,113 @@ class TaskDistribution:
         generator = torch.Generator(device="cpu")
         generator.manual_seed(task_seed)
         return self.sample(images, generator, seed=task_seed, dead_leaves=0.0 if stream == "val" else None)
+
+
+#: What a ``--operator`` spec of ``metadip pretrain --images`` may set, per family: spec key → field of
+#: :class:`TaskDistribution`. ``sigma`` of every family but denoise is the one shared ``noise_sigma``.
+SPEC_FIELDS: dict[str, dict[str, str]] = {
+    "denoise": {"sigma": "denoise_sigma"},
+    "inpaint": {"ratio": "inpaint_ratio", "holes": "inpaint_holes", "block": "inpaint_block", "sigma": "noise_sigma"},
+    "superres": {"factor": "superres_factors", "filter": "superres_filters", "sigma": "noise_sigma"},
+    "deblur": {"kernel": "deblur_kernels", "width": "deblur_width", "length": "deblur_length", "sigma": "noise_sigma"},
+    "fourier": {"ratio": "fourier_ratio", "pattern": "fourier_pattern", "sigma": "noise_sigma"},
+}
+_CHOICES = {  # list fields: alternatives a|b (integers also as a range lo..hi); the words a task can draw
+    "inpaint_holes": ("pixels", "blocks"),
+    "superres_factors": None,
+    "superres_filters": ("box", "gauss"),
+    "deblur_kernels": ("gauss", "motion"),
+}
+_SINGLE = {"inpaint_block": None, "fourier_pattern": ("lines", "points")}  # one value, no range
+_SELECTORS = {"block": "holes=blocks", "width": "kernel=gauss", "length": "kernel=motion"}  # for the value check
+
+
+def distribution_for_operators(base: TaskDistribution, specs: Sequence[str]) -> TaskDistribution:
+    """``base`` with the operator families and parameter ranges of ``specs`` (``metadip pretrain --images
+    --operator ...``): the listed families at equal weight (the others never drawn), and each key given mapped
+    onto its field (:data:`SPEC_FIELDS`) — a range ``lo..hi`` (``denoise:sigma=10..40``,
+    ``fourier:ratio=0.2..0.4``), a single value (a degenerate range), alternatives ``a|b`` for list fields
+    (``inpaint:holes=pixels|blocks``, ``superres:factor=2|4`` or ``2..4``). Keys not given keep ``base``'s
+    values. Each value is checked by the operator spec parser; a key the distribution has no field for
+    (``poisson``, ``center``, ``angle``), a ``file`` choice, or two different ``sigma`` ranges for the shared
+    ``noise_sigma`` is a one-line error naming it."""
+    from metadip.operators import parse_operator_spec
+
+    if not specs:
+        raise MetadipError("give at least one operator spec, e.g. --operator denoise:sigma=10..40")
+    weights: dict[str, float] = {}
+    fields: dict[str, Any] = {}
+    shared: dict[str, str] = {}  # field -> the spec that set it (noise_sigma is shared by four families)
+    for text in specs:
+        name, colon, rest = str(text).strip().partition(":")
+        family = name.strip().lower()
+        parse_operator_spec(family)  # an unknown family: the parser's own error
+        if family in weights:
+            raise MetadipError(f"--operator {text!r}: family {family} is given twice; give it once, with ranges")
+        weights[family] = 1.0
+        seen: set[str] = set()
+        for item in rest.split(",") if colon else ():
+            key, equals, value = (part.strip() for part in item.partition("="))
+            key = key.lower()
+            if not equals or not key or not value:
+                raise MetadipError(f"--operator {text!r}: expected key=value, got {item.strip()!r}")
+            if key in seen:
+                raise MetadipError(f"--operator {text!r}: key {key!r} is given twice")
+            seen.add(key)
+            table = SPEC_FIELDS[family]
+            if key not in table:
+                raise MetadipError(
+                    f"--operator {text!r}: the task distribution has no range for {key!r}; a {family} task draws "
+                    f"{', '.join(table)}"
+                )
+            field_name = table[key]
+            parsed = _spec_value(family, key, value, field_name, text, parse_operator_spec)
+            if field_name in fields and fields[field_name] != parsed:
+                raise MetadipError(
+                    f"--operator {text!r}: {key} sets tasks.{field_name}, which {shared[field_name]!r} already set "
+                    "differently (one noise range serves every family but denoise); give the same range"
+                )
+            fields[field_name], shared[field_name] = parsed, str(text)
+    return dataclasses.replace(base, weights=weights, **fields)
+
+
+def _spec_value(family: str, key: str, value: str, field_name: str, text: str, parse) -> Any:
+    """One ``key=value`` of a range spec as the value of field ``field_name`` (each part checked by ``parse``)."""
+
+    def check(part: str) -> Any:
+        selector = _SELECTORS.get(key)
+        spec = f"{family}:{selector + ',' if selector else ''}{key}={part}"
+        try:
+            return parse(spec).params[key]
+        except MetadipError as exc:
+            raise MetadipError(f"--operator {text!r}: {exc}") from None
+
+    if field_name in _SINGLE or field_name in _CHOICES:
+        allowed = _SINGLE.get(field_name) or _CHOICES.get(field_name)
+        if field_name in _SINGLE and ("|" in value or ".." in value):
+            raise MetadipError(f"--operator {text!r}: {key} takes one value (tasks.{field_name}), got {value!r}")
+        if ".." in value and field_name == "superres_factors":
+            lo, hi = (check(p) for p in value.split("..", 1))
+            if lo > hi:
+                raise MetadipError(f"--operator {text!r}: {key} range {value!r} has low > high")
+            parts = list(range(lo, hi + 1))
+        else:
+            parts = [check(p.strip()) for p in value.split("|")]
+        for part in parts:
+            if allowed is not None and part not in allowed:
+                raise MetadipError(
+                    f"--operator {text!r}: {key}={part} cannot be drawn at random; choose from {', '.join(allowed)}"
+                )
+        if field_name in _SINGLE:
+            return parts[0]
+        return tuple(dict.fromkeys(parts))
+    if "|" in value:
+        raise MetadipError(f"--operator {text!r}: {key} takes a range lo..hi or one value, got {value!r}")
+    ends = value.split("..", 1) if ".." in value else [value, value]
+    lo, hi = (check(p.strip()) for p in ends)
+    if lo > hi:
+        raise MetadipError(f"--operator {text!r}: {key} range {value!r} has low > high")
+    return (lo, hi)
 
 
 class TaskSampler:
