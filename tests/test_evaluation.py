@@ -494,14 +494,27 @@ def test_auto_init_of_a_suite_follows_reconstructs_rule(tmp_path, monkeypatch):
             recommended_for=families,
         )
 
-    def arms_for(*operators):
+    def config_for(*operators, per_operator=True):
         run = evaluation.RunSpec(operators=operators, images="astronaut", size=16, iterations=2, seeds=1, tag="t")
-        return evaluation.resolve_arms(evaluation.EvalConfig(runs=(run,), init="auto", arch=None))
+        return evaluation.EvalConfig(runs=(run,), init="auto", arch=None, per_operator_auto=per_operator)
 
-    arms, notes = arms_for("deblur:kernel=gauss,width=1", "deblur:kernel=motion,length=5")
+    arms, notes = evaluation.resolve_arms(config_for("deblur:kernel=gauss,width=1", "deblur:kernel=motion,length=5"))
     assert arms[-1].name == "blur-expert" and "'blur-expert'" in notes[0] and "separate suites" not in notes[0]
-    arms, notes = arms_for("deblur:kernel=gauss,width=1", "denoise:sigma=25")
+    # one init for the whole suite: the universal default, and a note saying so
+    mixed = config_for("deblur:kernel=gauss,width=1", "denoise:sigma=25", per_operator=False)
+    arms, notes = evaluation.resolve_arms(mixed)
     assert arms[-1].name == checkpoint.DEFAULT_INIT and "separate suites" in notes[0]
+    # per operator (the default): each problem gets reconstruct's own --init auto choice
+    mixed = config_for("deblur:kernel=gauss,width=1", "denoise:sigma=25")
+    arms, notes = evaluation.resolve_arms(mixed)
+    assert "each operator gets the init" in notes[0]
+    picked = {
+        p.operator: [a.name for a in evaluation.problem_arms(p, arms)] for p in evaluation.plan(mixed, arms)
+    }
+    assert picked == {
+        "deblur:kernel=gauss,width=1": ["random", "blur-expert"],
+        "denoise:sigma=25": ["random", checkpoint.DEFAULT_INIT],
+    }
 
 
 @pytest.mark.slow
