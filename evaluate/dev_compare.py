@@ -119,7 +119,9 @@ def summarise(curve: list[float], baseline: list[float] | None = None) -> dict:
     return row
 
 
-def recipe_variant(init: str, lr_scale: float, ema: float | None, folder: Path, adapt: str | None = None) -> str:
+def recipe_variant(
+    init: str, lr_scale: float, ema: float | None, folder: Path, adapt: str | None = None, loss: str | None = None
+) -> str:
     """A copy of checkpoint ``init`` whose online recipe has its lr(s) × ``lr_scale``, EMA ``ema`` and
     adaptation mode ``adapt``."""
     import json
@@ -137,6 +139,8 @@ def recipe_variant(init: str, lr_scale: float, ema: float | None, folder: Path, 
         inner["ema"] = ema
     if adapt is not None:
         inner["adapt"] = adapt
+    if loss is not None:
+        inner["loss"] = loss
     weights = sidecar.with_name(meta.get("weights") or sidecar.stem + ".safetensors")
     shutil.copy(weights, folder / weights.name)
     (folder / sidecar.name).write_text(json.dumps(meta))
@@ -162,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="adaptation mode (all|norm|input) for the candidates: once for all, or once per --init, in order",
     )
+    parser.add_argument(
+        "--loss",
+        action="append",
+        default=None,
+        help="online loss (mse|sure) for the candidates: once for all, or once per --init, in order",
+    )
     parser.add_argument("--converge", action="store_true", help="run each curve until its peak has passed (capped)")
     parser.add_argument("--out", type=Path, default=None, help="write the medians (and every case) as JSON")
     args = parser.parse_args(argv)
@@ -169,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(adapts) not in (1, len(args.init)):
         parser.error("give --adapt once, or once per --init")
     adapts = adapts * len(args.init) if len(adapts) == 1 else adapts
+    losses = args.loss or [None]
+    if len(losses) not in (1, len(args.init)):
+        parser.error("give --loss once, or once per --init")
+    losses = losses * len(args.init) if len(losses) == 1 else losses
     sys.path.insert(0, str(ROOT))
     from metadip.errors import MetadipError
     from metadip.fileio import atomic_write_json
@@ -188,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "lr_scale": args.lr_scale,
         "ema": args.ema,
         "adapt": adapts,
+        "loss": losses,
         "converge": args.converge,
         "baseline": args.baseline,
         "inits": {},
@@ -216,12 +231,13 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 peaks = " ".join(f"{r['peak']:.2f}@{r['peak_iteration']}" for r in rows)
                 print(f"{args.baseline:28s} {op:40s} peaks {peaks}", flush=True)
-        for number, (init, adapt) in enumerate(zip(args.init, adapts, strict=True)):
+        for number, (init, adapt, loss) in enumerate(zip(args.init, adapts, losses, strict=True)):
             run_init = init
-            if init != "random" and (args.lr_scale != 1.0 or args.ema is not None or adapt is not None):
+            edited = args.lr_scale != 1.0 or args.ema is not None or adapt is not None or loss is not None
+            if init != "random" and edited:
                 folder = Path(scratch.name) / str(number)
                 folder.mkdir()
-                run_init = recipe_variant(init, args.lr_scale, args.ema, folder, adapt)
+                run_init = recipe_variant(init, args.lr_scale, args.ema, folder, adapt, loss)
             per_op = {}
             for operator in operators:
                 cases = [
@@ -247,9 +263,10 @@ def main(argv: list[str] | None = None) -> int:
                 medians = {k: statistics.median(c[k] for c in cases) for k in cases[0] if k not in ("image", "seed")}
                 per_op[operator] = {"median": medians, "cases": cases}
                 cells = " ".join(f"{k}={v:.2f}" for k, v in medians.items())
-                label = Path(init).stem + (f"[{adapt}]" if adapt else "")
+                label = Path(init).stem + (f"[{adapt}]" if adapt else "") + (f"[{loss}]" if loss else "")
                 print(f"{label:28s} {operator:40s} {cells}", flush=True)
-            report["inits"][init if adapt is None else f"{init}[adapt={adapt}]"] = per_op
+            key = init + (f"[adapt={adapt}]" if adapt else "") + (f"[loss={loss}]" if loss else "")
+            report["inits"][key] = per_op
         scratch.cleanup()
     except MetadipError as exc:
         print(f"error: {exc}", file=sys.stderr)
