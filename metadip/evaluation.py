@@ -636,7 +636,10 @@ def run_arm(
         "end": result.stop_reason,
         "rollbacks": result.extras.get("rollbacks", 0),
         "converged": bool(getattr(converge, "converged", False)),
-        "capped_while_improving": converge is not None and not converge.converged and run >= iterations,
+        "capped_while_improving": converge is not None
+        and not converge.converged
+        and run >= iterations
+        and converge.still_improving(run),
         "peak_psnr_ema99": round(max(ema_curve.curve), 4),
         "spectral": recorder.to_dict(),
     }
@@ -1240,7 +1243,7 @@ def summarize(cases: Sequence[dict], margin_db: float = MARGIN_DB) -> dict:
         summary[f"{label}_peak_psnr_ema99_median"] = _rounded(
             median(c.get("peak_psnr_ema99", c["peak_psnr"]) for c in values)
         )
-        summary[f"{label}_capped"] = sum(bool(c.get("capped_while_improving")) for c in values)
+        summary[f"{label}_capped"] = sum(bool(c.get("iterations", 0) >= c.get("budget", math.inf)) for c in values)
         summary[f"{label}_still_improving_at_end"] = sum(still_improving(c) for c in values)
     baselines: dict[str, list[float]] = {}
     seen_pairs: set[str] = set()
@@ -1254,14 +1257,21 @@ def summarize(cases: Sequence[dict], margin_db: float = MARGIN_DB) -> dict:
     return summary
 
 
-def still_improving(case: dict, window: int = 100, gain_db: float = 0.05) -> bool:
-    """Whether a run ended while it was still getting better: it hit the convergence cap, or (fixed budget)
-    its last ``window`` iterations gained more than ``gain_db`` — its "peak" is then the budget's."""
-    if case.get("capped_while_improving"):
-        return True
+def still_improving(case: dict, window: int = 100, gain_db: float = 0.05, patience: int = 500) -> bool:
+    """Whether a run ended while it was still getting better — its "peak" is then the budget's. A run of a
+    converged suite (it has ``converged``): it hit the cap with a 0.01 dB gain in its last ``patience``
+    iterations (replayed from its curve; a capped run that had plateaued longer is not flagged). A fixed-budget
+    run: its last ``window`` iterations gained more than ``gain_db``."""
     if case.get("converged"):
         return False
     curve = _finite(case.get("psnr") or [])
+    if "converged" in case:
+        from metadip.stopping import last_progress
+
+        progress, stopped = last_progress(curve, patience=patience)
+        return not stopped and len(curve) - progress < patience
+    if case.get("capped_while_improving"):
+        return True
     if len(curve) <= window:
         return False
     return max(curve[-window:]) - max(curve[:-window]) > gain_db

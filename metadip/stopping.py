@@ -238,6 +238,16 @@ class Converged(StoppingRule):
         mse = float(torch.mean((estimate.detach().clamp(0, 1) - self._reference) ** 2))
         return math.inf if mse <= 0 else -10.0 * math.log10(mse)
 
+    @property
+    def last_progress_iteration(self) -> int:
+        """The last iteration that counted as progress (0 before the first)."""
+        return self._progress_iteration
+
+    def still_improving(self, iteration: int) -> bool:
+        """Whether a run cut at ``iteration`` (the cap) was still improving: progress within the last
+        ``patience`` iterations. A capped run past that has plateaued without the rule having fired yet."""
+        return iteration - self._progress_iteration < self.patience
+
     def observe(self, iteration: int, psnr: float) -> bool:
         """The rule on a bare PSNR value (what :meth:`update` feeds it); True = stop now."""
         if psnr > self._level + self.min_gain_db or self._progress_iteration == 0:
@@ -256,6 +266,17 @@ class Converged(StoppingRule):
             self._best = psnr
             self._keep(iteration, estimate)
         return self.observe(iteration, psnr)
+
+
+def last_progress(curve, *, patience: int = 500, fraction: float = 0.5, min_gain_db: float = 0.01) -> tuple[int, bool]:
+    """(last progress iteration, whether :class:`Converged` stopped) for a PSNR ``curve`` replayed through the
+    rule — for a run cut at its cap, ``len(curve) − last progress < patience`` means it was still improving."""
+    rule = Converged(patience, fraction, min_gain_db)
+    rule.reset(reference=torch.zeros(1))
+    for index, value in enumerate(curve):
+        if rule.observe(index + 1, float(value)):
+            return rule.last_progress_iteration, True
+    return rule.last_progress_iteration, False
 
 
 def converged_stop_iteration(

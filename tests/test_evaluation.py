@@ -657,3 +657,7 @@ def test_still_improving_flags_capped_and_budget_limited_runs():
     assert not evaluation.still_improving({"converged": True, "psnr": rising(30.0, 1000, 1000)})
     assert evaluation.still_improving({"psnr": rising(30.0, 1000, 1000)})  # fixed budget, still rising
     assert not evaluation.still_improving({"psnr": rising(30.0, 100, 1000)})
+    # a converged suite's run cut at its cap: flagged only when it gained 0.01 dB within its last 500 iterations
+    plateaued = rising(30.0, 3600, 3600) + [30.0] * 2400  # peak at 3600, flat to the 6000 cap
+    assert not evaluation.still_improving({"converged": False, "psnr": plateaued})
+    assert evaluation.still_improving({"converged": False, "psnr": rising(30.0, 5900, 6000)})
