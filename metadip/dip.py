@@ -123,9 +123,11 @@ def make_optimizer(
     raise MetadipError(f"unknown optimizer {name!r}; valid: adam, sgd")
 
 
-def _sure_step(net, z, noise, y, op, sigma, size, input_builder, generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """(SURE objective, the network's output for y) for one iteration; the probe's perturbed measurement gets
-    its own input from ``input_builder`` (plus the same jitter ``noise``)."""
+def _sure_step(
+    net, z, noise, y, op, sigma, size, input_builder, generator, weight=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(SURE objective over the ``weight`` entries, the network's output for y) for one iteration; the probe's
+    perturbed measurement gets its own input from ``input_builder`` (plus the same jitter ``noise``)."""
     from metadip.losses import sure_loss
 
     outputs: list[torch.Tensor] = []
@@ -139,7 +141,7 @@ def _sure_step(net, z, noise, y, op, sigma, size, input_builder, generator) -> t
         outputs.append(out)
         return out
 
-    objective = sure_loss(op, forward_from, y, float(sigma), generator)
+    objective = sure_loss(op, forward_from, y, float(sigma), generator, weight=weight)
     return objective, outputs[0]
 
 
@@ -195,7 +197,7 @@ def fit(
             affines only) or ``input`` (z and the BatchNorm affines; z is optimised from the given one).
         loss: ``mse`` (the data fit ‖A f − y‖² on the training entries) or ``sure`` (Stein's unbiased estimate
             of the error, :func:`metadip.losses.sure_loss`, with the operator's σ: it does not reward fitting the
-            noise; hold-out entries are not kept out of it; for σ = 0 it is the plain data fit). The divergence
+            noise; over the training entries, like the data fit; for σ = 0 it is the plain data fit). The divergence
             probe goes through z when ``input_builder`` (y′ ↦ z′, a measurement-conditioned input) is given;
             with a fixed z SURE is the data fit minus σ².
         ssim_every: with ``reference``, SSIM (costly: ~4 ms at 64 px) on every iteration up to
@@ -269,7 +271,9 @@ def fit(
                 net_input = z + reg_noise_std * noise
             opt.zero_grad(set_to_none=True)
             if loss == "sure" and sigma:  # noise-free measurements: SURE is the data fit
-                objective, output = _sure_step(net, z, net_input - z, y, op, sigma, size, input_builder, generator)
+                objective, output = _sure_step(
+                    net, z, net_input - z, y, op, sigma, size, input_builder, generator, train_weight
+                )
             else:
                 output = net(net_input, size=size)
                 objective = measurement_loss(op, output, y, train_weight)

@@ -727,8 +727,20 @@ def arm_key(problem: Problem, arm: Arm, stop: str, bands: int, mode: dict | None
             "bands": int(bands),
             "format": CASE_FORMAT,
             **(mode or {}),
+            **_recipe_levers(arm),
         }
     )
+
+
+def _recipe_levers(arm: Arm) -> dict:
+    """The online levers of an arm's recipe that change its result with the same weights (adaptation mode,
+    loss), for the cache key — only when set away from their defaults, so cases of recipes without them keep
+    their keys."""
+    levers = {k: arm.inner[k] for k, default in LEVER_DEFAULTS.items() if arm.inner.get(k, default) != default}
+    return {"levers": levers} if levers else {}
+
+
+LEVER_DEFAULTS = {"adapt": "all", "loss": "mse"}
 
 
 def _case_name(problem: Problem, label: str, key: str) -> str:

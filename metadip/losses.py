@@ -92,6 +92,7 @@ def sure_loss(
     generator: torch.Generator,
     *,
     epsilon: float | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Monte-Carlo SURE of the per-entry mean squared error of ``forward(y)`` (see the module docstring).
 
@@ -99,7 +100,9 @@ def sure_loss(
     ``forward``: maps a measurement ``y'`` (shaped like ``y``) to the image estimate ``f(y')`` (B×C×H×W) — for
     DIP, builds the network input from ``y'`` and runs the network, so the probe goes through ``z``.
     ``sigma``: Gaussian noise std of ``y`` in [0, 1] units (the operator's ``sigma / 255``). ``generator``: draws
-    the divergence probe. ``epsilon``: its finite-difference step (default :func:`default_epsilon`).
+    the divergence probe. ``epsilon``: its finite-difference step (default :func:`default_epsilon`). ``weight``
+    (0/1, broadcastable to ``y``): only these of the measured entries count and are probed — e.g. the training
+    entries when DIP's hold-out stopping rule keeps the others out of the loss.
 
     Returns a scalar ``(‖h(y) − y‖² − N s² + 2 s² div h) / m`` over the ``m`` measured entries, with
     ``h = A ∘ forward`` restricted to them, ``N`` the number of real components and ``s²`` their noise variance.
@@ -111,6 +114,9 @@ def sure_loss(
     mask = None if op is None else op.measurement_mask()
     if mask is not None:
         mask = mask.to(y.device, y.real.dtype)
+    if weight is not None:
+        weight = weight.to(y.device, y.real.dtype)
+        mask = weight if mask is None else mask * weight
 
     def measure(measurement: torch.Tensor) -> torch.Tensor:
         out = forward(measurement)

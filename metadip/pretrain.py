@@ -158,8 +158,10 @@ class ReptileSettings:
 
 @dataclass(frozen=True)
 class OnlineSettings:
-    """The online recipe exported with the init (what ``reconstruct`` uses). ``lr`` / ``reg_noise_std``
-    default to the inner loop's; learned per-tensor lrs are exported too (``inner.lr_per_tensor``)."""
+    """The online recipe exported with the init (what ``reconstruct`` uses). ``lr`` / ``reg_noise_std`` / ``loss``
+    default to the inner loop's; learned per-tensor lrs are exported too (``inner.lr_per_tensor``). ``loss``
+    (``mse`` | ``sure``) may differ from ``inner.loss``: an init meta-trained with the data fit can be run
+    online with SURE (what adapts, ``inner.adapt``, may not differ)."""
 
     optimizer: str = "adam"
     lr: float | None = None
@@ -168,6 +170,7 @@ class OnlineSettings:
     iterations: int = 3000
     stop: str = "holdout"
     stop_patience: int | None = None
+    loss: str | None = None
 
 
 @dataclass(frozen=True)
@@ -271,6 +274,8 @@ class PretrainConfig:
             raise MetadipError("maml.learn_inner_lr needs algorithm = 'maml' (Reptile gives no lr gradient)")
         if self.online.optimizer not in ("adam", "sgd"):
             raise MetadipError(f"online.optimizer {self.online.optimizer!r} is not one of adam, sgd")
+        if self.online.loss not in (None, "mse", "sure"):
+            raise MetadipError(f"online.loss {self.online.loss!r} is not one of mse, sure")
         if (
             min(self.log.every, self.log.val_factor) < 1
             or min(self.log.val_every, self.log.ckpt_every, self.log.val_tasks, self.log.image_grids) < 0
@@ -996,7 +1001,7 @@ def run_pretrain(
             "stop_options": {online.stop: {"patience": online.stop_patience}} if online.stop_patience else {},
             "meta_inner_steps": config.inner.steps,
             "adapt": config.inner.adapt,
-            "loss": config.inner.loss,
+            "loss": online.loss if online.loss is not None else config.inner.loss,
             "betas": [config.inner.beta1, config.inner.beta2],
             "eps": config.inner.eps,
         }
