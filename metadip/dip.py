@@ -19,6 +19,7 @@ from torch import nn
 from metadip import metrics
 from metadip.adaptation import Z_KEY, adapted_names, adapts_input
 from metadip.errors import MetadipError
+from metadip.losses import sure_through_input
 from metadip.stopping import StoppingRule, make_stopping_rule  # noqa: F401  (re-exported)
 
 DEFAULT_LR = 0.01
@@ -121,28 +122,6 @@ def make_optimizer(
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=0.9)
     raise MetadipError(f"unknown optimizer {name!r}; valid: adam, sgd")
-
-
-def _sure_step(
-    net, z, noise, y, op, sigma, size, input_builder, generator, weight=None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(SURE objective over the ``weight`` entries, the network's output for y) for one iteration; the probe's
-    perturbed measurement gets its own input from ``input_builder`` (plus the same jitter ``noise``)."""
-    from metadip.losses import sure_loss
-
-    outputs: list[torch.Tensor] = []
-
-    def forward_from(measurement: torch.Tensor) -> torch.Tensor:
-        if measurement is y or input_builder is None:
-            source = z
-        else:
-            source = input_builder(measurement)
-        out = net(source + noise, size=size)
-        outputs.append(out)
-        return out
-
-    objective = sure_loss(op, forward_from, y, float(sigma), generator, weight=weight)
-    return objective, outputs[0]
 
 
 def fit(
@@ -271,8 +250,16 @@ def fit(
                 net_input = z + reg_noise_std * noise
             opt.zero_grad(set_to_none=True)
             if loss == "sure" and sigma:  # noise-free measurements: SURE is the data fit
-                objective, output = _sure_step(
-                    net, z, net_input - z, y, op, sigma, size, input_builder, generator, train_weight
+                noise = net_input - z
+                objective, output = sure_through_input(
+                    op,
+                    lambda source, noise=noise: net(source + noise, size=size),
+                    z,
+                    y,
+                    sigma,
+                    generator,
+                    input_builder=input_builder,
+                    weight=train_weight,
                 )
             else:
                 output = net(net_input, size=size)

@@ -135,3 +135,30 @@ def sure_loss(
     variance = float(sigma) ** 2 / parts  # per real component
     divergence = mc_divergence(measure, y, generator, epsilon=epsilon, mask=mask, value=value) if sigma > 0 else 0.0
     return (squared.sum() - parts * entries * variance + 2 * variance * divergence) / entries
+
+
+def sure_through_input(
+    op,
+    run: Callable[[torch.Tensor], torch.Tensor],
+    z: torch.Tensor,
+    y: torch.Tensor,
+    sigma: float,
+    generator: torch.Generator,
+    *,
+    input_builder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    weight: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(SURE of ``run``'s estimate for ``y``, that estimate) for a network whose input is built from the
+    measurement: ``run(source)`` maps a network input to the image; ``z`` is the input for ``y`` and
+    ``input_builder`` (y′ ↦ z′) builds it for the probe's perturbed measurement (without one, every evaluation
+    uses ``z`` and the divergence is 0). The one SURE step of both DIP loops (online and meta inner loop)."""
+    outputs: list[torch.Tensor] = []
+
+    def forward_from(measurement: torch.Tensor) -> torch.Tensor:
+        source = z if measurement is y or input_builder is None else input_builder(measurement)
+        out = run(source)
+        outputs.append(out)
+        return out
+
+    objective = sure_loss(op, forward_from, y, float(sigma), generator, weight=weight)
+    return objective, outputs[0]

@@ -36,6 +36,7 @@ from metadip.checkpoint import Z_MODES
 from metadip.dip import measurement_loss
 from metadip.errors import MetadipError
 from metadip.generators import InputRecipe, jitter, make_input
+from metadip.losses import sure_through_input
 from metadip.tasks import Task, config_from_dict, config_to_dict, make_generator
 
 OPTIMIZERS = ("adam", "sgd")
@@ -129,23 +130,6 @@ def network_input(params: Mapping[str, Tensor], z: Tensor) -> Tensor:
     return params.get(Z_KEY, z)
 
 
-def _sure_objective(net, params, z, noise, task: Task, size, input_builder, generator) -> tuple[Tensor, Tensor]:
-    """(SURE of the task's measurement, f(z + noise)): the probe's perturbed measurement gets its own input
-    from ``input_builder`` when z is built from y (else the same z)."""
-    from metadip.losses import sure_loss
-
-    outputs: list[Tensor] = []
-
-    def forward_from(measurement: Tensor) -> Tensor:
-        source = z if measurement is task.y or input_builder is None else input_builder(measurement)
-        out = forward(net, params, source + noise, size)
-        outputs.append(out)
-        return out
-
-    sigma = float(getattr(task.op, "sigma", 0.0)) / 255.0
-    return sure_loss(task.op, forward_from, task.y, sigma, generator), outputs[0]
-
-
 StepHook = Callable[[int, dict[str, Tensor], "Tensor | None"], None]
 
 
@@ -205,7 +189,15 @@ def inner_loop(
             net_input = jitter(base, config.reg_noise_std, generator) if config.reg_noise_std > 0 else base
             if config.loss == "sure" and getattr(task.op, "sigma", 0):  # dip.fit's SURE step, functionally
                 noise = net_input - base
-                loss, output = _sure_objective(net, current, base, noise, task, size, input_builder, generator)
+                loss, output = sure_through_input(
+                    task.op,
+                    lambda source, params=current, noise=noise: forward(net, params, source + noise, size),
+                    base,
+                    task.y,
+                    float(task.op.sigma) / 255.0,
+                    generator,
+                    input_builder=input_builder,
+                )
             else:
                 output = forward(net, current, net_input, size)
                 loss = measurement_loss(task.op, output, task.y)
