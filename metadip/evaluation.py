@@ -55,7 +55,7 @@ from metadip import api, metrics
 from metadip.baselines import compute_baselines, measurement_view  # noqa: F401  (re-exported)
 from metadip.errors import MetadipError
 from metadip.fileio import atomic_write_json, atomic_write_text
-from metadip.stopping import Converged
+from metadip.stopping import Converged, replay
 
 CASE_FORMAT = 1
 MARGIN_DB = 0.5
@@ -635,11 +635,7 @@ def run_arm(
         "ms_per_iteration": round(1000.0 * float(result.seconds) / run, 4),
         "end": result.stop_reason,
         "rollbacks": result.extras.get("rollbacks", 0),
-        "converged": bool(getattr(converge, "converged", False)),
-        "capped_while_improving": converge is not None
-        and not converge.converged
-        and run >= iterations
-        and converge.still_improving(run),
+        **({"converged": bool(converge.converged)} if converge is not None else {}),
         "peak_psnr_ema99": round(max(ema_curve.curve), 4),
         "spectral": recorder.to_dict(),
     }
@@ -1278,10 +1274,8 @@ def still_improving(case: dict, window: int = 100, gain_db: float = 0.05, patien
         return False
     curve = _finite(case.get("psnr") or [])
     if "converged" in case:
-        from metadip.stopping import last_progress
-
-        progress, stopped = last_progress(curve, patience=patience)
-        return not stopped and len(curve) - progress < patience
+        stopped_at, progress = replay(curve, patience=patience)
+        return stopped_at is None and len(curve) - progress < patience
     if case.get("capped_while_improving"):
         return True
     if len(curve) <= window:
@@ -1341,6 +1335,8 @@ def annotate_pairs(cases: list[dict], margin_db: float = MARGIN_DB) -> None:
     for case in cases:
         case.setdefault("target_psnr", None)
         case.setdefault("iterations_to_target", None)
+        if "converged" in case:  # derived from the curve, one definition (still_improving) for every reader
+            case["capped_while_improving"] = still_improving(case)
 
 
 # ---------------------------------------------------------------------------------------------- results files

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from metadip import metrics
 from metadip.errors import MetadipError
 
 STOPPING_RULES = ("wmv", "holdout", "discrepancy", "budget", "oracle")
@@ -235,18 +236,12 @@ class Converged(StoppingRule):
         self.converged = False
 
     def score(self, estimate: torch.Tensor) -> float:
-        mse = float(torch.mean((estimate.detach().clamp(0, 1) - self._reference) ** 2))
-        return math.inf if mse <= 0 else -10.0 * math.log10(mse)
+        return metrics.psnr(estimate.clamp(0, 1), self._reference)
 
     @property
     def last_progress_iteration(self) -> int:
         """The last iteration that counted as progress (0 before the first)."""
         return self._progress_iteration
-
-    def still_improving(self, iteration: int) -> bool:
-        """Whether a run cut at ``iteration`` (the cap) was still improving: progress within the last
-        ``patience`` iterations. A capped run past that has plateaued without the rule having fired yet."""
-        return iteration - self._progress_iteration < self.patience
 
     def observe(self, iteration: int, psnr: float) -> bool:
         """The rule on a bare PSNR value (what :meth:`update` feeds it); True = stop now."""
@@ -268,27 +263,23 @@ class Converged(StoppingRule):
         return self.observe(iteration, psnr)
 
 
-def last_progress(curve, *, patience: int = 500, fraction: float = 0.5, min_gain_db: float = 0.01) -> tuple[int, bool]:
-    """(last progress iteration, whether :class:`Converged` stopped) for a PSNR ``curve`` replayed through the
-    rule — for a run cut at its cap, ``len(curve) − last progress < patience`` means it was still improving."""
-    rule = Converged(patience, fraction, min_gain_db)
-    rule.reset(reference=torch.zeros(1))
-    for index, value in enumerate(curve):
-        if rule.observe(index + 1, float(value)):
-            return rule.last_progress_iteration, True
-    return rule.last_progress_iteration, False
-
-
-def converged_stop_iteration(
+def replay(
     curve, *, patience: int = 500, fraction: float = 0.5, min_gain_db: float = 0.01
-) -> int | None:
-    """Where :class:`Converged` stops on a PSNR ``curve`` (1-based iteration), None if it runs to the end."""
+) -> tuple[int | None, int]:
+    """:class:`Converged` replayed on a PSNR ``curve``: (the 1-based iteration where it stops, None if it runs to
+    the end; the last iteration that counted as progress). For a run cut at its cap, ``len(curve) − last
+    progress < patience`` means it was still improving."""
     rule = Converged(patience, fraction, min_gain_db)
     rule.reset(reference=torch.zeros(1))
     for index, value in enumerate(curve):
         if rule.observe(index + 1, float(value)):
-            return index + 1
-    return None
+            return index + 1, rule.last_progress_iteration
+    return None, rule.last_progress_iteration
+
+
+def converged_stop_iteration(curve, **options) -> int | None:
+    """Where :class:`Converged` stops on a PSNR ``curve`` (1-based iteration), None if it runs to the end."""
+    return replay(curve, **options)[0]
 
 
 def make_stopping_rule(name: str | StoppingRule, **options) -> StoppingRule:
