@@ -175,14 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--converge", action="store_true", help="run each curve until its peak has passed (capped)")
     parser.add_argument("--out", type=Path, default=None, help="write the medians (and every case) as JSON")
     args = parser.parse_args(argv)
-    adapts = args.adapt or [None]
-    if len(adapts) not in (1, len(args.init)):
-        parser.error("give --adapt once, or once per --init")
-    adapts = adapts * len(args.init) if len(adapts) == 1 else adapts
-    losses = args.loss or [None]
-    if len(losses) not in (1, len(args.init)):
-        parser.error("give --loss once, or once per --init")
-    losses = losses * len(args.init) if len(losses) == 1 else losses
+
+    def per_init(values: list[str] | None, option: str) -> list[str | None]:
+        """An option given once (for every candidate) or once per --init, as one value per --init."""
+        values = values or [None]
+        if len(values) not in (1, len(args.init)):
+            parser.error(f"give {option} once, or once per --init")
+        return values * len(args.init) if len(values) == 1 else values
+
+    adapts, losses = per_init(args.adapt, "--adapt"), per_init(args.loss, "--loss")
     sys.path.insert(0, str(ROOT))
     from metadip.errors import MetadipError
     from metadip.fileio import atomic_write_json

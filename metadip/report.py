@@ -102,13 +102,23 @@ def _iters(value) -> str:
 # ---------------------------------------------------------------------------------------------------- figures
 
 
-def plot_curves(results: dict, path: Path) -> Path:
+def _panel_grid(count: int, width: float, height: float):
+    """A figure with one panel per setting, up to three per row (panels beyond ``count`` hidden); the panels
+    in reading order."""
     plt = _plt()
+    columns = min(3, count)
+    rows = math.ceil(count / columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    panels = list(axes.flat)
+    for ax in panels[count:]:
+        ax.axis("off")
+    return fig, panels
+
+
+def plot_curves(results: dict, path: Path) -> Path:
     names = settings(results)
-    columns = min(3, len(names))
-    rows = math.ceil(len(names) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows), squeeze=False)
-    for ax, setting in zip(axes.flat, names, strict=False):
+    fig, axes = _panel_grid(len(names), 4.6, 3.4)
+    for ax, setting in zip(axes, names, strict=False):
         for arm in _arms(results):
             cases = _cases(results, setting, arm)
             if not cases:
@@ -135,8 +145,6 @@ def plot_curves(results: dict, path: Path) -> Path:
             top = np.nanmax(finite)
             ax.set_ylim(max(np.nanpercentile(finite, 2) - 1, top - 20), top + 1)
         ax.legend(fontsize=7, loc="lower right")
-    for ax in list(axes.flat)[len(names) :]:
-        ax.axis("off")
     fig.suptitle(
         "PSNR vs iteration: median and interquartile band over images × seeds; dotted: median stop "
         "of the no-ground-truth rule",
@@ -756,12 +764,9 @@ def plot_frontier(results: dict, path: Path) -> Path | None:
     by_setting = {k: v for k, v in results["summary"]["by_setting"].items() if v.get("frontier")}
     if not by_setting:
         return None
-    plt = _plt()
     names = list(by_setting)
-    columns = min(3, len(names))
-    rows = math.ceil(len(names) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
-    for ax, setting in zip(axes.flat, names, strict=False):
+    fig, axes = _panel_grid(len(names), 4.2, 3.0)
+    for ax, setting in zip(axes, names, strict=False):
         front = by_setting[setting]["frontier"]
         deltas = [float(d) for d in front]
         for arm in ("random", "meta"):
@@ -774,8 +779,6 @@ def plot_frontier(results: dict, path: Path) -> Path | None:
         ax.set_title(setting + capped_mark(by_setting[setting]), fontsize=9)
         ax.grid(alpha=0.3, which="both", lw=0.5)
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(names) :]:
-        ax.axis("off")
     fig.suptitle("Speed–quality frontier: iterations to reach random init's peak − δ", fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
