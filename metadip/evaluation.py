@@ -402,7 +402,7 @@ def resolve_arms(config: EvalConfig) -> tuple[list[Arm], list[str]]:
 @dataclass(frozen=True)
 class ImageItem:
     name: str  # what results call it: sample name or path relative to its folder
-    kind: str  # "sample" | "file"
+    kind: str  # "sample" | "file" | "phantom" (a held-out procedural phantom, phantom-K)
     path: str | None = None
 
 
@@ -420,6 +420,7 @@ def resolve_images(spec: str, meta: Arm | None = None, max_images: int | None = 
     images, or a comma list of scikit-image sample names / image files."""
     from metadip import images as image_sources
     from metadip.imageio import SAMPLE_IMAGES
+    from metadip.phantoms import held_out_index
 
     text = str(spec).strip()
     source, held, train = _training_images(meta)
@@ -451,12 +452,14 @@ def resolve_images(spec: str, meta: Arm | None = None, max_images: int | None = 
             name = token.split(":", 1)[1].strip() if token.lower().startswith("sample:") else token
             if name.lower() in SAMPLE_IMAGES:
                 items.append(ImageItem(name.lower(), "sample"))
+            elif held_out_index(token) is not None:
+                items.append(ImageItem(token.lower(), "phantom"))
             elif Path(token).is_file():
                 items.append(ImageItem(Path(token).name, "file", token))
             else:
                 raise MetadipError(
-                    f"--images: {token!r} is neither a folder, an image file, 'held-out' nor a "
-                    f"scikit-image sample ({', '.join(SAMPLE_IMAGES)})"
+                    f"--images: {token!r} is neither a folder, an image file, 'held-out', a held-out phantom "
+                    f"(phantom-1, phantom-2, ...) nor a scikit-image sample ({', '.join(SAMPLE_IMAGES)})"
                 )
         if not items:
             raise MetadipError("--images is empty")
@@ -474,11 +477,22 @@ def resolve_images(spec: str, meta: Arm | None = None, max_images: int | None = 
 
 
 def load_clean(item: ImageItem, size: int, channels: int) -> torch.Tensor:
-    """The image as 1×channels×size×size in [0, 1]: centre square crop, anti-aliased resize."""
+    """The image as 1×channels×size×size in [0, 1]: centre square crop, anti-aliased resize. A held-out phantom
+    (``phantom-K``) is rendered at ``size``; with 2 channels (a complex picture: real, imaginary) a phantom is
+    its complex version and a grey picture gets a fixed smooth phase (:func:`metadip.phantoms.evaluation_phase`)."""
     from metadip.imageio import load_image_source, to_channels
+    from metadip.phantoms import evaluation_phase, held_out_index, held_out_phantom
 
+    if item.kind == "phantom":
+        index = held_out_index(item.name)
+        assert index is not None  # resolve_images made the item from a valid name
+        if channels == 2:
+            return held_out_phantom(index, size, complex_valued=True)
+        return to_channels(held_out_phantom(index, size), channels, item.name).contiguous()
     source = f"sample:{item.name}" if item.kind == "sample" else str(item.path)
     image = load_image_source(source, size=size, max_pixels=None)
+    if channels == 2:
+        return evaluation_phase(to_channels(image.float(), 1, item.name), item.name)
     return to_channels(image.float(), channels).contiguous()
 
 

@@ -72,8 +72,7 @@ def phantom(size: int, generator: torch.Generator, *, complex_valued: bool = Fal
     drawn from the same state (the phase is drawn after it)."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
         raise MetadipError(f"phantom size must be an integer >= 8 pixels, got {size!r}")
-    axis = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2.0 - 1.0  # pixel centres in [-1, 1]
-    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+    ys, xs = _pixel_grid(size)
     edge = 1.0 / size  # about half a pixel in [-1, 1] units: anti-aliased, not blurred
 
     # head: skull ring around the brain
@@ -112,7 +111,24 @@ def phantom(size: int, generator: torch.Generator, *, complex_valued: bool = Fal
     if not complex_valued:
         return magnitude.reshape(1, 1, size, size).contiguous()
 
-    # smooth phase in [0, π/2]: centre ± amplitude · (ramp + bump + low-pass noise, normalised to [-1, 1])
+    return with_smooth_phase(magnitude.reshape(1, 1, size, size), generator)
+
+
+def _pixel_grid(size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    axis = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2.0 - 1.0  # pixel centres in [-1, 1]
+    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+    return ys, xs
+
+
+def with_smooth_phase(magnitude: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A 1×1×H×H magnitude in [0, 1] as a complex picture 1×2×H×H (real, imaginary) with a random smooth phase
+    in [0, π/2] drawn from ``generator``: a linear ramp plus a Gaussian bump plus low-pass noise around π/4.
+    The complex :func:`phantom` is its own magnitude through this; evaluation gives a grey test picture
+    (Shepp–Logan) a phase the same way."""
+    if magnitude.dim() != 4 or magnitude.shape[:2] != (1, 1) or magnitude.shape[2] != magnitude.shape[3]:
+        raise MetadipError(f"a complex picture needs a 1×1×H×H magnitude, got {tuple(magnitude.shape)}")
+    size = int(magnitude.shape[-1])
+    ys, xs = _pixel_grid(size)
     centre = math.pi / 4 + float(_u(generator, -math.pi / 16, math.pi / 16))
     ramp_x, ramp_y = float(_u(generator, -1.0, 1.0)), float(_u(generator, -1.0, 1.0))
     px, py = float(_u(generator, -0.5, 0.5)), float(_u(generator, -0.5, 0.5))
@@ -126,8 +142,47 @@ def phantom(size: int, generator: torch.Generator, *, complex_valued: bool = Fal
     field = field / field.abs().max().clamp_min(1e-12)
     spread = float(_u(generator, 0.6, 1.0)) * (math.pi / 4 - abs(centre - math.pi / 4))
     phase = (centre + spread * field).clamp(0.0, math.pi / 2)
-    parts = torch.stack([magnitude * torch.cos(phase), magnitude * torch.sin(phase)])
+    m = magnitude[0, 0].float()
+    parts = torch.stack([m * torch.cos(phase), m * torch.sin(phase)])
     return parts.clamp(0.0, 1.0).reshape(1, 2, size, size).contiguous()
+
+
+#: Evaluation pictures: ``phantom-K`` (K = 1, 2, ...) is held-out phantom K, drawn from a generator seeded in its
+#: own namespace (:func:`held_out_phantom`), never from a training task's stream.
+HELD_OUT_PREFIX = "phantom-"
+_HELD_OUT_NAMESPACE = "metadip held-out phantom"
+
+
+def held_out_index(name: str) -> int | None:
+    """K of an evaluation picture name ``phantom-K`` (K ≥ 1), else None."""
+    text = str(name).strip().lower()
+    if not text.startswith(HELD_OUT_PREFIX):
+        return None
+    digits = text[len(HELD_OUT_PREFIX) :]
+    return int(digits) if digits.isdigit() and int(digits) >= 1 else None
+
+
+def _namespace_generator(*parts: object) -> torch.Generator:
+    import hashlib
+
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:7], "big"))
+
+
+def held_out_phantom(index: int, size: int, *, complex_valued: bool = False) -> torch.Tensor:
+    """Held-out phantom ``index`` (≥ 1) at ``size`` px: :func:`phantom` from a generator seeded by a hash of
+    (this module's held-out namespace, ``index``). Training tasks seed their generators from
+    :func:`metadip.tasks.derive_seed` (run seed, stream, step) and draw the operator and crop size before the
+    picture, so no training task renders one of these pictures."""
+    if isinstance(index, bool) or not isinstance(index, int) or index < 1:
+        raise MetadipError(f"held-out phantom index must be an integer >= 1, got {index!r}")
+    return phantom(size, _namespace_generator(_HELD_OUT_NAMESPACE, index), complex_valued=complex_valued)
+
+
+def evaluation_phase(magnitude: torch.Tensor, name: str) -> torch.Tensor:
+    """A grey evaluation picture ``name`` (e.g. Shepp–Logan) as a complex one: :func:`with_smooth_phase` from a
+    generator seeded by a hash of the name, so every run gives it the same phase."""
+    return with_smooth_phase(magnitude, _namespace_generator(_HELD_OUT_NAMESPACE, "phase", name))
 
 
 @dataclass(frozen=True)

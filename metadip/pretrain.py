@@ -527,10 +527,10 @@ def _load_init_from(config: PretrainConfig, net, recipe, learner) -> dict:
     source = ckpt.load_checkpoint(config.model.init_from)
     where = f"model.init_from {config.model.init_from!r}"
     z_mode, noise = config.input.z_mode, config.input.noise_channels if config.input.z_mode == "conditioned" else 0
-    to_grey = _rgb_to_grey(source, net, z_mode)
+    change = _channel_change(source, net, z_mode)
     source_arch, source_recipe = source.arch_config, source.input_recipe
-    if to_grey:  # compare everything but the colour channels
-        source_arch = {**source_arch, "in_channels": net.config.get("in_channels"), "out_channels": 1}
+    if change:  # compare everything but the picture channels
+        source_arch = {**source_arch, "in_channels": net.config.get("in_channels"), "out_channels": change[1]}
         source_recipe = dataclasses.replace(source_recipe, channels=recipe.channels)
     if source_arch != net.config:
         differ = sorted(k for k in set(source_arch) | set(net.config) if source_arch.get(k) != net.config.get(k))
@@ -543,13 +543,14 @@ def _load_init_from(config: PretrainConfig, net, recipe, learner) -> dict:
     if source_recipe != recipe:
         raise MetadipError(f"{where}: its input recipe {source.input_recipe} differs from this config's {recipe}")
     state = source.state_dict
-    if to_grey:
-        from metadip.meta.grey import rgb_to_grey_state
+    if change:
+        from metadip.meta.grey import change_channels_state
 
+        source_channels, target_channels = change
         colour_blocks = 3 if recipe.estimate == "both" else 2
-        shared = recipe.channels - colour_blocks
+        shared = recipe.channels - colour_blocks * target_channels
         shapes = {k: v.shape for k, v in net.state_dict().items()}
-        state = rgb_to_grey_state(state, shapes, colour_blocks, shared)
+        state = change_channels_state(state, shapes, colour_blocks, shared, source_channels, target_channels)
     device = next(net.parameters()).device
     with torch.no_grad():
         net.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
@@ -558,18 +559,21 @@ def _load_init_from(config: PretrainConfig, net, recipe, learner) -> dict:
             if name in lrs and lrs[name] > 0:
                 value.fill_(math.log(float(lrs[name]) / learner.inner.lr))
     found = {"name": source.name, "sha256": str(source.sidecar.get("sha256", ""))}
-    return {**found, "converted": "rgb-to-grey"} if to_grey else found
+    return {**found, "converted": _CONVERSIONS[change]} if change else found
 
 
-def _rgb_to_grey(source, net, z_mode: str) -> bool:
-    """Whether ``model.init_from`` is an RGB measurement-conditioned init and ``net`` its grey counterpart
-    (:mod:`metadip.meta.grey` converts the weights exactly for grey pictures)."""
-    return (
-        z_mode == "conditioned"
-        and source.z_mode == "conditioned"
-        and int(source.arch_config.get("out_channels", 3)) == 3
-        and int(net.config.get("out_channels", 3)) == 1
-    )
+#: The channel conversions ``model.init_from`` applies (:mod:`metadip.meta.grey`), by (source, target) channels.
+_CONVERSIONS = {(3, 1): "rgb-to-grey", (1, 2): "grey-to-complex", (3, 2): "rgb-to-complex"}
+
+
+def _channel_change(source, net, z_mode: str) -> tuple[int, int] | None:
+    """(source, target) channels when ``model.init_from`` is a measurement-conditioned init that
+    :mod:`metadip.meta.grey` converts to ``net``'s channel count (RGB → grey exactly for grey pictures; grey or
+    RGB → complex, two channels, exactly for pictures with equal parts); None when no conversion applies."""
+    if z_mode != "conditioned" or source.z_mode != "conditioned":
+        return None
+    change = (int(source.arch_config.get("out_channels", 3)), int(net.config.get("out_channels", 3)))
+    return change if change in _CONVERSIONS else None
 
 
 def _validation_inner(config: PretrainConfig) -> InnerConfig:

@@ -268,7 +268,7 @@ class TaskDistribution:
     measurements. ``inpaint_ratio``: fraction of pixels MISSING; ``inpaint_holes``: ``pixels`` and/or
     ``blocks`` (``block`` px). ``superres_factors`` / ``superres_filters``: choices. ``deblur_kernels``:
     ``gauss`` (std ``deblur_width``) and/or ``motion`` (length ``deblur_length``). ``fourier_ratio``: fraction
-    of k-space sampled (``fourier_pattern``). ``sizes``: crop sizes (one drawn per task). ``crop_scale``:
+    of k-space sampled (``fourier_pattern``: ``lines``, ``points`` or ``lines|points``, one drawn per task). ``sizes``: crop sizes (one drawn per task). ``crop_scale``:
     window side / crop size, log-uniform, clamped to the image. ``min_std``: near-flat crops are redrawn.
     ``channels``: 3 (RGB), 1 (grey) or 2 (a complex picture as real and imaginary channels, drawn only by the
     ``phantoms-complex`` source: :mod:`metadip.phantoms`). ``dead_leaves``: fraction of training tasks whose
@@ -296,6 +296,11 @@ class TaskDistribution:
     rotations: bool = True
     min_std: float = 0.02
     dead_leaves: float = 0.0
+
+    @property
+    def fourier_patterns(self) -> tuple[str, ...]:
+        """The k-space patterns a fourier task draws from (``fourier_pattern`` may list alternatives a|b)."""
+        return tuple(p.strip() for p in str(self.fourier_pattern).split("|"))
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.weights) - set(FAMILIES))
@@ -336,8 +341,11 @@ class TaskDistribution:
                 raise MetadipError(
                     f"tasks.{name}: {list(values)} must be a non-empty list of {', '.join(allowed)}"
                 )
-        if self.fourier_pattern not in ("lines", "points"):
-            raise MetadipError(f"tasks.fourier_pattern: {self.fourier_pattern!r} is not one of lines, points")
+        patterns = self.fourier_patterns
+        if not patterns or any(p not in ("lines", "points") for p in patterns) or len(set(patterns)) != len(patterns):
+            raise MetadipError(
+                f"tasks.fourier_pattern: {self.fourier_pattern!r} is not lines, points or lines|points"
+            )
         if not self.superres_factors or min(self.superres_factors) < 2:
             raise MetadipError("tasks.superres_factors: factors must be integers >= 2")
         if not self.sizes or min(self.sizes) < 8:
@@ -398,7 +406,7 @@ class TaskDistribution:
             else:
                 params["length"] = round(mid(self.deblur_length))
         elif family == "fourier":
-            params = {"pattern": self.fourier_pattern, "ratio": mid(self.fourier_ratio)}
+            params = {"pattern": self.fourier_patterns[0], "ratio": mid(self.fourier_ratio)}
         elif family != "denoise":
             raise MetadipError(f"unknown operator family {family!r}; valid: {', '.join(FAMILIES)}")
         params["sigma"] = mid(self.denoise_sigma if family == "denoise" else self.noise_sigma)
@@ -437,7 +445,8 @@ class TaskDistribution:
                     lo, hi = self.deblur_length
                     params["length"] = int(lo + int(torch.randint(hi - lo + 1, (), generator=generator)))
             elif family == "fourier":
-                params["pattern"] = self.fourier_pattern
+                patterns = self.fourier_patterns  # one pattern draws nothing (the stream of older recipes)
+                params["pattern"] = choice(patterns) if len(patterns) > 1 else patterns[0]
                 params["ratio"] = uniform(*self.fourier_ratio)
             sigma = uniform(*self.noise_sigma)
         params["sigma"] = round(sigma, 4)
@@ -520,7 +529,8 @@ _CHOICES = {  # list fields: alternatives a|b (integers also as a range lo..hi);
     "superres_filters": ("box", "gauss"),
     "deblur_kernels": ("gauss", "motion"),
 }
-_SINGLE = {"inpaint_block": None, "fourier_pattern": ("lines", "points")}  # one value, no range
+_SINGLE = {"inpaint_block": None}  # one value, no range
+_JOINED = {"fourier_pattern": ("lines", "points")}  # alternatives a|b kept as one string
 _SELECTORS = {"block": "holes=blocks", "width": "kernel=gauss", "length": "kernel=motion"}  # for the value check
 
 
@@ -584,6 +594,14 @@ def _spec_value(family: str, key: str, value: str, field_name: str, text: str, p
         except MetadipError as exc:
             raise MetadipError(f"--operator {text!r}: {exc}") from None
 
+    if field_name in _JOINED:
+        if ".." in value:
+            raise MetadipError(f"--operator {text!r}: {key} takes one value or alternatives a|b, got {value!r}")
+        parts = [check(p.strip()) for p in value.split("|")]
+        bad = [p for p in parts if p not in _JOINED[field_name]]
+        if bad:
+            raise MetadipError(f"--operator {text!r}: {key}={bad[0]} cannot be drawn; choose from lines, points")
+        return "|".join(dict.fromkeys(parts))
     if field_name in _SINGLE or field_name in _CHOICES:
         allowed = _SINGLE.get(field_name) or _CHOICES.get(field_name)
         if field_name in _SINGLE and ("|" in value or ".." in value):

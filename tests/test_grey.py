@@ -132,3 +132,37 @@ def test_a_colour_init_named_for_a_grey_picture_is_refused_with_the_fitting_choi
     y = operators.simulate(grey, op, torch.Generator().manual_seed(1))
     with pytest.raises(MetadipError, match=r"for 3-channel images, this image has 1; use --init auto \(here: "):
         api.reconstruct(y, op, init="universal-slim-long", iterations=1, device="cpu")
+
+
+def test_grey_net_converts_to_a_complex_net_exact_on_equal_parts():
+    """Grey → two channels (real, imaginary; model.init_from of a complex recipe): on a picture whose two parts
+    are equal the two-channel net computes the grey net's features and gives its output on both channels."""
+    from metadip.meta.grey import change_channels_state
+
+    torch.manual_seed(0)
+    noise = 3
+    grey = build_generator(
+        "skip", out_channels=1, in_channels=conditioned_channels(1, noise), residual=True, need_sigmoid=True, **SMALL
+    )
+    two = build_generator(
+        "skip", out_channels=2, in_channels=conditioned_channels(2, noise), residual=True, need_sigmoid=True, **SMALL
+    )
+    with torch.no_grad():
+        for p in grey.head.parameters():
+            p.normal_(0, 0.05)
+    shapes = {k: v.shape for k, v in two.state_dict().items()}
+    two.load_state_dict(change_channels_state(grey.state_dict(), shapes, 2, noise, 1, 2))
+    z_grey, _ = grey_and_colour_z(noise)
+    estimate, seen, extra = z_grey[:, :1], z_grey[:, 1:2], z_grey[:, 2:]
+    z_two = torch.cat([estimate.repeat(1, 2, 1, 1), seen.repeat(1, 2, 1, 1), extra], 1)
+    with torch.no_grad():
+        torch.testing.assert_close(two.body(z_two), grey.body(z_grey), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(two(z_two), grey(z_grey).repeat(1, 2, 1, 1), rtol=1e-5, atol=1e-5)
+    # RGB → grey through the general function is the historical conversion
+    weight = torch.randn(4, 3 * 2 + 5, 3, 3)
+    torch.testing.assert_close(
+        convert_input_weight(weight, 2, 5), convert_input_weight(weight, 2, 5, source_channels=3, target_channels=1)
+    )
+    with pytest.raises(MetadipError, match="cannot convert"):
+        first = next(k for k, v in shapes.items() if v[0] == 2)  # a head tensor: 2 rows from 1
+        change_channels_state(grey.state_dict(), {**shapes, first: torch.Size([3, *shapes[first][1:]])}, 2, noise, 1, 2)

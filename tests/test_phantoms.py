@@ -172,3 +172,57 @@ def test_meta_training_runs_on_complex_phantoms(tmp_path):
     init = load_checkpoint(tmp_path / "run" / "tiny-test")
     assert init.arch_config["out_channels"] == 2
     assert init.training["image_source"] == PHANTOMS_COMPLEX and init.training["held_out_images"] == []
+
+
+# ----------------------------------------------------------------------------------------- evaluation pictures
+
+
+def test_held_out_phantoms_are_deterministic_and_never_a_training_task():
+    from metadip.phantoms import held_out_index, held_out_phantom
+
+    assert [held_out_index(n) for n in ("phantom-1", "Phantom-12", "phantom-0", "phantom-x", "phantoms")] == [
+        1, 12, None, None, None
+    ]
+    first = held_out_phantom(1, 32)
+    assert torch.equal(first, held_out_phantom(1, 32)) and not torch.equal(first, held_out_phantom(2, 32))
+    both = held_out_phantom(1, 32, complex_valued=True)
+    torch.testing.assert_close(both.square().sum(1, keepdim=True).sqrt(), first, atol=1e-5, rtol=0)
+    # the training stream of the shipped phantom recipes (seed 0, 64 px) never renders a held-out picture
+    dist = TaskDistribution(weights={"fourier": 1.0}, sizes=(32,), channels=1, fourier_pattern="lines|points")
+    sampler = TaskSampler(dist, load_images(PHANTOMS, [PHANTOMS]), seed=0)
+    held = [held_out_phantom(k, 32) for k in range(1, 9)]
+    for k in range(40):
+        x = sampler(k).x
+        assert all(not torch.allclose(x, h, atol=1e-3) for h in held)
+    with pytest.raises(MetadipError, match="index"):
+        held_out_phantom(0, 32)
+
+
+def test_fourier_tasks_draw_lines_or_points():
+    both = TaskDistribution(weights={"fourier": 1.0}, sizes=(16,), channels=1, fourier_pattern="lines|points")
+    sampler = TaskSampler(both, load_images(PHANTOMS, [PHANTOMS]), seed=3)
+    patterns = {sampler(k).op.params()["pattern"] for k in range(12)}
+    assert patterns == {"lines", "points"}
+    # one pattern draws nothing extra: the task stream of older recipes is unchanged
+    one = dataclasses.replace(both, fourier_pattern="lines")
+    ops = [TaskSampler(one, load_images(PHANTOMS, [PHANTOMS]), seed=3)(k).op for k in range(4)]
+    assert all(op.params()["pattern"] == "lines" for op in ops)
+    with pytest.raises(MetadipError, match="fourier_pattern"):
+        TaskDistribution(fourier_pattern="lines|stars")
+
+
+def test_evaluation_renders_held_out_phantoms_and_a_complex_shepp_logan():
+    from metadip.evaluation import load_clean, resolve_images
+    from metadip.phantoms import held_out_phantom
+
+    items = resolve_images("phantom-2,shepp_logan_phantom")
+    assert [(i.name, i.kind) for i in items] == [("phantom-2", "phantom"), ("shepp_logan_phantom", "sample")]
+    assert torch.equal(load_clean(items[0], 24, 1), held_out_phantom(2, 24))
+    assert torch.equal(load_clean(items[0], 24, 2), held_out_phantom(2, 24, complex_valued=True))
+    grey = load_clean(items[1], 24, 1)
+    parts = load_clean(items[1], 24, 2)
+    assert parts.shape == (1, 2, 24, 24) and torch.equal(parts, load_clean(items[1], 24, 2))
+    torch.testing.assert_close(parts.square().sum(1, keepdim=True).sqrt(), grey, atol=1e-5, rtol=0)
+    assert float((parts[:, 0] - parts[:, 1]).abs().max()) > 0.01  # a phase, not equal parts
+    with pytest.raises(MetadipError, match="held-out phantom"):
+        resolve_images("phantom-0")
