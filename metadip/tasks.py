@@ -268,7 +268,8 @@ class TaskDistribution:
     measurements. ``inpaint_ratio``: fraction of pixels MISSING; ``inpaint_holes``: ``pixels`` and/or
     ``blocks`` (``block`` px). ``superres_factors`` / ``superres_filters``: choices. ``deblur_kernels``:
     ``gauss`` (std ``deblur_width``) and/or ``motion`` (length ``deblur_length``). ``fourier_ratio``: fraction
-    of k-space sampled (``fourier_pattern``: ``lines``, ``points`` or ``lines|points``, one drawn per task). ``sizes``: crop sizes (one drawn per task). ``crop_scale``:
+    of k-space sampled (``fourier_pattern``: ``lines``, ``points`` or ``lines|points``, one drawn per task).
+    ``sizes``: crop sizes (one drawn per task). ``crop_scale``:
     window side / crop size, log-uniform, clamped to the image. ``min_std``: near-flat crops are redrawn.
     ``channels``: 3 (RGB), 1 (grey) or 2 (a complex picture as real and imaginary channels, drawn only by the
     ``phantoms-complex`` source: :mod:`metadip.phantoms`). ``dead_leaves``: fraction of training tasks whose
