@@ -298,7 +298,7 @@ def evaluate(
 
 
 def _echo_summary(results: dict) -> None:
-    from metadip.report import capped_mark
+    from metadip.evaluation.report import capped_mark
 
     by_setting = results["summary"]["by_setting"]
 

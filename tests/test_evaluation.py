@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from metadip import api, evaluation, spectral
 from metadip.cli_evaluate import evaluate
 from metadip.errors import MetadipError
+from metadip.evaluation import statistics
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -105,8 +106,8 @@ def test_random_only_summary_still_counts_iterations_to_its_target():
 
 
 def test_median_iterations_with_never():
-    assert evaluation._median_with_never([10, 20, None]) == 20
-    assert evaluation._median_with_never([10, None, None]) is None  # median is "never"
+    assert statistics._median_with_never([10, 20, None]) == 20
+    assert statistics._median_with_never([10, None, None]) is None  # median is "never"
     assert evaluation.median([1.0, None, float("nan"), 3.0]) == 2.0
     assert evaluation.iqr([]) is None
 
@@ -433,8 +434,10 @@ def test_end_to_end_cli_and_resume(tmp_path, tiny_checkpoint, image_folder, monk
     assert _untimed(resumed["summary"]) == _untimed(data["summary"])
 
     # the report rebuilds from results.json and the stored images alone
-    from metadip.report import build_report
+    import metadip.report
+    from metadip.evaluation.report import build_report
 
+    assert metadip.report.build_report is build_report  # the old import path still works
     (out / "report.md").unlink()
     build_report(out)
     assert (out / "report.md").is_file()
@@ -442,7 +445,7 @@ def test_end_to_end_cli_and_resume(tmp_path, tiny_checkpoint, image_folder, monk
 
 def test_random_only_and_greedy_operators(tmp_path, monkeypatch):
     """--init random runs one arm and says so; --operators takes several words up to the next option."""
-    monkeypatch.setattr(evaluation, "_auto_init", lambda config=None: (None, False))
+    monkeypatch.setattr("metadip.evaluation.arms._auto_init", lambda config=None: (None, False))
     out = tmp_path / "r"
     args = [
         "--init",
@@ -521,7 +524,7 @@ def test_auto_init_of_a_suite_follows_reconstructs_rule(tmp_path, monkeypatch):
 def test_parallel_jobs_match_sequential(tmp_path, monkeypatch):
     """--jobs 2 (spawned workers) gives the same curves as one process, in the same case order (slow: two
     interpreters import torch)."""
-    monkeypatch.setattr(evaluation, "_auto_init", lambda config=None: (None, False))
+    monkeypatch.setattr("metadip.evaluation.arms._auto_init", lambda config=None: (None, False))
     config = evaluation.EvalConfig(
         runs=(
             evaluation.RunSpec(
@@ -545,7 +548,7 @@ def test_parallel_jobs_match_sequential(tmp_path, monkeypatch):
 
 
 def test_parallelism_auto(monkeypatch):
-    monkeypatch.setattr(evaluation, "_cores", lambda: 2)
+    monkeypatch.setattr("metadip.evaluation.runner._cores", lambda: 2)
     assert evaluation.parallelism(0, None, "cpu", 10) == (2, 1)
     assert evaluation.parallelism(0, None, "cpu", 1) == (1, None)  # one case: no workers
     assert evaluation.parallelism(1, None, "cpu", 10) == (1, None)  # one process, default threads
