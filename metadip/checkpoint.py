@@ -230,6 +230,28 @@ def save_checkpoint(
     return weights_path, sidecar_path
 
 
+def export_init(
+    path_stem: str | os.PathLike,
+    state_dict: dict[str, Tensor],
+    *,
+    description: str = "",
+    export: bool = False,
+    **sidecar: Any,
+) -> tuple[Path, Path | None]:
+    """Write a trained init as ``path_stem.*`` (its run folder) and, with ``export``, also as
+    ``export_dir()/NAME.*`` (``metadip pretrain --export``). ``sidecar``: :func:`save_checkpoint`'s keywords but
+    ``card``, which is ``description — `` + :func:`make_card`. Returns the two sidecar paths (None for the second
+    without ``export``)."""
+    name = Path(path_stem).name
+    text = description.strip()
+    card = (f"{text} — " if text else "") + make_card(name, sidecar["arch_config"], sidecar["training"])
+    _, checkpoint = save_checkpoint(path_stem, state_dict, card=card, **sidecar)
+    exported = None
+    if export:
+        _, exported = save_checkpoint(export_dir() / name, state_dict, card=card, **sidecar)
+    return checkpoint, exported
+
+
 def resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     """The sidecar path of a bare name (looked up in :func:`checkpoint_dirs`) or of a path given with or
     without its ``.json`` / ``.safetensors`` extension."""
