@@ -364,6 +364,9 @@ def to_markdown(report: dict) -> str:
         "depend on that load; ratios between configurations timed interleaved (channels_last vs NCHW, ours "
         "vs reference, Adam variants) are the reliable part.",
         "",
+        "Per-iteration speed only; the fixed cost of starting a `metadip reconstruct` (importing torch, ...) is "
+        "measured in [startup.md](startup.md).",
+        "",
     ]
     if report["settings"].get("note"):
         lines += [report["settings"]["note"], ""]

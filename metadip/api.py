@@ -31,10 +31,12 @@ class ReconstructionResult:
     ssim: float | None = None
     extras: dict = field(default_factory=dict)
 
-    def summary(self) -> str:
+    def summary(self, *, psnr_unit: str = "dB") -> str:
+        """``iterations=N stop=REASON [psnr=P<psnr_unit> ssim=S] seconds=T init=NAME`` (NAME: the init actually
+        used, which ``init="auto"`` chose). The command line prints it with ``psnr_unit=""``."""
         parts = [f"iterations={self.stop_iteration}", f"stop={self.stop_reason}"]
         if self.psnr is not None:
-            parts.append(f"psnr={self.psnr:.2f}dB")
+            parts.append(f"psnr={self.psnr:.2f}{psnr_unit}")
         if self.ssim is not None:
             parts.append(f"ssim={self.ssim:.4f}")
         parts.append(f"seconds={self.seconds:.1f}")
@@ -164,7 +166,7 @@ def input_builder(init_state, op, weight: torch.Tensor | None, seed: int, in_cha
     return build
 
 
-def _stopping_rule(name: str | None, recipe: dict):
+def stopping_rule(name, recipe: dict):
     """The named rule (default: the init's recipe, else DEFAULT_STOP), with the init's tuned options for it."""
     from metadip.stopping import DEFAULT_STOP, StoppingRule, make_stopping_rule
 
@@ -283,9 +285,9 @@ def reconstruct(
     op = operator.to(device)
     y = y.to(device)
     generator = torch.Generator().manual_seed(seed)
-    stop_rule = _stopping_rule(stop, recipe)
+    stop_rule = stopping_rule(stop, recipe)
     if monitor is not None and isinstance(monitor, str):
-        monitor = _stopping_rule(monitor, recipe)
+        monitor = stopping_rule(monitor, recipe)
     # Draw the hold-out split first, so a measurement-conditioned z is built without the held-out entries.
     wants_holdout = stop_rule.needs_holdout or getattr(monitor, "needs_holdout", False)
     holdout_weights = dip.holdout_split(op, y, HOLDOUT_FRACTION, generator) if wants_holdout else None

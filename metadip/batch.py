@@ -104,16 +104,9 @@ def write_outputs(out_path: Path, image, history_path: Path | None, record: dict
 
 
 def summary(result) -> str:
-    """``iterations=N stop=REASON [psnr=.. ssim=..] seconds=S init=NAME`` (NAME: the init actually used, which
-    ``--init auto`` chose)."""
-    parts = [f"iterations={result.stop_iteration}", f"stop={result.stop_reason}"]
-    if result.psnr is not None:
-        parts.append(f"psnr={result.psnr:.2f}")
-    if result.ssim is not None:
-        parts.append(f"ssim={result.ssim:.4f}")
-    parts.append(f"seconds={result.seconds:.1f}")
-    parts.append(f"init={result.init}")
-    return " ".join(parts)
+    """The summary line ``reconstruct`` prints, single file or batch: :meth:`ReconstructionResult.summary
+    <metadip.api.ReconstructionResult.summary>` without a unit after the PSNR."""
+    return result.summary(psnr_unit="")
 
 
 def divergence_warning(result, name: str | None = None) -> str | None:

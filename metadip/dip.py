@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from metadip import metrics
+from metadip import metrics, optim
 from metadip.adaptation import Z_KEY, adapted_names, adapts_input
 from metadip.errors import MetadipError
 from metadip.losses import sure_through_input
@@ -90,12 +90,12 @@ class _Snapshot:
     """Trained tensors (network parameters, and z when it adapts) and optimiser state at a known-good
     iteration, for rollback."""
 
-    def __init__(self, tensors: list[torch.Tensor], optimizer: torch.optim.Optimizer, loss: float) -> None:
+    def __init__(self, tensors: list[torch.Tensor], optimizer, loss: float) -> None:
         self.params = [p.detach().clone() for p in tensors]
         self.optimizer = copy.deepcopy(optimizer.state_dict())
         self.loss = loss
 
-    def restore(self, tensors: list[torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
+    def restore(self, tensors: list[torch.Tensor], optimizer) -> None:
         with torch.no_grad():
             for param, saved in zip(tensors, self.params, strict=True):
                 param.copy_(saved)
@@ -108,20 +108,19 @@ def make_optimizer(
     lr: float,
     lr_per_tensor: dict[str, float] | None = None,
     tensors: list[tuple[str, torch.Tensor]] | None = None,
-) -> torch.optim.Optimizer:
+):
     """Adam (default) or SGD with momentum over ``tensors`` (name, tensor) — default every parameter of
     ``net``; ``lr_per_tensor`` (Meta-SGD inits) gives each tensor its own learning rate, by name, falling back
-    to ``lr``."""
+    to ``lr``. On the CPU these are :mod:`metadip.optim`'s copies of ``torch.optim.Adam`` / ``SGD`` (the same
+    arithmetic, without the ~2 s ``torch._dynamo`` import that ``torch.optim``'s first use costs)."""
     name = name.lower()
     named = list(net.named_parameters()) if tensors is None else list(tensors)
     params = [p for _, p in named]
     if lr_per_tensor:
         params = [{"params": [p], "lr": float(lr_per_tensor.get(n, lr))} for n, p in named]
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
-    raise MetadipError(f"unknown optimizer {name!r}; valid: adam, sgd")
+    if name not in optim.OPTIMIZERS:
+        raise MetadipError(f"unknown optimizer {name!r}; valid: {', '.join(optim.OPTIMIZERS)}")
+    return optim.make(name, params, lr)
 
 
 def fit(

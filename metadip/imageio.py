@@ -397,6 +397,8 @@ def _to_hwc_uint8(tensor: torch.Tensor) -> np.ndarray:
         image = image[0]
     if image.dim() == 2:
         image = image[None]
+    if image.dim() == 3 and image.shape[0] == 2:  # a complex picture (real, imaginary): its magnitude
+        image = image.square().sum(0, keepdim=True).sqrt()
     if image.dim() != 3 or image.shape[0] not in (1, 3):
         raise MetadipError(f"cannot write a tensor of shape {tuple(tensor.shape)} as an image")
     image = torch.nan_to_num(image, nan=0.0).clamp(0.0, 1.0)
@@ -419,7 +421,8 @@ def _save_pillow(array: np.ndarray, target: str) -> None:
 
 def write_image(path: str | os.PathLike, tensor: torch.Tensor) -> Path:
     """Write a 1×C×H×W / C×H×W / H×W tensor as an 8-bit image (clipped to [0, 1]); the format follows the
-    extension (PNG recommended: lossless). Atomic: the file appears whole or not at all."""
+    extension (PNG recommended: lossless). A 2-channel tensor (a complex picture: real, imaginary) is written as its
+    magnitude (an .npy output keeps both parts). Atomic: the file appears whole or not at all."""
     path = check_output_path(path)
     array = _to_hwc_uint8(tensor)
     atomic_save_with(path, lambda tmp: _save_pillow(array, tmp))

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from metadip.errors import MetadipError
-from metadip.imageio import read_image, read_sample, to_channels
+from metadip.imageio import IMAGE_EXTENSIONS, read_image, read_sample, to_channels
 from metadip.phantoms import PHANTOMS, PHANTOMS_COMPLEX, Phantoms
 
 #: Natural photographs / micrographs bundled with scikit-image, usable for meta-training and evaluation.
@@ -69,7 +69,6 @@ EXTRA_HELD_OUT: tuple[str, ...] = ("ascent", "aero")
 #: The default meta-training images: every natural sample that is not held out.
 DEFAULT_TRAIN: tuple[str, ...] = tuple(n for n in NATURAL_SAMPLES if n not in DEFAULT_HELD_OUT)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 SAMPLES = "samples"  # the source name for the bundled scikit-image pictures
 DEAD_LEAVES = "dead-leaves"  # the source name of the procedural dead-leaves pictures (:class:`DeadLeaves`)
 #: The procedural sources (one name each; :func:`load_images` gives a generator object, not a tensor).

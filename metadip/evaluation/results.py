@@ -1,5 +1,8 @@
 """The results files of an evaluation: the ``results.json`` object (:func:`assemble`; keys documented in
-:mod:`metadip.evaluation`), its text, ``results.csv`` and ``config.toml``, and reading ``results.json`` back."""
+:mod:`metadip.evaluation`), its text, ``results.csv`` and ``config.toml``, and reading ``results.json`` back.
+
+``results.json`` is committed for every suite, so it is kept small (:func:`compact`): per-iteration curves at
+the precision the runner records them with, spectral power to a few significant digits, one line per case."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import datetime as _dt
 import importlib.metadata as md
 import io
 import json
+import math
 import platform
 import shlex
 from collections.abc import Sequence
@@ -85,6 +89,66 @@ CSV_COLUMNS = (
 )
 
 
+#: Decimals of the per-iteration curves in ``results.json``: PSNR to 0.001 dB, SSIM to 1e-4 — what the runner
+#: records, and what every statistic (targets, iterations to target, speedups, the frontier, still-improving) is
+#: computed from, so compacting a stored results.json changes none of them.
+CURVE_DECIMALS = {"psnr": 3, "psnr_ema99": 3, "ssim": 4}
+#: Significant digits of the spectral power (of each case's snapshots and of each problem's clean image and
+#: measurement): only plotted, on a log axis. The spectral band errors keep the recorder's digits (the report's
+#: spectral reading compares them with thresholds).
+POWER_DIGITS = 3
+
+
+def _round(value: Any, decimals: int) -> float | None:
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return round(float(value), decimals)
+
+
+def _significant(value: Any, digits: int = POWER_DIGITS) -> float | None:
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return float(f"{float(value):.{digits}g}")
+
+
+def compact_case(case: dict) -> dict:
+    """A copy of a case record with its curves at :data:`CURVE_DECIMALS` and its spectral power at
+    :data:`POWER_DIGITS` significant digits (non-finite values → None). Idempotent."""
+    out = dict(case)
+    for key, decimals in CURVE_DECIMALS.items():
+        if isinstance(out.get(key), list):
+            out[key] = [_round(v, decimals) for v in out[key]]
+    spectral = out.get("spectral")
+    if isinstance(spectral, dict) and isinstance(spectral.get("power"), list):
+        out["spectral"] = {**spectral, "power": [[_significant(v) for v in row] for row in spectral["power"]]}
+    return out
+
+
+def compact_problem(problem: dict) -> dict:
+    """A copy of a problem record with the power spectra at :data:`POWER_DIGITS` significant digits."""
+    out = dict(problem)
+    spectra = out.get("spectra")
+    if isinstance(spectra, dict):
+        out["spectra"] = {
+            name: {**record, "power": [_significant(v) for v in record["power"]]}
+            if isinstance(record, dict) and isinstance(record.get("power"), list)
+            else record
+            for name, record in spectra.items()
+        }
+    return out
+
+
+def compact(results: dict) -> dict:
+    """``results`` with every case and problem compacted (:func:`compact_case`, :func:`compact_problem`); the
+    other entries as they are. Idempotent; :func:`assemble` and :func:`dump_results` apply it."""
+    out = dict(results)
+    if isinstance(out.get("cases"), list):
+        out["cases"] = [compact_case(c) for c in out["cases"]]
+    if isinstance(out.get("problems"), list):
+        out["problems"] = [compact_problem(p) for p in out["problems"]]
+    return out
+
+
 def _versions() -> dict:
     out = {
         "metadip": metadip.__version__,
@@ -142,10 +206,11 @@ def assemble(
     jobs: int = 1,
     threads: int | None = None,
 ) -> dict:
-    """The ``results.json`` object (keys: see :mod:`metadip.evaluation`)."""
-    cases = [dict(r) for r in records]
+    """The ``results.json`` object (keys: see :mod:`metadip.evaluation`), compacted (:func:`compact`) before any
+    statistic is taken, so the summary and the report are computed from exactly what results.json stores."""
+    cases = [compact_case(r) for r in records]
     annotate_pairs(cases, config.margin_db)
-    problems = {p["pair_key"]: p for p in problem_records}
+    problems = {p["pair_key"]: compact_problem(p) for p in problem_records}
     for case in cases:
         case["baselines"] = dict(problems.get(case["pair_key"], {}).get("baselines", {}))
     meta = next((a for a in arms if a.label == "meta"), None)
@@ -218,22 +283,34 @@ def results_csv(results: dict) -> str:
 
 
 def dump_results(results: dict) -> str:
-    """results.json text: ``summary`` and ``config`` indented, one line per case / problem (compact curves keep
-    the file small and its diffs readable)."""
+    """results.json text of ``results`` compacted (:func:`compact`): ``summary`` and ``config`` indented, one
+    line per case / problem without spaces (compact curves keep the file small and its diffs readable)."""
 
-    def compact(value: Any) -> str:
+    def one_line(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), allow_nan=False, default=_json_default)
 
     parts = []
-    for key, value in results.items():
+    for key, value in compact(results).items():
         if key.startswith("_"):
             continue
         if key in ("cases", "problems") and isinstance(value, list):
-            body = "[]" if not value else "[\n  " + ",\n  ".join(compact(v) for v in value) + "\n ]"
+            body = "[]" if not value else "[\n  " + ",\n  ".join(one_line(v) for v in value) + "\n ]"
         else:
             body = json.dumps(value, indent=1, allow_nan=False, default=_json_default).replace("\n", "\n ")
         parts.append(f" {json.dumps(key)}: {body}")
     return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def rewrite_results(path: str | Path) -> tuple[int, int]:
+    """Re-write a stored results.json (a file or its folder) through :func:`dump_results` — e.g. one written
+    before :func:`compact` — leaving every other file alone; returns its size in bytes (before, after)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    before = path.stat().st_size
+    text = dump_results(load_results(path))
+    atomic_write_text(path, text)
+    return before, len(text.encode("utf-8"))
 
 
 def write_results(out: str | Path, results: dict, config: EvalConfig) -> list[Path]:
