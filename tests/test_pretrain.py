@@ -167,6 +167,12 @@ def test_resume_guards(tmp_path):
         dataclasses.replace(config, steps=3), tmp_path / "r", device="cpu", progress=False, resume=True
     )
     assert longer.step == 3 and longer.finished
+    # the --init auto hints may change on resume (they change nothing in training) and reach the sidecar
+    hinted = run_pretrain(
+        dataclasses.replace(config, steps=3, avoid_for=("fourier",)), tmp_path / "r", device="cpu", progress=False,
+        resume=True,
+    )
+    assert load_checkpoint(hinted.checkpoint).avoid_for == ("fourier",)
 
 
 def test_fixed_z_is_stored_in_the_checkpoint(tmp_path):

@@ -304,7 +304,8 @@ def _comparable(config: PretrainConfig, saved: PretrainConfig) -> dict:
 
 def resume_config(config: PretrainConfig, saved: PretrainConfig, state_path: Path) -> PretrainConfig:
     """The config a resumed run trains: ``saved`` (the one ``state_path`` was trained with) with the keys a
-    resumed run may change (steps, max_minutes, export, threads, description, log) taken from ``config``;
+    resumed run may change (steps, max_minutes, export, threads, description, log, and the ``--init auto`` hints
+    recommended_for / avoid_for, which change nothing in training) taken from ``config``;
     any other difference is refused."""
     cmp = _comparable(config, saved)
     if cmp["given"] != cmp["saved"]:
@@ -321,4 +322,6 @@ def resume_config(config: PretrainConfig, saved: PretrainConfig, state_path: Pat
         threads=config.threads,
         description=config.description,
         max_minutes=config.max_minutes,
+        recommended_for=config.recommended_for,
+        avoid_for=config.avoid_for,
     )
