@@ -664,3 +664,24 @@ def test_still_improving_flags_capped_and_budget_limited_runs():
     plateaued = rising(30.0, 3600, 3600) + [30.0] * 2400  # peak at 3600, flat to the 6000 cap
     assert not evaluation.still_improving({"converged": False, "psnr": plateaued})
     assert evaluation.still_improving({"converged": False, "psnr": rising(30.0, 5900, 6000)})
+
+
+def test_readme_domain_block_lists_converged_named_init_suites(tmp_path):
+    readme_table = _readme_table()
+    named = _suite_results()
+    named["config"]["options"]["init"] = "tiny"
+    auto = _suite_results()
+    loaded = {"default": (auto, "d.md"), "phantom": (named, "p.md")}
+    block = readme_table.domain(loaded)
+    assert "| phantom: [denoise:sigma=25 @ 32px](p.md) |" in block and "(tiny)" in block
+    assert "d.md" not in block and "phantom" not in readme_table.headline(loaded)
+    assert "No domain init" in readme_table.domain({"default": (auto, "d.md")})
+    (tmp_path / "results" / "phantom").mkdir(parents=True)
+    (tmp_path / "results" / "phantom" / "results.json").write_text(json.dumps(named))
+    readme = tmp_path / "README.md"
+    markers = readme_table.BEGIN + "\nold\n" + readme_table.END + "\nmiddle\n"
+    readme.write_text(markers + readme_table.DOMAIN_BEGIN + "\nold domain\n" + readme_table.DOMAIN_END + "\nend\n")
+    assert readme_table.main(["--update", "--results", str(tmp_path / "results"), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old domain" not in text and "| phantom: [denoise:sigma=25 @ 32px]" in text and text.endswith("\nend\n")
+    assert "\nmiddle\n" in text
