@@ -15,9 +15,10 @@ and the iteration of the peak, for each candidate; writes the same as JSON with 
 (e.g. ``random``, run for ``--baseline-iterations``) it also reports the evaluation's own criteria per case:
 Δ peak against the baseline and the speedup to the baseline's peak − 0.5 dB.
 
-``--images`` also takes image files (any path with a slash). ``--images outside`` is a development set that
-is in neither the training nor the held-out list: four crops (face, uniform, left, whole) of the photograph
-``grace_hopper.jpg`` that matplotlib bundles — no picture an init was trained or tested on.
+``--images`` also takes image files (any path with a slash) and procedural phantoms ``phantom-K`` (the phantom
+suites hold out phantom-1..4; phantom-101 and up are the phantom development set). ``--images outside`` is a
+development set that is in neither the training nor the held-out list: four crops (face, uniform, left, whole)
+of the photograph ``grace_hopper.jpg`` that matplotlib bundles — no picture an init was trained or tested on.
 ``--channels 1`` runs grey pictures (luminance), for grey inits and grey random init.
 ``--lr-scale`` / ``--ema`` / ``--adapt`` try another online recipe for the same weights (a copy of the
 checkpoint with an edited sidecar, in a temporary folder; ``--adapt`` sets the adaptation mode, see
@@ -72,9 +73,12 @@ def outside_images(folder: Path) -> list[str]:
 
 def image_item(image: str):
     from metadip.evaluation import ImageItem
+    from metadip.phantoms import held_out_index
 
     if "/" in image:
         return ImageItem(name=Path(image).stem, kind="file", path=image)
+    if held_out_index(image) is not None:  # a procedural phantom (development: phantom-101 and up)
+        return ImageItem(name=image.lower(), kind="phantom")
     return ImageItem(name=image, kind="sample")
 
 
