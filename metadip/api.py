@@ -126,10 +126,7 @@ def prepare(
 
         if y is None:
             raise MetadipError(f"initialisation {init_state.name!r} builds its input from the measurement; pass y")
-        recipe = init_state.input_recipe
-        noise_channels = int(net.config["in_channels"]) - conditioned_channels(
-            channels, 0, recipe.operator_maps, recipe.estimate == "both"
-        )
+        noise_channels = int(net.config["in_channels"]) - conditioned_channels(channels, 0)
         z = make_conditioned_input(init_state.input_recipe, op.to(device), y.to(device), noise_channels, weight=weight)
     elif init_state.z is not None:
         z = init_state.z
@@ -154,9 +151,7 @@ def input_builder(init_state, op, weight: torch.Tensor | None, seed: int, in_cha
     from metadip.conditioning import conditioned_channels, make_conditioned_input
 
     recipe = init_state.input_recipe
-    noise_channels = in_channels - conditioned_channels(
-        op.image_shape[0], 0, recipe.operator_maps, recipe.estimate == "both"
-    )
+    noise_channels = in_channels - conditioned_channels(op.image_shape[0], 0)
 
     def build(measurement: torch.Tensor) -> torch.Tensor:
         with torch.random.fork_rng(devices=[]):
@@ -164,17 +159,6 @@ def input_builder(init_state, op, weight: torch.Tensor | None, seed: int, in_cha
             return make_conditioned_input(recipe, op, measurement, noise_channels, weight=weight)
 
     return build
-
-
-def stopping_rule(name, recipe: dict):
-    """The named rule (default: the init's recipe, else DEFAULT_STOP), with the init's tuned options for it."""
-    from metadip.stopping import DEFAULT_STOP, StoppingRule, make_stopping_rule
-
-    if isinstance(name, StoppingRule):  # a rule built by the caller (evaluation's "converged") is used as is
-        return name
-    chosen = name or recipe.get("stop") or DEFAULT_STOP
-    options = recipe.get("stop_options", {}).get(chosen, {}) if isinstance(recipe.get("stop_options"), dict) else {}
-    return make_stopping_rule(chosen, **options)
 
 
 def _check_range(y: torch.Tensor, operator) -> None:
@@ -281,23 +265,23 @@ def reconstruct(
         configure_threads()
     channels = operator.image_shape[0]
     init_state = load_init(init, arch=arch, out_channels=channels, seed=seed, operator=operator)
-    recipe = init_state.inner
+    recipe = init_state.recipe.override(iterations=iterations, lr=lr, loss=loss)
     op = operator.to(device)
     y = y.to(device)
     generator = torch.Generator().manual_seed(seed)
-    stop_rule = stopping_rule(stop, recipe)
+    stop_rule = recipe.stopping_rule(stop)
     if monitor is not None and isinstance(monitor, str):
-        monitor = stopping_rule(monitor, recipe)
+        monitor = recipe.stopping_rule(monitor)
     # Draw the hold-out split first, so a measurement-conditioned z is built without the held-out entries.
     wants_holdout = stop_rule.needs_holdout or getattr(monitor, "needs_holdout", False)
     holdout_weights = dip.holdout_split(op, y, HOLDOUT_FRACTION, generator) if wants_holdout else None
+    train_weight = holdout_weights[0] if holdout_weights else None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net, z = prepare(init_state, op, device, y, weight=holdout_weights[0] if holdout_weights else None)
+        net, z = prepare(init_state, op, device, y, weight=train_weight)
     if reference is not None:
         reference = reference.to(device=device, dtype=torch.float32)
-    budget = iterations if iterations is not None else int(recipe.get("iterations", dip.DEFAULT_ITERATIONS))
-    sigma = getattr(op, "sigma", 0.0) / 255.0 or None
+    sure = recipe.loss == "sure"
     logger = None
     if tensorboard is not None:
         from metadip.tracking import TensorBoardLogger
@@ -309,28 +293,19 @@ def reconstruct(
             z,
             y,
             op,
-            iterations=budget,
-            lr=lr if lr is not None else float(recipe.get("lr", dip.DEFAULT_LR)),
-            optimizer=recipe.get("optimizer", "adam"),
-            reg_noise_std=float(recipe.get("reg_noise_std", dip.DEFAULT_REG_NOISE_STD)),
-            ema=float(recipe.get("ema", dip.DEFAULT_EMA)),
+            recipe,
             stop=stop_rule,
-            sigma=sigma,
+            sigma=getattr(op, "sigma", 0.0) / 255.0 or None,
             reference=reference,
             generator=generator,
             progress=progress,
             logger=logger,
             callback=callback,
             monitor=monitor,
-            lr_per_tensor=None if lr is not None else recipe.get("lr_per_tensor"),
             holdout_weights=holdout_weights,
             ssim_every=ssim_every,
-            adapt=str(recipe.get("adapt", "all")),
-            loss=str(loss or recipe.get("loss", "mse")),
-            input_builder=input_builder(
-                init_state, op, holdout_weights[0] if holdout_weights else None, seed, int(net.config["in_channels"])
-            )
-            if (loss or recipe.get("loss", "mse")) == "sure"
+            input_builder=input_builder(init_state, op, train_weight, seed, int(net.config["in_channels"]))
+            if sure
             else None,
         )
     finally:

@@ -11,23 +11,26 @@ exits 2 when any item failed.
 Under ``torchrun`` (``WORLD_SIZE`` > 1) rank ``r`` takes items ``r, r + W, …`` of the sorted list (no process
 group is needed: the ranks share nothing but the file list); on CUDA each rank uses its ``LOCAL_RANK`` GPU.
 
-This module also holds the per-measurement steps the single-file ``reconstruct`` shares (load the measurement
-and its operator, build the history record, write the outputs).
+This module also holds what the single-file ``reconstruct`` shares: the :class:`Request` (what to do with each
+measurement: how to read it and its operator, and the DIP run) and the per-measurement steps (build the history
+record, write the outputs).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 
 from metadip.errors import MetadipError, one_line
-from metadip.imageio import MEASUREMENT_EXTENSIONS
+from metadip.imageio import DEFAULT_MAX_PIXELS, MEASUREMENT_EXTENSIONS
 
 GLOB_CHARS = "*?["
 #: Files ``operators.save_operator_artifacts`` writes beside a measurement (never measurements themselves).
@@ -71,6 +74,56 @@ def load_problem(measurement: str | os.PathLike, *, spec: str | None, mask, kern
     if op.is_complex and not y.is_complex():
         y = y.to(torch.complex64)
     return y, op
+
+
+@dataclass(frozen=True)
+class Request:
+    """What ``metadip reconstruct`` does with every measurement, single file or batch: how to read it and its
+    operator (``spec``, ``mask``, ``kernel``, ``max_pixels``: :meth:`load`) and the DIP run
+    (:func:`metadip.api.reconstruct`'s settings: :meth:`reconstruct`). ``tensorboard``: the log folder (a
+    batch item logs to its own subfolder)."""
+
+    spec: str | None = None
+    mask: str | None = None
+    kernel: str | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    init: str = "auto"
+    arch: str | None = None
+    iterations: int | None = None
+    stop: str | None = None
+    seed: int = 0
+    device: Any = "auto"
+    lr: float | None = None
+    progress: bool = False
+    tensorboard: str | None = None
+
+    def load(self, measurement: str | os.PathLike):
+        """``(y, op)`` of ``measurement`` (:func:`load_problem`)."""
+        return load_problem(measurement, spec=self.spec, mask=self.mask, kernel=self.kernel, max_pixels=self.max_pixels)
+
+    def reconstruct(self, y, op, *, reference=None, name: str | None = None):
+        """:func:`metadip.api.reconstruct` of ``y`` with these settings; ``name``: the batch item, whose
+        TensorBoard log goes to ``tensorboard/name``."""
+        from metadip import api
+
+        log = (Path(self.tensorboard) / name if name else Path(self.tensorboard)) if self.tensorboard else None
+        return api.reconstruct(
+            y,
+            op,
+            init=self.init,
+            arch=self.arch,
+            iterations=self.iterations,
+            stop=self.stop,
+            seed=self.seed,
+            device=self.device,
+            reference=reference,
+            lr=self.lr,
+            progress=self.progress,
+            tensorboard=log,
+        )
+
+    def replace(self, **changes: Any) -> Request:
+        return dataclasses.replace(self, **changes)
 
 
 def history_record(result, op, measurement, seed: int, reference: str | None = None) -> dict:
@@ -236,36 +289,18 @@ def check_out_dir(out: str) -> Path:
     return out_dir
 
 
-def run_batch(
-    args: Sequence[str],
-    *,
-    out: str,
-    history: bool,
-    spec: str | None,
-    mask: str | None,
-    kernel: str | None,
-    init: str,
-    arch: str | None,
-    iterations: int | None,
-    stop: str | None,
-    seed: int,
-    device: str,
-    lr: float | None,
-    max_pixels: int,
-    progress: bool,
-    tensorboard: str | None,
-) -> int:
-    """Reconstruct every measurement in ``args`` into folder ``out``; return the exit status (0, or 2 if any
-    item failed). Problems common to every item (no files, bad --out, unknown init/arch/device) raise
-    :class:`MetadipError` before any work starts."""
+def run_batch(args: Sequence[str], request: Request, *, out: str, history: bool) -> int:
+    """Reconstruct every measurement in ``args`` into folder ``out`` as ``request`` says; return the exit status
+    (0, or 2 if any item failed). Problems common to every item (no files, bad --out, unknown init/arch/device)
+    raise :class:`MetadipError` before any work starts."""
     from metadip import api, distributed
     from metadip.runtime import resolve_device
 
     measurements, ignored = find_measurements(args)
     items = plan(measurements, Path(out), history)
     info = distributed.env_info()
-    resolved_device = distributed.local_device(resolve_device(device), info)
-    api.load_init(init, arch=arch, out_channels=3, seed=seed)  # an unknown init/arch fails once, up front
+    request = request.replace(device=distributed.local_device(resolve_device(request.device), info))
+    api.load_init(request.init, arch=request.arch, out_channels=3, seed=request.seed)  # unknown init/arch: once, here
     out_dir = check_out_dir(out)  # last: nothing is created when an earlier check fails
     mine = [items[i] for i in distributed.shard(range(len(items)), info)]
     rank_text = f" (rank {info.rank} of {info.world_size})" if info.enabled else ""
@@ -281,21 +316,9 @@ def run_batch(
     for index, item in enumerate(todo, start=1):
         name = str(item.measurement)
         try:
-            y, op = load_problem(name, spec=spec, mask=mask, kernel=kernel, max_pixels=max_pixels)
-            result = api.reconstruct(
-                y,
-                op,
-                init=init,
-                arch=arch,
-                iterations=iterations,
-                stop=stop,
-                seed=seed,
-                device=resolved_device,
-                lr=lr,
-                progress=progress,
-                tensorboard=Path(tensorboard) / item.measurement.stem if tensorboard else None,
-            )
-            record = history_record(result, op, name, seed) if item.history is not None else None
+            y, op = request.load(name)
+            result = request.reconstruct(y, op, name=item.measurement.stem)
+            record = history_record(result, op, name, request.seed) if item.history is not None else None
             write_outputs(item.out, result.image, item.history, record)
         except MetadipError as exc:
             failed += 1
@@ -324,6 +347,7 @@ def run_batch(
 
 __all__ = [
     "Item",
+    "Request",
     "divergence_warning",
     "find_measurements",
     "history_record",

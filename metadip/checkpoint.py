@@ -5,12 +5,14 @@ Sidecar keys: ``format_version``, ``name``, ``metadip_version``, ``created``, ``
 ``sha256`` (of the weights file), ``num_parameters``, ``arch`` (generator config: ``build_generator(arch)``
 rebuilds the net), ``input`` (the :class:`InputRecipe`), ``z_mode`` (``fixed`` | ``resample`` |
 ``conditioned``, see :mod:`metadip.meta.inner`), ``noise_channels`` (conditioned z only), ``inner`` (the
-online recipe the init expects: optimizer, lr, optional per-tensor ``lr_per_tensor``, reg_noise_std, ema,
-iterations, stop), ``training`` (algorithm, task distribution, train and held-out images, steps, wall seconds,
-seed, the resolved config), ``card`` (a one-line model card) and, optionally, ``recommended_for`` (operator
-specs — a family such as ``deblur``, or ``superres:factor=4`` — for which ``--init auto`` prefers this init over
-:data:`DEFAULT_INIT`; see :func:`recommends`) and ``avoid_for`` (specs for which ``--init auto`` never picks it,
-e.g. where it was measured to lose clearly to random init; the next init, or random init, is used).
+online recipe the init expects, :meth:`metadip.online.DipRecipe.to_dict`: optimizer, lr, optional per-tensor
+``lr_per_tensor``, Adam's betas / eps, reg_noise_std, ema, iterations, stop and its settings, adapt, loss;
+``Init.recipe`` holds it typed), ``training`` (algorithm, task distribution, train and held-out images, steps,
+wall seconds, seed, the resolved config), ``card`` (a one-line model card) and, optionally,
+``recommended_for`` (operator specs — a family such as ``deblur``, or ``superres:factor=4`` — for which
+``--init auto`` prefers this init over :data:`DEFAULT_INIT`; see :func:`recommends`) and ``avoid_for`` (specs
+for which ``--init auto`` never picks it, e.g. where it was measured to lose clearly to random init; the next
+init, or random init, is used).
 
 Loading never unpickles: the weights are read with ``safetensors`` from bytes whose SHA-256 was checked first,
 and the sidecar is JSON. Every problem (missing or truncated file, hash mismatch, unknown format version,
@@ -35,7 +37,7 @@ import metadip
 from metadip.errors import MetadipError
 from metadip.fileio import atomic_write_bytes, atomic_write_json
 from metadip.generators import InputRecipe, build_generator, default_input_recipe
-from metadip.stopping import DEFAULT_STOP
+from metadip.online import PAPER, DipRecipe
 
 FORMAT_VERSION = 1
 Z_KEY = "__z__"
@@ -61,7 +63,7 @@ class Init:
     arch_config: dict
     state_dict: dict[str, Tensor]
     input_recipe: InputRecipe
-    inner: dict
+    recipe: DipRecipe
     training: dict
     z: Tensor | None = None
     sidecar: dict = field(default_factory=dict)
@@ -76,6 +78,11 @@ class Init:
         net = build_generator(self.arch_config)
         load_weights(net, self.state_dict, self.name)
         return net.to(device)
+
+    @property
+    def inner(self) -> dict:
+        """The online recipe as the sidecar stores it (``inner``)."""
+        return self.recipe.to_dict()
 
     @property
     def card(self) -> str:
@@ -163,7 +170,8 @@ def recommends(entries: Sequence[str], operator: Any) -> bool:
     return False
 
 
-def _json_safe(value: Any) -> Any:
+def _check_json_serialisable(value: Any) -> Any:
+    """``value`` itself, once ``json.dumps`` has accepted it (a TypeError naming the problem otherwise)."""
     try:
         json.dumps(value, allow_nan=True)
     except (TypeError, ValueError) as exc:
@@ -177,7 +185,7 @@ def save_checkpoint(
     *,
     arch_config: dict,
     input_recipe: InputRecipe | dict,
-    inner: dict,
+    inner: DipRecipe | dict,
     training: dict,
     z: Tensor | None = None,
     z_mode: str | None = None,
@@ -187,7 +195,8 @@ def save_checkpoint(
     avoid_for: Sequence[str] = (),
 ) -> tuple[Path, Path]:
     """Write ``path_stem.safetensors`` and ``path_stem.json`` (each atomically; weights first, so a sidecar
-    never points at weights that are not there yet). Returns both paths."""
+    never points at weights that are not there yet). ``inner``: the online recipe (a dict is read with
+    :meth:`DipRecipe.from_dict`). Returns both paths."""
     from safetensors.torch import save as safetensors_save
 
     stem = Path(path_stem)
@@ -202,6 +211,7 @@ def save_checkpoint(
         tensors[Z_KEY] = z.detach().to("cpu", torch.float32).contiguous().clone()
     data = safetensors_save(tensors, metadata={"format": "metadip", "name": name})
     recipe = input_recipe.to_dict() if isinstance(input_recipe, InputRecipe) else dict(input_recipe)
+    online = inner if isinstance(inner, DipRecipe) else DipRecipe.from_dict(inner)
     sidecar = {
         "format_version": FORMAT_VERSION,
         "name": name,
@@ -210,13 +220,13 @@ def save_checkpoint(
         "weights": name + WEIGHTS_SUFFIX,
         "sha256": hashlib.sha256(data).hexdigest(),
         "num_parameters": int(sum(v.numel() for k, v in tensors.items() if k != Z_KEY)),
-        "arch": _json_safe(dict(arch_config)),
-        "input": _json_safe(recipe),
+        "arch": _check_json_serialisable(dict(arch_config)),
+        "input": _check_json_serialisable(recipe),
         "z_mode": z_mode or ("fixed" if z is not None else "resample"),
         "fixed_z_shape": list(z.shape) if z is not None else None,
         "noise_channels": int(noise_channels),
-        "inner": _json_safe(dict(inner)),
-        "training": _json_safe(dict(training)),
+        "inner": online.to_dict(),
+        "training": _check_json_serialisable(dict(training)),
         "card": card or make_card(name, dict(arch_config), dict(training)),
     }
     if recommended_for:
@@ -351,6 +361,10 @@ def load_checkpoint(name_or_path: str | os.PathLike) -> Init:
     for key in ("inner", "training"):
         if not isinstance(meta[key], dict):
             raise MetadipError(f"checkpoint sidecar {sidecar_path}: {key!r} must be an object")
+    try:
+        online = DipRecipe.from_dict(meta["inner"])
+    except MetadipError as exc:
+        raise MetadipError(f"checkpoint sidecar {sidecar_path}: bad online recipe ('inner'): {exc}") from None
     z_mode = str(meta.get("z_mode") or ("fixed" if z is not None else "resample"))
     if z_mode not in Z_MODES:
         raise MetadipError(
@@ -373,7 +387,7 @@ def load_checkpoint(name_or_path: str | os.PathLike) -> Init:
         arch_config=dict(meta["arch"]),
         state_dict=tensors,
         input_recipe=recipe,
-        inner=dict(meta["inner"]),
+        recipe=online,
         training=dict(meta["training"]),
         z=z,
         sidecar=meta,
@@ -497,24 +511,10 @@ def shipped_init_for_spec(spec: str, size: int = 64, channels: int | None = 3) -
     return shipped_init_for(channels, operator=op)
 
 
-def dip_recipe() -> dict:
-    """The DIP paper's online recipe (the random-init arm): Adam lr 0.01, input jitter 1/30, EMA 0.99."""
-    from metadip import dip
-
-    return {
-        "optimizer": "adam",
-        "lr": dip.DEFAULT_LR,
-        "reg_noise_std": dip.DEFAULT_REG_NOISE_STD,
-        "ema": dip.DEFAULT_EMA,
-        "iterations": dip.DEFAULT_ITERATIONS,
-        "stop": DEFAULT_STOP,
-    }
-
-
 def random_init(arch: str | dict = "skip-slim", out_channels: int = 3, seed: int = 0) -> Init:
     """Random weights (PyTorch's default init, drawn from ``seed`` without touching the global RNG) with the
-    DIP paper's recipe: z ~ U(0, 1)·0.1 with the net's input channels (32 for the skip nets), Adam lr 0.01,
-    input jitter 1/30, EMA 0.99."""
+    DIP paper's recipe: z ~ U(0, 1)·0.1 with the net's input channels (32 for the skip nets) and
+    :data:`metadip.online.PAPER` (Adam lr 0.01, input jitter 1/30, EMA 0.99)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         net = build_generator(arch, out_channels=out_channels)
@@ -526,7 +526,7 @@ def random_init(arch: str | dict = "skip-slim", out_channels: int = 3, seed: int
         arch_config=net.config,
         state_dict=state,
         input_recipe=recipe,
-        inner=dip_recipe(),
+        recipe=PAPER,
         training=training,
         z=None,
         sidecar={},

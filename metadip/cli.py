@@ -459,7 +459,7 @@ def reconstruct(
     Prints one summary line: iterations, stopping reason, PSNR/SSIM (with --reference) and seconds. A run
     that diverges (loss NaN/Inf) prints a warning and still writes the best iterate.
     """
-    from metadip import api, batch, operators
+    from metadip import batch, operators
     from metadip.imageio import check_output_path
     from metadip.runtime import resolve_device
 
@@ -468,6 +468,21 @@ def reconstruct(
         raise MetadipError("--stop oracle needs --reference (it picks the iterate with the best PSNR)")
     if spec is not None:
         operators.parse_operator_spec(spec)
+    request = batch.Request(
+        spec=spec,
+        mask=mask,
+        kernel=kernel,
+        max_pixels=max_pixels,
+        init=init,
+        arch=arch,
+        iterations=iterations,
+        stop=stop,
+        seed=seed,
+        device=device,
+        lr=lr,
+        progress=progress,
+        tensorboard=tensorboard,
+    )
     if batch.is_batch(measurements):
         if reference is not None:
             raise MetadipError(
@@ -477,24 +492,7 @@ def reconstruct(
             raise MetadipError(
                 f"in batch mode --history takes no value (got {history}); histories go to OUTDIR/<stem>.json"
             )
-        return batch.run_batch(
-            measurements,
-            out=out,
-            history=history is not None,
-            spec=spec,
-            mask=mask,
-            kernel=kernel,
-            init=init,
-            arch=arch,
-            iterations=iterations,
-            stop=stop,
-            seed=seed,
-            device=device,
-            lr=lr,
-            max_pixels=max_pixels,
-            progress=progress,
-            tensorboard=tensorboard,
-        )
+        return batch.run_batch(measurements, request, out=out, history=history is not None)
     measurement = measurements[0]
     out_path = check_output_path(out, allowed=IMAGE_EXTENSIONS)
     if history == "":
@@ -506,27 +504,12 @@ def reconstruct(
     inputs |= {f"the measurement's operator file {p.name}": p for p in operators.operator_files(measurement)}
     inputs |= {"the --mask file": mask, "the --kernel file": kernel, "the --reference image": _input_path(reference)}
     _refuse_overwriting({f"--out {out}": out_path, f"--history {history}": history_path}, inputs)
-    tensorboard_path = Path(tensorboard) if tensorboard else None
-    _check_tensorboard_dir(tensorboard_path)
-    resolved_device = resolve_device(device)
+    _check_tensorboard_dir(Path(tensorboard) if tensorboard else None)
+    request = request.replace(device=resolve_device(device))
 
-    y, op = batch.load_problem(measurement, spec=spec, mask=mask, kernel=kernel, max_pixels=max_pixels)
+    y, op = request.load(measurement)
     ref = _load_reference(reference, tuple(op.image_shape), max_pixels) if reference else None
-
-    result = api.reconstruct(
-        y,
-        op,
-        init=init,
-        arch=arch,
-        iterations=iterations,
-        stop=stop,
-        seed=seed,
-        device=resolved_device,
-        reference=ref,
-        lr=lr,
-        progress=progress,
-        tensorboard=tensorboard_path,
-    )
+    result = request.reconstruct(y, op, reference=ref)
 
     record = batch.history_record(result, op, measurement, seed, reference) if history_path else None
     batch.write_outputs(out_path, result.image, history_path, record)

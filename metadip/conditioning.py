@@ -15,10 +15,6 @@ With ``InputRecipe.estimate`` = ``tikhonov`` the estimate is instead the regular
 argmin ‖A x − y‖² + λ‖∇x‖², λ = ``tikhonov_floor`` + ``tikhonov_noise``·σ̂² (σ̂ estimated from y;
 :func:`tikhonov_estimate`): one rule for every linear operator that smooths in proportion to the noise, and
 interpolates, fills holes, deconvolves and suppresses Fourier aliasing where the back-projection cannot.
-With ``InputRecipe.operator_maps`` z also carries :data:`OPERATOR_MAPS` maps that describe the degradation,
-computed from A and y alone (:func:`operator_maps`): the estimated noise level of y and, for gratings of period
-2, 4, 8 and 16 px, the local fraction of their energy that survives AᴴA. The low-passed estimates of a noisy, a
-blurred and a down-sampled picture look alike; the maps tell one θ0 which of them it is looking at.
 z stays fixed during the fit and the loss is still only ‖A f(z) − y‖²: the prior is the architecture plus the
 meta-learned θ0, and early stopping is still the regulariser. A meta-learned θ0 trained with this recipe starts
 close to a reconstruction, which is what makes the first few DIP steps count.
@@ -34,13 +30,6 @@ import torch.nn.functional as F
 from metadip.generators.inputs import InputRecipe, make_input
 
 BACKPROJECTION = "backprojection"
-
-#: Periods (pixels) of the probe patterns of the detail-response maps; with the noise-level map these are the
-#: ``operator_maps`` channels of a conditioned z.
-DETAIL_PERIODS = (2, 4, 8, 16)
-OPERATOR_MAPS = 1 + len(DETAIL_PERIODS)
-#: Scale of the noise-level map: σ̂ (intensity units, [0, 1] images) × NOISE_MAP_SCALE (σ = 50/255 → 0.78).
-NOISE_MAP_SCALE = 4.0
 
 
 def backprojection(
@@ -124,13 +113,9 @@ def lowpass_estimate(image: torch.Tensor, seen: torch.Tensor, sigma: float, fill
     return torch.where(covered, smooth, fill.expand_as(image))
 
 
-def conditioned_channels(
-    image_channels: int, noise_channels: int, operator_maps: bool = False, extra_estimate: bool = False
-) -> int:
-    """Total z channels of the backprojection recipe: estimate + normaliser (+ the Tikhonov image of
-    ``estimate = "both"``) (+ operator maps) + noise."""
-    extra = image_channels if extra_estimate else 0
-    return 2 * image_channels + extra + (OPERATOR_MAPS if operator_maps else 0) + noise_channels
+def conditioned_channels(image_channels: int, noise_channels: int) -> int:
+    """Total z channels of a conditioned recipe: image estimate + normaliser (``image_channels`` each) + noise."""
+    return 2 * image_channels + noise_channels
 
 
 def estimate_noise_level(image: torch.Tensor, seen: torch.Tensor | None = None) -> torch.Tensor:
@@ -155,45 +140,12 @@ def estimate_noise_level(image: torch.Tensor, seen: torch.Tensor | None = None) 
     return torch.stack(levels).view(batch, 1, 1, 1)
 
 
-def probe_pattern(period: int, height: int, width: int, device=None) -> torch.Tensor:
-    """1×1×H×W separable cosine grating of the given period (pixels), phase chosen so no sample is zero."""
-    phase = 0.0 if period == 2 else math.pi / period
-    rows = torch.cos(2 * math.pi * torch.arange(height, device=device) / period + phase)
-    cols = torch.cos(2 * math.pi * torch.arange(width, device=device) / period + phase)
-    return (rows[:, None] * cols[None, :])[None, None]
-
-
 def _normal_operator(op, x: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
     """Aᴴ(w·A x) (real part), with w = ``weight`` or 1."""
     measured = op.A(x)
     if weight is not None:
         measured = measured * weight
     return op.A_adjoint(measured).real
-
-
-def _normaliser_peak(op, weight: torch.Tensor | None, device=None) -> torch.Tensor:
-    """max AᴴA1 under ``weight``: what makes the identity's detail response 1."""
-    ones = torch.ones(1, *op.image_shape, device=device)
-    return _normal_operator(op, ones, weight).amax().clamp_min(1e-12)
-
-
-def detail_response(
-    op, period: int, device=None, weight: torch.Tensor | None = None, scale: torch.Tensor | None = None
-) -> torch.Tensor:
-    """1×1×H×W local fraction of a period-``period`` grating's energy that survives AᴴA (normalised so the
-    identity gives 1): 1 for denoising, the mask for inpainting, |H(f)|² for a blur, ~0 below a
-    super-resolution factor. ``weight`` hides measurements as in :func:`backprojection`; ``scale`` is
-    max AᴴA1 under that weight (computed when None; pass it when probing several periods)."""
-    channels, height, width = op.image_shape
-    pattern = probe_pattern(period, height, width, device=device).expand(1, channels, height, width)
-    with torch.no_grad():
-        back = _normal_operator(op, pattern, weight)
-        if scale is None:
-            scale = _normaliser_peak(op, weight, device)
-        smooth = float(period) / 2
-        numerator = gaussian_blur((pattern * back)[:, :1], smooth)
-        denominator = gaussian_blur((pattern * pattern)[:, :1], smooth).clamp_min(1e-6)
-    return (numerator / denominator / scale).clamp(-1, 1)
 
 
 def measurement_noise_level(op, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -212,22 +164,6 @@ def measurement_noise_level(op, y: torch.Tensor, weight: torch.Tensor | None = N
             return estimate_noise_level(y, seen)
         estimate, _ = backprojection(op, y, weight=weight)
         return estimate_noise_level(estimate)
-
-
-def operator_maps(op, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """B×OPERATOR_MAPS×H×W: the estimated noise level of y (constant map, × NOISE_MAP_SCALE), then the detail
-    responses at :data:`DETAIL_PERIODS`. Computed from the operator and y alone — the same way in meta-training
-    and online, for any linear operator."""
-    _, height, width = op.image_shape
-    with torch.no_grad():
-        level = measurement_noise_level(op, y, weight)
-        maps = [(level * NOISE_MAP_SCALE).clamp(0, 4).expand(y.shape[0], 1, height, width)]
-        wt = None if weight is None else weight.to(device=y.device, dtype=torch.float32)
-        scale = _normaliser_peak(op, wt, y.device)  # once for all periods
-        for period in DETAIL_PERIODS:
-            response = detail_response(op, period, device=y.device, weight=wt, scale=scale)
-            maps.append(response.expand(y.shape[0], 1, height, width))
-    return torch.cat(maps, dim=1)
 
 
 #: Conjugate-gradient budget and relative tolerance of :func:`tikhonov_estimate` (it converges in tens of
@@ -311,20 +247,16 @@ def make_conditioned_input(
     generator: torch.Generator | None = None,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """z = [image estimate, AᴴA1, (Tikhonov image,) (operator maps,) noise] for ``op``'s image size
-    (1×:func:`conditioned_channels`×H×W); ``weight`` hides measurements (see :func:`backprojection`)."""
+    """z = [image estimate, AᴴA1, noise] for ``op``'s image size (1×:func:`conditioned_channels`×H×W); the
+    estimate is the (low-passed) back-projection or, with ``estimate = "tikhonov"``, the Tikhonov image;
+    ``weight`` hides measurements (see :func:`backprojection`)."""
     image, normaliser = backprojection(op, y, weight=weight, lowpass=recipe.lowpass)
     _, height, width = op.image_shape
     parts = [image[:1], normaliser[:1]]
-    if recipe.estimate != "backprojection":
-        start = image if recipe.lowpass == 0 else None  # None: tikhonov_estimate starts from the raw back-projection
-        solved = tikhonov_estimate(op, y, recipe.tikhonov_noise, recipe.tikhonov_floor, weight=weight, start=start)
-        if recipe.estimate == "tikhonov":
-            parts[0] = solved[:1]
-        else:
-            parts.append(solved[:1])
-    if recipe.operator_maps:
-        parts.append(operator_maps(op, y[:1], weight=weight))
+    if recipe.estimate == "tikhonov":  # lowpass is 0 then: the solve starts from the raw back-projection
+        parts[0] = tikhonov_estimate(
+            op, y, recipe.tikhonov_noise, recipe.tikhonov_floor, weight=weight, start=image
+        )[:1]
     noise_recipe = InputRecipe(kind="uniform", channels=noise_channels, scale=recipe.scale, seed=recipe.seed)
     parts.append(make_input(noise_recipe, (noise_channels, height, width), device=y.device, generator=generator))
     return torch.cat(parts, dim=1)

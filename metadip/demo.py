@@ -123,7 +123,7 @@ def run_arm(y, op, clean, init: str, *, seed: int, device, seconds: float, itera
     from metadip import api, metrics
 
     started = time.perf_counter()
-    recipe = api.load_init(init, arch=None, out_channels=op.image_shape[0], seed=seed, operator=op).inner
+    recipe = api.load_init(init, arch=None, out_channels=op.image_shape[0], seed=seed, operator=op).recipe
     run = ArmRun(init=init)
 
     def record(iteration, estimate, row, current) -> None:
@@ -135,7 +135,7 @@ def run_arm(y, op, clean, init: str, *, seed: int, device, seconds: float, itera
         op,
         init=init,
         iterations=iterations,
-        stop=WithDeadline(api.stopping_rule(None, recipe), started + seconds),
+        stop=WithDeadline(recipe.stopping_rule(), started + seconds),
         seed=seed,
         device=device,
         progress=False,

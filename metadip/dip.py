@@ -20,16 +20,12 @@ from metadip import metrics, optim
 from metadip.adaptation import Z_KEY, adapted_names, adapts_input
 from metadip.errors import MetadipError
 from metadip.losses import sure_through_input
+from metadip.online import DEFAULT_ADAPT, DEFAULT_LOSS, PAPER, DipRecipe
 from metadip.stopping import StoppingRule, make_stopping_rule  # noqa: F401  (re-exported)
 
-DEFAULT_LR = 0.01
-DEFAULT_REG_NOISE_STD = 1.0 / 30.0
-DEFAULT_EMA = 0.99
 #: A loss below this (MSE on the [0, 1] scale, ~26 dB) never counts as a spike: with few observed entries a
 #: well-fitted loss of 1e-4 can jump 50-fold without anything going wrong (rollback_factor × the floor is the bar).
 SPIKE_FLOOR = 2.5e-3
-DEFAULT_ITERATIONS = 3000
-LOSSES = ("mse", "sure")
 #: With ``ssim_every > 1`` SSIM is still computed on every one of the first SSIM_DENSE iterations.
 SSIM_DENSE = 500
 
@@ -108,11 +104,14 @@ def make_optimizer(
     lr: float,
     lr_per_tensor: dict[str, float] | None = None,
     tensors: list[tuple[str, torch.Tensor]] | None = None,
+    betas: tuple[float, float] | None = None,
+    eps: float | None = None,
 ):
-    """Adam (default) or SGD with momentum over ``tensors`` (name, tensor) — default every parameter of
-    ``net``; ``lr_per_tensor`` (Meta-SGD inits) gives each tensor its own learning rate, by name, falling back
-    to ``lr``. On the CPU these are :mod:`metadip.optim`'s copies of ``torch.optim.Adam`` / ``SGD`` (the same
-    arithmetic, without the ~2 s ``torch._dynamo`` import that ``torch.optim``'s first use costs)."""
+    """Adam (default; constants ``betas`` / ``eps``, None: torch's defaults) or SGD with momentum over
+    ``tensors`` (name, tensor) — default every parameter of ``net``; ``lr_per_tensor`` (Meta-SGD inits) gives
+    each tensor its own learning rate, by name, falling back to ``lr``. On the CPU these are
+    :mod:`metadip.optim`'s copies of ``torch.optim.Adam`` / ``SGD`` (the same arithmetic, without the ~2 s
+    ``torch._dynamo`` import that ``torch.optim``'s first use costs)."""
     name = name.lower()
     named = list(net.named_parameters()) if tensors is None else list(tensors)
     params = [p for _, p in named]
@@ -120,7 +119,7 @@ def make_optimizer(
         params = [{"params": [p], "lr": float(lr_per_tensor.get(n, lr))} for n, p in named]
     if name not in optim.OPTIMIZERS:
         raise MetadipError(f"unknown optimizer {name!r}; valid: {', '.join(optim.OPTIMIZERS)}")
-    return optim.make(name, params, lr)
+    return optim.make(name, params, lr, betas=betas, eps=eps)
 
 
 def fit(
@@ -128,12 +127,9 @@ def fit(
     z: torch.Tensor,
     y: torch.Tensor,
     op,
+    recipe: DipRecipe = PAPER,
     *,
-    iterations: int = DEFAULT_ITERATIONS,
-    lr: float = DEFAULT_LR,
-    optimizer: str = "adam",
-    reg_noise_std: float = DEFAULT_REG_NOISE_STD,
-    ema: float = DEFAULT_EMA,
+    iterations: int | None = None,
     stop: str | StoppingRule = "budget",
     sigma: float | None = None,
     reference: torch.Tensor | None = None,
@@ -148,10 +144,7 @@ def fit(
     logger=None,
     callback: Callable[[int, torch.Tensor, dict, torch.Tensor], None] | None = None,
     monitor: str | StoppingRule | None = None,
-    lr_per_tensor: dict[str, float] | None = None,
     holdout_weights: tuple[torch.Tensor, torch.Tensor] | None = None,
-    adapt: str = "all",
-    loss: str = "mse",
     input_builder: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> FitResult:
     """Fit ``net`` so that ``A net(z) ≈ y`` and return the early-stopped reconstruction.
@@ -161,7 +154,17 @@ def fit(
         z: its fixed input, 1×C×h×w.
         y: measurement (B=1), real or complex.
         op: forward operator (``A``, ``measurement_mask``, ``image_shape``).
-        iterations: the budget (maximum number of iterations).
+        recipe: the online recipe (:class:`metadip.online.DipRecipe`; default the DIP paper's): optimiser, lr(s),
+            Adam's betas / eps, input jitter, EMA of the outputs, what adapts and the loss — ``adapt``
+            (:mod:`metadip.adaptation`): ``all`` weights (standard DIP), ``norm`` (BatchNorm affines only) or
+            ``input`` (z and the BatchNorm affines; z is optimised from the given one); ``loss``: ``mse`` (the
+            data fit ‖A f − y‖² on the training entries) or ``sure`` (Stein's unbiased estimate of the error,
+            :func:`metadip.losses.sure_loss`, with the operator's σ: it does not reward fitting the noise; over
+            the training entries, like the data fit; for σ = 0 it is the plain data fit). The divergence probe
+            goes through z when ``input_builder`` (y′ ↦ z′, a measurement-conditioned input) is given; with a
+            fixed z SURE is the data fit minus σ². Its stopping rule is not used: ``stop`` is
+            (``recipe.stopping_rule()`` builds the recipe's).
+        iterations: the budget (maximum number of iterations); default the recipe's.
         stop: stopping rule or its name; ``budget`` runs exactly ``iterations``.
         sigma: noise std in [0, 1] units, for the discrepancy rule.
         reference: clean image, only for history PSNR/SSIM and the evaluation-only oracle rule.
@@ -171,24 +174,16 @@ def fit(
         monitor: a second rule that is only watched, never obeyed: where it *would* have stopped and what it would
             have returned land in ``FitResult.extras["monitor"]`` (evaluation runs a full budget and records the
             no-ground-truth rule's choice this way).
-        adapt: what adapts (:mod:`metadip.adaptation`): ``all`` weights (standard DIP), ``norm`` (BatchNorm
-            affines only) or ``input`` (z and the BatchNorm affines; z is optimised from the given one).
-        loss: ``mse`` (the data fit ‖A f − y‖² on the training entries) or ``sure`` (Stein's unbiased estimate
-            of the error, :func:`metadip.losses.sure_loss`, with the operator's σ: it does not reward fitting the
-            noise; over the training entries, like the data fit; for σ = 0 it is the plain data fit). The divergence
-            probe goes through z when ``input_builder`` (y′ ↦ z′, a measurement-conditioned input) is given;
-            with a fixed z SURE is the data fit minus σ².
         ssim_every: with ``reference``, SSIM (costly: ~4 ms at 64 px) on every iteration up to
             :data:`SSIM_DENSE`, then every ``ssim_every``-th (NaN in between); PSNR is always every iteration.
     """
+    iterations = recipe.iterations if iterations is None else iterations
     if iterations < 1:
         raise MetadipError(f"iterations must be a positive integer, got {iterations}")
-    if not 0 <= ema < 1:
-        raise MetadipError(f"ema must be in [0, 1), got {ema}")
     if ssim_every < 1:
         raise MetadipError(f"ssim_every must be >= 1, got {ssim_every}")
-    if loss not in LOSSES:
-        raise MetadipError(f"unknown loss {loss!r}; valid: {', '.join(LOSSES)}")
+    reg_noise_std, ema = recipe.reg_noise_std, recipe.ema
+    adapt, loss = recipe.adapt or DEFAULT_ADAPT, recipe.loss or DEFAULT_LOSS
     rule = make_stopping_rule(stop)
     if holdout_fraction is None:
         holdout_fraction = 0.1 if rule.needs_holdout else 0.0
@@ -218,7 +213,9 @@ def fit(
         z = z.detach().clone().requires_grad_(True)
         trainable.append((Z_KEY, z))
     tensors = [p for _, p in trainable]
-    opt = make_optimizer(optimizer, net, lr, lr_per_tensor, tensors=trainable)
+    opt = make_optimizer(
+        recipe.optimizer, net, recipe.lr, recipe.lr_per_tensor, tensors=trainable, betas=recipe.betas, eps=recipe.eps
+    )
 
     history: dict[str, list[float]] = {"loss": []}
     if held_weight is not None:
@@ -298,7 +295,7 @@ def fit(
                 history["holdout_loss"].append(holdout_value)
             row = {"loss": loss_value}
             if reference is not None:
-                shown = estimate.clamp(0, 1)  # what the fit returns (a pixel-space residual net is unbounded)
+                shown = estimate.clamp(0, 1)  # what the fit returns (a net without a sigmoid output is unbounded)
                 row["psnr"] = metrics.psnr(shown, reference)
                 history["psnr"].append(row["psnr"])
                 if track_ssim:

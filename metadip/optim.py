@@ -2,7 +2,7 @@
 
 ``torch.optim``'s first use imports ``torch._dynamo`` (``Optimizer.add_param_group`` and ``step`` are wrapped
 to disable it): ~1.5–3 s, as much as importing torch, on every ``metadip reconstruct``. The classes here run
-the exact arithmetic of ``torch.optim.Adam`` / ``torch.optim.SGD`` at their defaults on the CPU (the
+the exact arithmetic of ``torch.optim.Adam`` (any betas / eps) / ``torch.optim.SGD`` on the CPU (the
 single-tensor kernels of torch 2.13: ``lerp_``, ``mul_().addcmul_()``, ``sqrt() / √bc₂ + eps``, ``addcdiv_``;
 the same ops in the same order with the same Python-float scalars), so a run gives bit-identical parameters
 (``tests/test_dip.py`` checks it, rollback included). On other devices torch's default is its multi-tensor
@@ -79,14 +79,16 @@ class _Optimizer:
 
 
 class Adam(_Optimizer):
-    """``torch.optim.Adam(params, lr)`` (betas 0.9/0.999, eps 1e-8, no weight decay, no amsgrad) on the CPU."""
+    """``torch.optim.Adam(params, lr, betas, eps)`` (no weight decay, no amsgrad) on the CPU."""
 
-    def __init__(self, params, lr: float) -> None:
+    def __init__(self, params, lr: float, betas: tuple[float, float] = BETAS, eps: float = EPS) -> None:
         super().__init__(params, lr)
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps = float(eps)
 
     @torch.no_grad()
     def step(self) -> None:
-        beta1, beta2 = BETAS
+        beta1, beta2 = self.betas
         for index, param, lr in self._indexed():
             grad = param.grad
             if grad is None:  # like torch: a tensor without a gradient keeps its state and its step count
@@ -109,7 +111,7 @@ class Adam(_Optimizer):
             bias_correction1 = 1 - beta1**step
             bias_correction2 = 1 - beta2**step
             step_size = lr / bias_correction1
-            denom = (exp_avg_sq.sqrt() / bias_correction2**0.5).add_(EPS)
+            denom = (exp_avg_sq.sqrt() / bias_correction2**0.5).add_(self.eps)
             param.addcdiv_(exp_avg, denom, value=-step_size)
 
 
@@ -137,16 +139,19 @@ class SGD(_Optimizer):
             param.add_(grad, alpha=-lr)
 
 
-def make(name: str, params, lr: float):
-    """``adam`` or ``sgd`` (momentum 0.9) over ``params`` (tensors, or groups ``{"params": [...], "lr": ...}``):
-    the classes above when every tensor is on the CPU, else ``torch.optim``'s (identical results either way on
-    the CPU; see the module docstring). Raises ValueError for another name."""
+def make(name: str, params, lr: float, betas: tuple[float, float] | None = None, eps: float | None = None):
+    """``adam`` (constants ``betas`` / ``eps``, None: torch's defaults) or ``sgd`` (momentum 0.9; no betas / eps)
+    over ``params`` (tensors, or groups ``{"params": [...], "lr": ...}``): the classes above when every tensor is
+    on the CPU, else ``torch.optim``'s (identical results either way on the CPU; see the module docstring).
+    Raises ValueError for another name."""
     params = list(params)
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
     tensors = [p for g in params for p in g["params"]] if params and isinstance(params[0], dict) else params
+    betas = BETAS if betas is None else (float(betas[0]), float(betas[1]))
+    eps = EPS if eps is None else float(eps)
     if all(t.device.type == "cpu" for t in tensors):
-        return Adam(params, lr) if name == "adam" else SGD(params, lr)
+        return Adam(params, lr, betas, eps) if name == "adam" else SGD(params, lr)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
     return torch.optim.SGD(params, lr=lr, momentum=MOMENTUM)

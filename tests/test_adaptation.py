@@ -12,6 +12,7 @@ from metadip.adaptation import ADAPT_MODES, Z_KEY, adapted_names, adapts_input, 
 from metadip.errors import MetadipError
 from metadip.generators import InputRecipe, build_generator
 from metadip.meta import MAML, InnerConfig, InputPolicy, Reptile, inner_loop, parameter_dict
+from metadip.online import PAPER
 from metadip.operators import build_operator
 from metadip.tasks import Task
 
@@ -61,12 +62,9 @@ def test_inner_loop_equals_online_loop(mode):
         z,
         task.y,
         task.op,
+        PAPER.replace(lr=0.01, reg_noise_std=0.0, ema=0.0, adapt=mode),
         iterations=steps,
-        lr=0.01,
-        reg_noise_std=0.0,
-        ema=0.0,
         rollback=False,
-        adapt=mode,
     )
     moved = set()
     for name, param in online.named_parameters():
@@ -116,13 +114,9 @@ def test_sure_inner_loop_equals_online_loop(mode):
         z,
         task.y,
         task.op,
+        PAPER.replace(lr=0.01, reg_noise_std=0.0, ema=0.0, adapt=mode, loss="sure"),
         iterations=4,
-        lr=0.01,
-        reg_noise_std=0.0,
-        ema=0.0,
         rollback=False,
-        adapt=mode,
-        loss="sure",
         sigma=25 / 255,
         generator=torch.Generator().manual_seed(3),
     )
@@ -135,6 +129,6 @@ def test_sure_needs_a_known_loss_name():
     net = tiny_net()
     task = tiny_task()
     with pytest.raises(MetadipError, match="loss"):
-        dip.fit(net, torch.zeros(1, 4, 16, 16, dtype=torch.float64), task.y, task.op, iterations=1, loss="l1")
+        dip.fit(net, torch.zeros(1, 4, 16, 16, dtype=torch.float64), task.y, task.op, PAPER.replace(loss="l1"))
     with pytest.raises(MetadipError, match="inner.loss"):
         InnerConfig(loss="l1")

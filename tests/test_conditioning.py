@@ -60,26 +60,14 @@ def test_conditioned_input_layout_and_residual_net_starts_at_the_estimate():
     out = net(z, size=(32, 32))
     assert torch.allclose(out, z[:, :3].clamp(1e-3, 1 - 1e-3), atol=1e-5)
     assert build_generator(net.config).config["residual"] is True
-    assert "residual_space" not in net.config  # the default (logit) keeps configs of older checkpoints equal
 
 
-def test_pixel_space_residual_net_starts_at_the_estimate_and_adds_its_correction():
-    x, op, y = _measure("denoise:sigma=25")
-    z = make_conditioned_input(InputRecipe(), op, y, noise_channels=4)
+def test_residual_net_needs_a_sigmoid_output_and_has_no_pixel_space_variant():
     arch = {"kind": "skip", "num_scales": 2, "channels_down": 8, "channels_up": 8, "channels_skip": 2}
-    net = build_generator({**arch, "in_channels": 10, "residual": True, "residual_space": "pixel"}, out_channels=3)
-    assert torch.equal(net(z, size=(32, 32)), z[:, :3])  # exactly the estimate: no clamp, no sigmoid
-    assert build_generator(net.config).config["residual_space"] == "pixel"
-    with torch.no_grad():
-        for module in net.head.modules():
-            if isinstance(module, torch.nn.Conv2d) and module.bias is not None:
-                module.bias.fill_(-0.25)
-    shifted = net(z, size=(32, 32))
-    torch.testing.assert_close(shifted, z[:, :3] - 0.25)  # a correction in pixel units, not squashed to [0, 1]
-    with pytest.raises(MetadipError, match="residual_space"):
-        build_generator({**arch, "in_channels": 10, "residual": True, "residual_space": "tanh"}, out_channels=3)
     with pytest.raises(MetadipError, match="sigmoid"):
         build_generator({**arch, "in_channels": 10, "residual": True, "need_sigmoid": False}, out_channels=3)
+    with pytest.raises(MetadipError, match="unknown skip generator option.*residual_space"):  # retired
+        build_generator({**arch, "in_channels": 10, "residual": True, "residual_space": "pixel"}, out_channels=3)
 
 
 def test_lowpass_estimate_smooths_noise_and_fills_holes_from_neighbours():
@@ -130,11 +118,11 @@ def _measured(spec: str, size: int = 64, name: str = "astronaut", seed: int = 0)
 
 @pytest.mark.parametrize("sigma", [10, 25, 50])
 def test_noise_level_estimate_tracks_sigma_and_ignores_inpainting_holes(sigma):
-    from metadip.conditioning import NOISE_MAP_SCALE, operator_maps
+    from metadip.conditioning import measurement_noise_level
 
     def level(spec):
         _, op, y = _measured(spec)
-        return float(operator_maps(op, y)[0, 0, 0, 0]) / NOISE_MAP_SCALE * 255
+        return float(measurement_noise_level(op, y)) * 255
 
     for spec in (f"denoise:sigma={sigma}", f"inpaint:ratio=0.5,sigma={sigma}"):
         assert 0.85 * sigma < level(spec) < 1.15 * sigma + 4, spec  # + a little image structure
@@ -143,53 +131,16 @@ def test_noise_level_estimate_tracks_sigma_and_ignores_inpainting_holes(sigma):
     assert level("inpaint:ratio=0.5") < 8  # zero-filled holes must not read as noise
 
 
-def test_detail_response_maps_describe_the_operator():
-    from metadip.conditioning import DETAIL_PERIODS, OPERATOR_MAPS, operator_maps
-
-    def responses(spec):
-        _, op, y = _measured(spec)
-        maps = operator_maps(op, y)
-        assert maps.shape == (1, OPERATOR_MAPS, 64, 64)
-        return [float(maps[0, 1 + i].mean()) for i in range(len(DETAIL_PERIODS))]
-
-    assert responses("denoise:sigma=25") == pytest.approx([1.0] * len(DETAIL_PERIODS), abs=1e-4)
-    assert responses("inpaint:ratio=0.3") == pytest.approx([0.7] * len(DETAIL_PERIODS), abs=0.03)
-    sr4, sr2 = responses("superres:factor=4"), responses("superres:factor=2")
-    assert max(sr4[:3]) < 1e-4 and sr4[3] > 0.3  # nothing finer than the factor survives
-    assert sr2[0] < 1e-4 and sr2[2] > 0.5
-    narrow, wide = responses("deblur:kernel=gauss,width=1"), responses("deblur:kernel=gauss,width=3")
-    assert narrow == sorted(narrow) and wide == sorted(wide)  # a blur keeps coarse detail better
-    assert all(w <= n + 1e-6 for n, w in zip(narrow, wide, strict=True)) and narrow[-1] > wide[-1] + 0.2
-
-
-def test_operator_maps_extend_the_conditioned_input_and_respect_hidden_measurements():
-    from metadip.conditioning import OPERATOR_MAPS
-
-    _, op, y = _measured("inpaint:ratio=0.5,sigma=10", size=32)
-    recipe = InputRecipe(operator_maps=True, lowpass=1.0)
-    z = make_conditioned_input(recipe, op, y, noise_channels=4)
-    assert z.shape == (1, conditioned_channels(3, 4, operator_maps=True), 32, 32)
-    assert conditioned_channels(3, 4, operator_maps=True) == 6 + OPERATOR_MAPS + 4
-    plain = make_conditioned_input(InputRecipe(lowpass=1.0), op, y, noise_channels=4)
-    torch.testing.assert_close(z[:, :6], plain[:, :6])
-    # measurements hidden by a hold-out weight change the maps but their values never enter them
-    weight = (torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(1)) > 0.2).float()
-    hidden = make_conditioned_input(recipe, op, y, noise_channels=4, weight=weight)
-    scrambled = y.clone()
-    scrambled[(weight == 0).expand_as(y)] = 0.5
-    again = make_conditioned_input(recipe, op, scrambled, noise_channels=4, weight=weight)
-    assert torch.equal(hidden, again)
-    assert not torch.equal(hidden[:, 6 : 6 + OPERATOR_MAPS], z[:, 6 : 6 + OPERATOR_MAPS])
-
-
-def test_input_recipe_operator_maps_round_trip_and_default_off():
-    from metadip.errors import MetadipError
-
-    recipe = InputRecipe(operator_maps=True)
-    assert InputRecipe.from_dict(recipe.to_dict()) == recipe
-    assert InputRecipe.from_dict({"kind": "uniform", "channels": 4, "scale": 0.1, "seed": 0}).operator_maps is False
-    with pytest.raises(MetadipError, match="operator_maps"):
-        InputRecipe(operator_maps="yes")
+def test_retired_input_options_are_refused_and_a_recorded_off_switch_still_loads():
+    """Sidecars and configs written before operator maps were removed record ``operator_maps = false``: they
+    load unchanged; one that turns maps (or the retired estimate 'both') on is refused with why."""
+    recorded = {"kind": "uniform", "channels": 4, "scale": 0.1, "seed": 0, "lowpass": 1.0, "operator_maps": False}
+    assert InputRecipe.from_dict(recorded) == InputRecipe(channels=4, lowpass=1.0)
+    assert "operator_maps" not in InputRecipe.from_dict(recorded).to_dict()
+    with pytest.raises(MetadipError, match="operator maps in z were retired"):
+        InputRecipe.from_dict({**recorded, "operator_maps": True})
+    with pytest.raises(MetadipError, match="retired"):
+        InputRecipe(estimate="both", lowpass=1.0)
 
 
 @pytest.mark.parametrize(
@@ -202,16 +153,13 @@ def test_input_recipe_operator_maps_round_trip_and_default_off():
         (1, "denoise"),
     ],
 )
-def test_operator_maps_are_finite_on_tiny_images(size, spec):
-    from metadip.conditioning import OPERATOR_MAPS, operator_maps
-
+def test_conditioned_inputs_are_finite_on_tiny_images(size, spec):
     x = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
     op = operators.build_operator(spec, x.shape[1:], generator=torch.Generator().manual_seed(0))
     y = operators.simulate(x, op, torch.Generator().manual_seed(1))
-    maps = operator_maps(op, y)
-    assert maps.shape == (1, OPERATOR_MAPS, size, size) and torch.isfinite(maps).all()
-    z = make_conditioned_input(InputRecipe(estimate="both", lowpass=1.0), op, y, noise_channels=1)
-    assert z.shape == (1, 10, size, size) and torch.isfinite(z).all()
+    for recipe in (InputRecipe(lowpass=1.0), InputRecipe(estimate="tikhonov")):
+        z = make_conditioned_input(recipe, op, y, noise_channels=1)
+        assert z.shape == (1, 7, size, size) and torch.isfinite(z).all()
 
 
 def _dense_tikhonov(op, y, lam):
@@ -315,23 +263,10 @@ def test_tikhonov_input_hides_held_out_measurements_and_round_trips():
         ({"estimate": "wiener"}, "unknown input estimate"),
         ({"estimate": "tikhonov", "lowpass": 1.0}, "lowpass = 0"),
         ({"estimate": "tikhonov", "tikhonov_noise": 0.0, "tikhonov_floor": 0.0}, "tikhonov_floor or"),
-        ({"estimate": "both", "tikhonov_noise": 0.0, "tikhonov_floor": 0.0}, "'both' needs"),
+        ({"estimate": "both"}, "retired"),
         ({"tikhonov_noise": -1.0}, "tikhonov_noise"),
     ],
 )
 def test_input_recipe_refuses_bad_estimate_options(options, message):
     with pytest.raises(MetadipError, match=message):
         InputRecipe(**options)
-
-
-def test_both_estimates_keep_the_low_passed_base_and_add_the_tikhonov_channels():
-    from metadip.conditioning import tikhonov_estimate
-
-    _, op, y = _measure("superres:factor=2")
-    both = InputRecipe(estimate="both", lowpass=1.0, tikhonov_noise=30.0)
-    z = make_conditioned_input(both, op, y, noise_channels=2)
-    assert z.shape == (1, conditioned_channels(3, 2, extra_estimate=True), 32, 32) == (1, 11, 32, 32)
-    plain = make_conditioned_input(InputRecipe(lowpass=1.0), op, y, noise_channels=2)
-    torch.testing.assert_close(z[:, :6], plain[:, :6])  # the residual base and AᴴA1 are unchanged
-    torch.testing.assert_close(z[:, 9:], plain[:, 6:])  # so is the noise
-    torch.testing.assert_close(z[:, 6:9], tikhonov_estimate(op, y, 30.0, both.tikhonov_floor))

@@ -10,6 +10,7 @@ from conftest import sample_image
 from metadip import dip, metrics, operators, optim
 from metadip.errors import MetadipError
 from metadip.generators import InputRecipe, build_generator, make_input
+from metadip.online import PAPER, DipRecipe
 
 
 def _setup(spec="denoise:sigma=25", size=32, seed=0, image="astronaut", arch=None):
@@ -72,11 +73,11 @@ def test_wmv_stops_early_and_returns_its_best_iterate():
         z,
         y,
         op,
+        PAPER.replace(ema=0.0),
         iterations=400,
         stop=dip.make_stopping_rule("wmv", window=5, patience=10),
         generator=generator,
         reference=x,
-        ema=0.0,
     )
     assert result.stop_reason == "wmv" and result.stop_iteration < 400
     assert result.extras["output_iteration"] == result.stop_iteration - 10
@@ -149,9 +150,9 @@ def test_bad_arguments_are_user_errors():
     with pytest.raises(MetadipError, match="iterations"):
         dip.fit(net, z, y, op, iterations=0)
     with pytest.raises(MetadipError, match="ema"):
-        dip.fit(net, z, y, op, iterations=1, ema=1.0)
+        dip.fit(net, z, y, op, PAPER.replace(ema=1.0), iterations=1)
     with pytest.raises(MetadipError, match="optimizer"):
-        dip.fit(net, z, y, op, iterations=1, optimizer="lbfgs")
+        dip.fit(net, z, y, op, PAPER.replace(optimizer="lbfgs"), iterations=1)
 
 
 def test_monitor_rule_is_watched_but_not_obeyed():
@@ -161,10 +162,10 @@ def test_monitor_rule_is_watched_but_not_obeyed():
         z,
         y,
         op,
+        PAPER.replace(ema=0.0),
         iterations=60,
         stop="budget",
         generator=generator,
-        ema=0.0,
         monitor=dip.make_stopping_rule("wmv", window=5, patience=10),
     )
     assert result.stop_iteration == 60
@@ -216,9 +217,13 @@ def _optimiser_run(make, steps: int = 12, restore_at: int = 5):
     ("ours", "theirs"),
     [
         (lambda g: optim.Adam(g, lr=0.01), lambda g: torch.optim.Adam(g, lr=0.01)),
+        (
+            lambda g: optim.Adam(g, lr=0.01, betas=(0.8, 0.99), eps=1e-6),
+            lambda g: torch.optim.Adam(g, lr=0.01, betas=(0.8, 0.99), eps=1e-6),
+        ),
         (lambda g: optim.SGD(g, lr=0.01), lambda g: torch.optim.SGD(g, lr=0.01, momentum=0.9)),
     ],
-    ids=["adam", "sgd"],
+    ids=["adam", "adam-betas-eps", "sgd"],
 )
 def test_optimisers_are_bit_identical_to_torch_optim(ours, theirs):
     """metadip.optim runs torch.optim's CPU arithmetic: the same parameters, bit for bit, after every step
@@ -237,14 +242,72 @@ def test_fit_gives_the_same_result_as_with_torch_optim(monkeypatch):
         x, y, op, net, z, generator = _setup()
         lrs = {name: 0.02 for name, _ in list(net.named_parameters())[::3]}
         spiky = _SpikyNet(net, bad_calls={15}, value=1e3)
+        recipe = PAPER.replace(lr_per_tensor=lrs)
         return dip.fit(
-            spiky, z, y, op, iterations=30, stop="budget", generator=generator, lr_per_tensor=lrs, reference=x,
-            track_ssim=False,
+            spiky, z, y, op, recipe, iterations=30, stop="budget", generator=generator, reference=x, track_ssim=False
         )
 
     ours = run()
-    monkeypatch.setattr(optim, "make", lambda name, params, lr: torch.optim.Adam(params, lr=lr))
+    monkeypatch.setattr(
+        optim,
+        "make",
+        lambda name, params, lr, betas, eps: torch.optim.Adam(
+            params, lr=lr, betas=betas or optim.BETAS, eps=eps or optim.EPS
+        ),
+    )
     reference = run()
     assert ours.rollbacks == reference.rollbacks == 1
     assert ours.history == reference.history
     assert torch.equal(ours.image, reference.image)
+
+
+def test_the_recipe_reaches_the_optimizer():
+    """make_optimizer honours the recipe's Adam constants (None: torch's defaults) and per-tensor lrs, and fit
+    runs them: a recipe stating torch's defaults gives the bit-identical run of one that states none."""
+    x, y, op, net, z, generator = _setup()
+    names = [n for n, _ in net.named_parameters()]
+    opt = dip.make_optimizer("adam", net, 0.01, {names[0]: 0.5}, betas=(0.5, 0.9), eps=1e-4)
+    assert (opt.betas, opt.eps) == ((0.5, 0.9), 1e-4) and opt.param_groups[0]["lr"] == 0.5
+    assert (dip.make_optimizer("adam", net, 0.01).betas, dip.make_optimizer("adam", net, 0.01).eps) == (
+        optim.BETAS,
+        optim.EPS,
+    )
+
+    def run(recipe):
+        x, y, op, net, z, generator = _setup()
+        return dip.fit(net, z, y, op, recipe, iterations=6, stop="budget", generator=generator)
+
+    plain, stated, other = run(PAPER), run(PAPER.replace(betas=optim.BETAS, eps=optim.EPS)), run(PAPER.replace(eps=0.1))
+    assert plain.history == stated.history and torch.equal(plain.image, stated.image)
+    assert plain.history["loss"][1:] != other.history["loss"][1:]
+
+
+def test_recipe_round_trips_the_sidecar_json_and_refuses_bad_values():
+    exported = {
+        "optimizer": "adam",
+        "lr": 0.002,
+        "reg_noise_std": 0.01,
+        "ema": 0.9,
+        "iterations": 1000,
+        "stop": "holdout",
+        "stop_options": {"holdout": {"patience": 60}},
+        "meta_inner_steps": 48,
+        "adapt": "all",
+        "loss": "mse",
+        "betas": [0.9, 0.999],
+        "eps": 1e-08,
+        "lr_per_tensor": {"head.0.weight": 0.001},
+    }
+    recipe = DipRecipe.from_dict(exported)
+    assert recipe.to_dict() == exported and list(recipe.to_dict()) == list(exported)
+    assert recipe.betas == (0.9, 0.999) and recipe.stopping_rule().patience == 60
+    assert PAPER.to_dict() == {
+        "optimizer": "adam", "lr": 0.01, "reg_noise_std": 1 / 30, "ema": 0.99, "iterations": 3000, "stop": "holdout"
+    }
+    assert DipRecipe.from_dict({}) == PAPER  # a missing key takes the paper's value, as reconstruct always did
+    overridden = recipe.override(lr=0.05, iterations=7)
+    assert (overridden.lr, overridden.lr_per_tensor, overridden.iterations) == (0.05, None, 7)
+    for bad, match in (({"lr": 0}, "lr"), ({"ema": 1.0}, "ema"), ({"betas": [0.9]}, "betas"), ({"bogus": 1}, "bogus"),
+                       ({"stop": "never"}, "stop"), ({"adapt": "some"}, "adaptation mode")):
+        with pytest.raises(MetadipError, match=match):
+            DipRecipe.from_dict({**exported, **bad})

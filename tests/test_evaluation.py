@@ -315,7 +315,6 @@ def tiny_checkpoint(tmp_path):
             "ema": 0.99,
             "iterations": 12,
             "stop": "wmv",
-            "wmv": {"window": 4, "patience": 4},
         },
         training={
             "algorithm": "maml",

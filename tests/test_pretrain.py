@@ -4,6 +4,7 @@ and the ``pretrain`` / ``checkpoints`` commands through click's CliRunner."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 from pathlib import Path
@@ -333,34 +334,52 @@ def test_cli_pretrain_bad_config_is_a_metadip_error(tmp_path):
     assert isinstance(result.exception, MetadipError) and "meta_batch" in str(result.exception)
 
 
-def test_conditioned_init_with_operator_maps_trains_and_reconstructs(tmp_path):
-    """The conditioned recipe end to end: a 1-step run writes a checkpoint whose recipe (operator maps on)
-    rebuilds the same input channels online, and ``reconstruct`` runs from it."""
+def test_conditioned_init_trains_exports_its_online_recipe_and_reconstructs(tmp_path):
+    """The conditioned recipe end to end: a 1-step run writes a checkpoint whose input recipe rebuilds the same
+    input channels online and whose online recipe (``inner``) has the keys sidecars have always held, in their
+    order; ``reconstruct`` runs from it; a network of the wrong input width is refused."""
     from metadip import api, operators
     from metadip.conditioning import conditioned_channels
+    from metadip.online import DipRecipe
 
-    channels = conditioned_channels(3, 3, operator_maps=True)
     config = quiet(tiny_config(steps=1))
     config = dataclasses.replace(
         config,
         model=dataclasses.replace(
-            config.model, options={**config.model.options, "in_channels": channels, "residual": True}
+            config.model, options={**config.model.options, "in_channels": conditioned_channels(3, 3), "residual": True}
         ),
-        input=dataclasses.replace(
-            config.input, z_mode="conditioned", noise_channels=3, lowpass=1.0, operator_maps=True
-        ),
+        input=dataclasses.replace(config.input, z_mode="conditioned", noise_channels=3, lowpass=1.0),
     )
     result = run_pretrain(config, tmp_path / "c", device="cpu", progress=False)
     init = load_checkpoint(result.checkpoint)
-    assert init.z_mode == "conditioned" and init.input_recipe.operator_maps is True
+    assert init.z_mode == "conditioned" and init.input_recipe.lowpass == 1.0
+    inner = json.loads(result.checkpoint.read_text())["inner"]
+    assert list(inner) == [
+        "optimizer", "lr", "reg_noise_std", "ema", "iterations", "stop", "stop_options", "meta_inner_steps", "adapt",
+        "loss", "betas", "eps",
+    ]
+    assert isinstance(init.recipe, DipRecipe) and init.recipe.to_dict() == inner == init.inner
+    assert init.recipe.betas == (config.inner.beta1, config.inner.beta2) and init.recipe.eps == config.inner.eps
     x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     op = operators.build_operator("denoise:sigma=25", x.shape[1:])
     y = operators.simulate(x, op, torch.Generator().manual_seed(1))
     out = api.reconstruct(y, op, init=result.checkpoint, iterations=3, stop="holdout", device="cpu")
     assert out.image.shape == (1, 3, 16, 16) and torch.isfinite(out.image).all()
-    wrong = dataclasses.replace(config, input=dataclasses.replace(config.input, operator_maps=False))
+    wide = {**config.model.options, "in_channels": conditioned_channels(3, 3) + 5}
+    wrong = dataclasses.replace(config, model=dataclasses.replace(config.model, options=wide))
     with pytest.raises(MetadipError, match="input channels"):
         run_pretrain(wrong, tmp_path / "w", device="cpu", progress=False)
+
+
+def test_configs_recorded_before_operator_maps_were_retired_still_parse():
+    """A recorded config (state.pt, a sidecar's ``training.config``) with ``operator_maps = false`` parses to the
+    same config; one with maps on is refused with why."""
+    recorded = tiny_config().to_dict()
+    assert PretrainConfig.from_dict({**recorded, "input": {**recorded["input"], "operator_maps": False}}) == (
+        PretrainConfig.from_dict(recorded)
+    )
+    with pytest.raises(MetadipError, match="operator maps in z were retired"):
+        PretrainConfig.from_dict({**recorded, "input": {**recorded["input"], "operator_maps": True}})
 
 
 def test_tikhonov_conditioned_init_from_toml_carries_its_estimate_online(tmp_path):

@@ -14,6 +14,7 @@ from metadip.checkpoint import shipped_init_for, shipped_init_for_spec
 from metadip.errors import MetadipError
 from metadip.evaluation.suite import EvalConfig
 from metadip.generators import DEFAULT_ARCH, PRESETS, build_generator
+from metadip.online import PAPER
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Arm:
     name: str
     sha256: str
     arch_config: dict
-    inner: dict
+    inner: dict  # the online recipe, as the sidecar stores it (DipRecipe.to_dict())
     card: str = ""
     training: dict = field(default_factory=dict)
 
@@ -41,7 +42,7 @@ def _short_hash(obj: Any, length: int = 16) -> str:
 
 
 #: Architecture options that only make sense with a measurement-conditioned z; the random arm drops them.
-CONDITIONED_OPTIONS = ("residual", "residual_space")
+CONDITIONED_OPTIONS = ("residual",)
 
 
 def random_arch(meta_arch: dict) -> str | dict:
@@ -85,7 +86,7 @@ def meta_arm(init: str, arch: str | None = None) -> Arm:
         name=loaded.name,
         sha256=str(loaded.sidecar.get("sha256", "")),
         arch_config=dict(loaded.arch_config),
-        inner=dict(loaded.inner),
+        inner=loaded.recipe.to_dict(),
         card=loaded.card,
         training=dict(loaded.training),
     )
@@ -132,7 +133,7 @@ def resolve_arms(config: EvalConfig) -> tuple[list[Arm], list[str]]:
                 f"input, {arch_config.get('in_channels')} channels), the meta init's architecture without "
                 "its measurement-conditioned input options"
             )
-        recipe = checkpoint.dip_recipe()
+        recipe = PAPER.to_dict()
         arms.append(
             Arm(
                 label="random",

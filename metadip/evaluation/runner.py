@@ -37,6 +37,7 @@ from metadip.evaluation.problems import (
 from metadip.evaluation.suite import EvalConfig
 from metadip.fileio import atomic_write_json
 from metadip.imageio import write_image
+from metadip.online import PAPER
 from metadip.runtime import resolve_device
 from metadip.spectral import SpectralRecorder, spectrum_record
 from metadip.stopping import Converged
@@ -127,7 +128,7 @@ def run_arm(
 
 
 #: DIP's classic output average (the paper's EMA weight), recorded for both arms whatever their own recipe.
-CLASSIC_EMA = 0.99
+CLASSIC_EMA = PAPER.ema
 
 
 class EmaCurve:

@@ -17,7 +17,12 @@ from metadip.errors import MetadipError
 
 INPUT_KINDS = ("uniform", "gaussian", "meshgrid")
 #: How a measurement-conditioned z estimates the image (:mod:`metadip.conditioning`).
-ESTIMATES = ("backprojection", "tikhonov", "both")
+ESTIMATES = ("backprojection", "tikhonov")
+#: Why a recipe may not turn ``operator_maps`` on any more. Sidecars and configs written before it was removed record
+#: ``operator_maps = false``: :func:`drop_retired` drops that, so they load unchanged.
+OPERATOR_MAPS_RETIRED = (
+    "operator maps in z were retired (probe universal-slim-maps; docs/RESEARCH_LOG.md, entries 9 and 12)"
+)
 
 
 @dataclass(frozen=True)
@@ -32,18 +37,12 @@ class InputRecipe:
     pixels, of the Gaussian normalised convolution applied to the image estimate placed in z (0 = the raw
     estimate). Ignored by pure-noise inputs.
 
-    operator_maps: measurement-conditioned inputs only — add :data:`metadip.conditioning.OPERATOR_MAPS`
-    channels that tell the network what the operator and the noise did (estimated noise level, fraction of
-    fine detail that survives AᴴA at four scales), so one θ0 can tell denoising from deblurring from
-    super-resolution although the low-passed estimates of all three look alike.
-
     estimate: measurement-conditioned inputs only — ``backprojection`` (y itself in image space, else
     Aᴴy / AᴴA1; smoothed by ``lowpass``) or ``tikhonov``: the regularised least-squares image
     argmin ‖A x − y‖² + λ‖∇x‖² with λ = ``tikhonov_floor`` + ``tikhonov_noise``·σ̂², σ̂ the noise level
     estimated from y (:func:`metadip.conditioning.tikhonov_estimate`). One rule for every linear operator: it
     smooths in proportion to the noise, interpolates super-resolution, fills holes, deconvolves blur and
-    suppresses Fourier aliasing. ``lowpass`` must then be 0. ``both``: the (low-passed) back-projection stays the
-    estimate a residual network corrects, and the Tikhonov image is added to z as extra channels.
+    suppresses Fourier aliasing. ``lowpass`` must then be 0.
     """
 
     kind: str = "uniform"
@@ -51,7 +50,6 @@ class InputRecipe:
     scale: float = 0.1
     seed: int = 0
     lowpass: float = 0.0
-    operator_maps: bool = False
     estimate: str = "backprojection"
     tikhonov_noise: float = 50.0
     tikhonov_floor: float = 0.003
@@ -71,9 +69,12 @@ class InputRecipe:
         if not (0.0 <= lowpass <= 16.0):
             raise MetadipError(f"input lowpass must be in [0, 16] pixels, got {self.lowpass}")
         object.__setattr__(self, "lowpass", lowpass)
-        if not isinstance(self.operator_maps, bool):
-            raise MetadipError(f"input operator_maps must be true or false, got {self.operator_maps!r}")
         estimate = str(self.estimate).lower()
+        if estimate == "both":
+            raise MetadipError(
+                "input estimate 'both' (the Tikhonov image as extra channels) was retired (probe universal-slim-both; "
+                "docs/RESEARCH_LOG.md, entry 19)"
+            )
         if estimate not in ESTIMATES:
             raise MetadipError(f"unknown input estimate {self.estimate!r}; valid: {', '.join(ESTIMATES)}")
         object.__setattr__(self, "estimate", estimate)
@@ -94,11 +95,22 @@ class InputRecipe:
     def from_dict(cls, data: dict[str, Any]) -> InputRecipe:
         if not isinstance(data, dict):
             raise MetadipError(f"input recipe must be a mapping, got {type(data).__name__}")
+        data = drop_retired(data, "input")
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise MetadipError(f"unknown input recipe key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
         return cls(**data)
+
+
+def drop_retired(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """An input table ``data`` without the ``operator_maps = false`` older versions recorded; a MetadipError
+    naming ``where`` when it turns the retired maps on."""
+    if "operator_maps" not in data:
+        return data
+    if data["operator_maps"] is not False:
+        raise MetadipError(f"{where} operator_maps = {data['operator_maps']!r}: {OPERATOR_MAPS_RETIRED}")
+    return {k: v for k, v in data.items() if k != "operator_maps"}
 
 
 def make_input(

@@ -53,9 +53,6 @@ _ACT_ALIASES = {
 
 
 RESIDUAL_EPS = 1e-3
-#: ``residual_space`` of a residual skip net: the correction is added to the estimate's logit (then sigmoid) or
-#: to the estimate itself (no output non-linearity: a residual denoiser, whose noise need not be squashed).
-RESIDUAL_SPACES = ("logit", "pixel")
 
 
 def canonical_pad(pad_mode: str) -> str:
@@ -235,7 +232,6 @@ class SkipNet(nn.Module):
         need_bias: bool = True,
         need_1x1_up: bool = True,
         residual: bool = False,
-        residual_space: str = "logit",
         name: str = "custom",
     ) -> None:
         super().__init__()
@@ -294,17 +290,11 @@ class SkipNet(nn.Module):
             "need_1x1_up": bool(need_1x1_up),
             "residual": bool(residual),
         }
-        residual_space = str(residual_space).lower()
-        if residual_space not in RESIDUAL_SPACES:
-            raise MetadipError(f"unknown residual_space {residual_space!r}; valid: {', '.join(RESIDUAL_SPACES)}")
-        if residual_space != "logit":
-            self._config["residual_space"] = residual_space  # only when not the default: old configs stay equal
         if residual and self.in_channels < self.out_channels:
             raise MetadipError("residual=True needs at least out_channels input channels")
-        if residual and residual_space == "logit" and not self.need_sigmoid:
-            raise MetadipError("residual=True in logit space needs a sigmoid output (or residual_space='pixel')")
+        if residual and not self.need_sigmoid:
+            raise MetadipError("residual=True needs a sigmoid output (the correction is added to a logit)")
         self.residual = bool(residual)
-        self.residual_space = residual_space
 
         inner: _Scale | None = None
         for i in reversed(range(num_scales)):
@@ -370,15 +360,11 @@ class SkipNet(nn.Module):
         x = self.head(self.body(x))
         if self.residual:
             # Measurement-conditioned inputs carry an image estimate in their first out_channels channels;
-            # the network predicts a correction of its logit, or of the estimate itself in pixel space
-            # (see metadip.conditioning).
+            # the network predicts a correction of its logit (see metadip.conditioning).
             base = z[:, : self.out_channels]
             if (ph, pw) != (h, w):
                 base = reflect_pad(base, top, ph - h - top, left, pw - w - left)
-            if self.residual_space == "pixel":
-                x = base + x
-            else:
-                x = torch.sigmoid(x + torch.logit(base.clamp(RESIDUAL_EPS, 1 - RESIDUAL_EPS)))
+            x = torch.sigmoid(x + torch.logit(base.clamp(RESIDUAL_EPS, 1 - RESIDUAL_EPS)))
         elif self.need_sigmoid:
             x = torch.sigmoid(x)
         if (ph, pw) != (out_h, out_w):

@@ -37,6 +37,8 @@ from metadip.dip import measurement_loss
 from metadip.errors import MetadipError
 from metadip.generators import InputRecipe, jitter, make_input
 from metadip.losses import sure_through_input
+from metadip.online import PAPER
+from metadip.optim import BETAS, EPS
 from metadip.tasks import Task, config_from_dict, config_to_dict, make_generator
 
 OPTIMIZERS = ("adam", "sgd")
@@ -51,13 +53,13 @@ class InnerConfig:
     (earlier steps are first-order: their Jacobian is taken as the identity); ``None``: all K; 0: FO-MAML."""
 
     steps: int = 10
-    optimizer: str = "adam"
-    lr: float = 0.01
-    beta1: float = 0.9
-    beta2: float = 0.999
-    eps: float = 1e-8
+    optimizer: str = PAPER.optimizer
+    lr: float = PAPER.lr
+    beta1: float = BETAS[0]
+    beta2: float = BETAS[1]
+    eps: float = EPS
     momentum: float = 0.0
-    reg_noise_std: float = 1.0 / 30.0
+    reg_noise_std: float = PAPER.reg_noise_std
     sample_steps: tuple[int, int] | None = None
     second_order_steps: int | None = None
     adapt: str = "all"  # what adapts (metadip.adaptation): all | norm | input — the online stage adapts the same

@@ -14,8 +14,9 @@ from typing import Any
 
 from metadip.checkpoint import check_recommendations
 from metadip.errors import MetadipError
-from metadip.generators.inputs import InputRecipe
+from metadip.generators.inputs import InputRecipe, drop_retired
 from metadip.meta.inner import Z_MODES, InnerConfig
+from metadip.online import PAPER
 from metadip.phantoms import PHANTOMS_COMPLEX
 from metadip.tasks import TaskDistribution, config_from_dict, config_to_dict, read_toml, to_toml_text
 
@@ -43,11 +44,10 @@ class InputConfig:
     size; default), ``fixed`` (one z, stored in the checkpoint; single crop size), ``conditioned`` (z from the
     measurement + ``noise_channels`` noise channels). ``channels`` defaults to the network's input
     channels. ``lowpass``: conditioned z only — Gaussian σ (pixels) of the normalised convolution that smooths
-    the image estimate in z (0 = raw estimate; see :mod:`metadip.conditioning`). ``operator_maps``: conditioned
-    z only — add the noise-level and detail-response maps of :func:`metadip.conditioning.operator_maps`.
-    ``estimate``: conditioned z only — ``backprojection`` (default), ``tikhonov`` (regularised least squares,
-    λ = ``tikhonov_floor`` + ``tikhonov_noise``·σ̂², replaces the estimate) or ``both`` (the Tikhonov image as
-    extra channels; see :class:`metadip.generators.inputs.InputRecipe`)."""
+    the image estimate in z (0 = raw estimate; see :mod:`metadip.conditioning`). ``estimate``: conditioned z
+    only — ``backprojection`` (default) or ``tikhonov`` (regularised least squares, λ = ``tikhonov_floor`` +
+    ``tikhonov_noise``·σ̂², replaces the estimate; see :class:`metadip.generators.inputs.InputRecipe`). An
+    ``operator_maps = false`` (written by older versions) is accepted and dropped."""
 
     kind: str = "uniform"
     channels: int | None = None
@@ -56,7 +56,6 @@ class InputConfig:
     z_mode: str = "resample"
     noise_channels: int = 0
     lowpass: float = 0.0
-    operator_maps: bool = False
     estimate: str = "backprojection"
     tikhonov_noise: float = 50.0
     tikhonov_floor: float = 0.003
@@ -69,7 +68,6 @@ class InputConfig:
             scale=self.scale,
             seed=self.seed,
             lowpass=self.lowpass,
-            operator_maps=self.operator_maps,
             estimate=self.estimate,
             tikhonov_noise=self.tikhonov_noise,
             tikhonov_floor=self.tikhonov_floor,
@@ -132,12 +130,12 @@ class OnlineSettings:
     (``mse`` | ``sure``) may differ from ``inner.loss``: an init meta-trained with the data fit can be run
     online with SURE (what adapts, ``inner.adapt``, may not differ)."""
 
-    optimizer: str = "adam"
+    optimizer: str = PAPER.optimizer
     lr: float | None = None
     reg_noise_std: float | None = None
-    ema: float = 0.99
-    iterations: int = 3000
-    stop: str = "holdout"
+    ema: float = PAPER.ema
+    iterations: int = PAPER.iterations
+    stop: str = PAPER.stop
     stop_patience: int | None = None
     loss: str | None = None
 
@@ -206,6 +204,8 @@ class PretrainConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> PretrainConfig:
         if "name" not in data:
             raise MetadipError("config needs a top-level 'name'")
+        if isinstance(data.get("input"), Mapping):  # configs recorded by older versions (state.pt, sidecars)
+            data = {**data, "input": drop_retired(dict(data["input"]), "input")}
         return config_from_dict(cls, data)
 
     @classmethod

@@ -6,30 +6,29 @@ from __future__ import annotations
 
 import torch
 
+from metadip.online import DipRecipe
 from metadip.pretrain.config import PretrainConfig
 
 
-def online_recipe(config: PretrainConfig, lr_per_tensor: dict | None) -> dict:
+def online_recipe(config: PretrainConfig, lr_per_tensor: dict | None) -> DipRecipe:
     """The online recipe ``reconstruct`` runs the init with: ``[online]``, defaulting to the inner loop's lr,
     jitter and loss; what adapts and the Adam constants of the inner loop; the learned per-tensor lrs, if any."""
-    online = config.online
-    inner_recipe = {
-        "optimizer": online.optimizer,
-        "lr": online.lr if online.lr is not None else config.inner.lr,
-        "reg_noise_std": online.reg_noise_std if online.reg_noise_std is not None else config.inner.reg_noise_std,
-        "ema": online.ema,
-        "iterations": online.iterations,
-        "stop": online.stop,
-        "stop_options": {online.stop: {"patience": online.stop_patience}} if online.stop_patience else {},
-        "meta_inner_steps": config.inner.steps,
-        "adapt": config.inner.adapt,
-        "loss": online.loss if online.loss is not None else config.inner.loss,
-        "betas": [config.inner.beta1, config.inner.beta2],
-        "eps": config.inner.eps,
-    }
-    if lr_per_tensor is not None:
-        inner_recipe["lr_per_tensor"] = lr_per_tensor
-    return inner_recipe
+    online, inner = config.online, config.inner
+    return DipRecipe(
+        optimizer=online.optimizer,
+        lr=online.lr if online.lr is not None else inner.lr,
+        reg_noise_std=online.reg_noise_std if online.reg_noise_std is not None else inner.reg_noise_std,
+        ema=online.ema,
+        iterations=online.iterations,
+        stop=online.stop,
+        stop_options={online.stop: {"patience": online.stop_patience}} if online.stop_patience else {},
+        meta_inner_steps=inner.steps,
+        adapt=inner.adapt,
+        loss=online.loss if online.loss is not None else inner.loss,
+        betas=(inner.beta1, inner.beta2),
+        eps=inner.eps,
+        lr_per_tensor=lr_per_tensor,
+    )
 
 
 def training_record(

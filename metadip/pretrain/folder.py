@@ -106,10 +106,7 @@ def images_recipe(
         )
     in_channels = None
     if channels != init_channels and base.input.z_mode == "conditioned":  # z holds the pictures' channels
-        recipe = base.input.recipe(1)
-        in_channels = conditioned_channels(
-            channels, base.input.noise_channels, recipe.operator_maps, recipe.estimate == "both"
-        )
+        in_channels = conditioned_channels(channels, base.input.noise_channels)
     elif channels != init_channels and not scratch:
         raise MetadipError(
             f"--from {init}: only a measurement-conditioned RGB init converts to grey; {root} holds grey pictures"

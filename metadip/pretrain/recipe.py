@@ -22,7 +22,7 @@ from torch import nn
 
 from metadip import checkpoint as ckpt
 from metadip import distributed
-from metadip.conditioning import OPERATOR_MAPS, conditioned_channels
+from metadip.conditioning import conditioned_channels
 from metadip.errors import MetadipError
 from metadip.fileio import atomic_write_text
 from metadip.generators import build_generator
@@ -169,13 +169,10 @@ def setup_model(config: PretrainConfig, device: torch.device) -> tuple[nn.Module
     in_channels = int(net.config.get("in_channels", 32))
     recipe = config.input.recipe(in_channels)
     if config.input.z_mode == "conditioned":
-        both = recipe.estimate == "both"
-        expected = conditioned_channels(channels, config.input.noise_channels, config.input.operator_maps, both)
+        expected = conditioned_channels(channels, config.input.noise_channels)
         if in_channels != expected:
-            maps = f" + {OPERATOR_MAPS} operator maps" if config.input.operator_maps else ""
-            maps = f" + {channels} Tikhonov" + maps if both else maps
             raise MetadipError(
-                f"z_mode 'conditioned' needs a network with {expected} input channels (2×{channels}{maps} "
+                f"z_mode 'conditioned' needs a network with {expected} input channels (2×{channels} "
                 f"+ {config.input.noise_channels} noise), the model has {in_channels}; set "
                 "model.options.in_channels"
             )

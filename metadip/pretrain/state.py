@@ -94,14 +94,14 @@ def _load_init_from(config: PretrainConfig, net, recipe, learner) -> dict:
     state = source.state_dict
     if change:
         source_channels, target_channels = change
-        colour_blocks = 3 if recipe.estimate == "both" else 2
+        colour_blocks = 2  # the image estimate and the normaliser: one channel per colour each
         shared = recipe.channels - colour_blocks * target_channels
         shapes = {k: v.shape for k, v in net.state_dict().items()}
         state = change_channels_state(state, shapes, colour_blocks, shared, source_channels, target_channels)
     device = next(net.parameters()).device
     with torch.no_grad():
         net.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=True)
-        lrs = source.inner.get("lr_per_tensor") or {}
+        lrs = source.recipe.lr_per_tensor or {}
         for name, value in (getattr(learner, "log_lr", None) or {}).items():
             if name in lrs and lrs[name] > 0:
                 value.fill_(math.log(float(lrs[name]) / learner.inner.lr))

@@ -13,6 +13,7 @@ from metadip import metrics
 from metadip.conditioning import backprojection
 from metadip.generators import default_input_recipe, make_input
 from metadip.meta.inner import InnerConfig, InputPolicy, forward, inner_loop, parameter_dict
+from metadip.online import PAPER
 from metadip.pretrain.config import PretrainConfig
 from metadip.tasks import Task, derive_seed, make_generator
 from metadip.tracking import image_grid
@@ -39,7 +40,9 @@ class Validation:
         k_val = config.inner.steps
         self.marks = sorted({0, k_val, config.log.val_factor * k_val})
         self.inner = _validation_inner(config)
-        self.random_inner = InnerConfig(steps=k_val, optimizer="adam", lr=0.01, reg_noise_std=1.0 / 30.0)
+        self.random_inner = InnerConfig(
+            steps=k_val, optimizer=PAPER.optimizer, lr=PAPER.lr, reg_noise_std=PAPER.reg_noise_std
+        )
         self.random_cache: dict[int, dict] = {}
         self.random_net = None
         if tasks and config.log.val_random:
