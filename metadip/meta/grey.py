@@ -1,8 +1,8 @@
 """Turn a colour (RGB) init of a measurement-conditioned network into a grey one.
 
 A grey picture is a colour picture with R = G = B. Fed such a picture, the RGB network's first convolutions see
-each per-colour block of z (the image estimate, the normaliser AᴴA1, the Tikhonov image of ``estimate = "both"``)
-three times over, so W·[g, g, g] = (W_R + W_G + W_B)·g: summing a first-layer kernel over the colours of each
+each per-colour block of z (the image estimate, back-projection or Tikhonov image, and the normaliser AᴴA1) three
+times over, so W·[g, g, g] = (W_R + W_G + W_B)·g: summing a first-layer kernel over the colours of each
 block gives a one-channel network that computes exactly the same features. The operator-map and noise channels
 are not per colour and are copied. The head's three output rows become their mean (their logit corrections are
 close to each other on a grey picture, so the grey output is the mean of the colour outputs up to second order).
