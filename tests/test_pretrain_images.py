@@ -17,7 +17,8 @@ from PIL import Image
 from metadip.cli import main
 from metadip.errors import MetadipError
 from metadip.pretrain import PretrainConfig, images_recipe
-from metadip.tasks import TaskDistribution, distribution_for_operators
+from metadip.task_ranges import distribution_for_operators
+from metadip.tasks import TaskDistribution
 
 TINY_RUN = ["--from", "scratch", "--arch", "tiny", "--size", "16", "--val-tasks", "0", "--no-progress"]
 TINY_RUN += ["--device", "cpu"]

@@ -14,7 +14,8 @@ from metadip.conditioning import conditioned_channels
 from metadip.errors import MetadipError
 from metadip.images import check_picture_sizes, scan_folder, seeded_held_out, split_images
 from metadip.pretrain.config import DataConfig, ModelConfig, PretrainConfig
-from metadip.tasks import distribution_for_operators, make_generator
+from metadip.task_ranges import distribution_for_operators
+from metadip.tasks import make_generator
 
 #: ``--arch`` of a from-scratch ``--images`` recipe: ``skip-slim`` / ``skip`` (the generator presets) or ``tiny``,
 #: a 2-scale × 4-channel skip net that trains in seconds — for smoke tests, not a useful initialisation.
@@ -73,7 +74,7 @@ def images_recipe(
     ``arch`` may pick a preset of :data:`SCRATCH_ARCHS`. ``data.source`` = the folder (absolute),
     ``data.held_out`` = ``held_out`` pictures (default max(1, 10 %)) chosen by a permutation of the sorted names
     drawn from the recipe's seed (:func:`metadip.images.seeded_held_out`); ``tasks`` = the operator specs and
-    their ranges (:func:`metadip.tasks.distribution_for_operators`), the folder's channel count and ``size``
+    their ranges (:func:`metadip.task_ranges.distribution_for_operators`), the folder's channel count and ``size``
     (crop size).
     The schedule horizons are left unset (they follow ``steps``; a resumed run keeps its own);
     ``recommended_for`` / ``avoid_for`` are cleared (they only steer ``--init auto`` among installed inits);
