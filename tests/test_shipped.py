@@ -43,6 +43,18 @@ def test_shipped_checkpoint_is_self_describing(name):
     assert name in dict(checkpoint.list_checkpoints())
 
 
+def test_domain_inits_are_documented_choices_never_auto(monkeypatch):
+    """The phantom inits (MRI-like partial Fourier, grey and complex) are chosen by name only: auto cannot tell a
+    phantom from a photograph, and on held-out complex phantoms random init peaks higher."""
+    monkeypatch.delenv("METADIP_CHECKPOINTS", raising=False)
+    assert {"phantom-fourier", "phantom-fourier-complex"} <= set(SHIPPED)
+    for channels, expected in ((1, "universal-slim-grey"), (2, None)):
+        op = operators.build_operator("fourier:ratio=0.25", (channels, 32, 32), generator=torch.Generator())
+        assert checkpoint.shipped_init_for(channels, operator=op) == expected
+    init = checkpoint.load_checkpoint("phantom-fourier-complex")
+    assert init.arch_config["out_channels"] == 2 and init.training["init_from"]["converted"] == "grey-to-complex"
+
+
 def test_auto_uses_the_universal_init_for_rgb_and_the_grey_init_for_grey(monkeypatch):
     monkeypatch.delenv("METADIP_CHECKPOINTS", raising=False)
     x = sample_image("astronaut", 24)
