@@ -34,7 +34,7 @@ END = "<!-- results:end -->"
 DOMAIN_BEGIN = "<!-- domain:begin -->"
 DOMAIN_END = "<!-- domain:end -->"
 #: Suites first in this order, then any other suite alphabetically.
-ORDER = ("default", "grey", "size256", "grey-size256", "quick")
+ORDER = ("default", "grey", "size256", "phantom", "phantom-complex", "quick")
 #: Classical methods that are only a view of the measurement, never "the cheap method" of a row.
 VIEWS = ("measurement", "zero_filled")
 
