@@ -10,7 +10,7 @@ __all__ = ["__version__", "reconstruct"]
 
 def __getattr__(name):
     if name == "reconstruct":
-        from metadip.api import reconstruct
+        from metadip.api import reconstruct  # local: metadip.api imports this module (and torch)
 
         return reconstruct
     raise AttributeError(f"module 'metadip' has no attribute {name!r}")

@@ -8,9 +8,13 @@ from pathlib import Path
 
 import torch
 
-from metadip import dip, metrics
+from metadip import checkpoint, dip, metrics
+from metadip.conditioning import conditioned_channels, make_conditioned_input
 from metadip.errors import MetadipError
+from metadip.generators import DEFAULT_ARCH, build_generator, make_input
+from metadip.operators import LinearOperator
 from metadip.runtime import check_seed, configure_threads, resolve_device
+from metadip.tracking import TensorBoardLogger
 
 HOLDOUT_FRACTION = 0.1  # share of the measurements the hold-out stopping rule keeps out of the loss
 
@@ -69,8 +73,6 @@ class ReconstructionResult:
 def resolve_init_name(init: str | Path, *, arch: str | None, out_channels: int, operator=None) -> str | Path:
     """``auto`` → the shipped init for ``out_channels``-channel images (and ``arch`` and ``operator``, if given:
     an init recommended for that operator wins), else ``random``; any other value unchanged."""
-    from metadip import checkpoint
-
     if str(init) != "auto":
         return init
     return checkpoint.shipped_init_for(out_channels, arch, operator) or "random"
@@ -79,9 +81,6 @@ def resolve_init_name(init: str | Path, *, arch: str | None, out_channels: int, 
 def load_init(init: str | Path, *, arch: str | None, out_channels: int, seed: int, operator=None):
     """Resolve ``init`` (``auto``, ``random``, a shipped checkpoint name, or a path) to an ``Init``; with
     ``operator`` (a built operator), ``auto`` may pick an init recommended for it."""
-    from metadip import checkpoint
-    from metadip.generators import DEFAULT_ARCH
-
     if str(init) == "auto":  # loaded once here, not looked up by name and loaded again
         loaded = checkpoint.find_shipped_init(out_channels, arch, operator)
         if loaded is not None:
@@ -111,8 +110,6 @@ def prepare(
 ) -> tuple[torch.nn.Module, torch.Tensor]:
     """Build the generator holding the init's weights and its input z for ``op``'s image size (and, for a
     measurement-conditioned recipe, for ``y`` with the entries where ``weight`` is 0 hidden)."""
-    from metadip.generators import build_generator, make_input
-
     channels, height, width = op.image_shape
     net = build_generator(init_state.arch_config, out_channels=channels)
     try:
@@ -122,8 +119,6 @@ def prepare(
         raise MetadipError(f"initialisation {init_state.name!r} does not fit this architecture: {first}") from None
     net = net.to(device)
     if getattr(init_state, "z_mode", "resample") == "conditioned":
-        from metadip.conditioning import conditioned_channels, make_conditioned_input
-
         if y is None:
             raise MetadipError(f"initialisation {init_state.name!r} builds its input from the measurement; pass y")
         noise_channels = int(net.config["in_channels"]) - conditioned_channels(channels, 0)
@@ -148,8 +143,6 @@ def input_builder(init_state, op, weight: torch.Tensor | None, seed: int, in_cha
     other inits. ``in_channels``: the network's input width."""
     if getattr(init_state, "z_mode", "resample") != "conditioned":
         return None
-    from metadip.conditioning import conditioned_channels, make_conditioned_input
-
     recipe = init_state.input_recipe
     noise_channels = in_channels - conditioned_channels(op.image_shape[0], 0)
 
@@ -178,8 +171,6 @@ def _check_range(y: torch.Tensor, operator) -> None:
 def _check_arguments(y, operator, reference, *, iterations, lr, seed) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Validate :func:`reconstruct`'s arguments (one line :class:`MetadipError` each); ``y`` as 1×C×H×W float32
     (complex64 for a complex operator) and ``reference`` as 1×C×H×W float32."""
-    from metadip.operators import LinearOperator
-
     if not isinstance(operator, LinearOperator):
         raise MetadipError(
             f"operator must be a metadip operator (metadip.operators.build_operator), got {type(operator).__name__}"
@@ -284,8 +275,6 @@ def reconstruct(
     sure = recipe.loss == "sure"
     logger = None
     if tensorboard is not None:
-        from metadip.tracking import TensorBoardLogger
-
         logger = TensorBoardLogger(tensorboard)
     try:
         result = dip.fit(

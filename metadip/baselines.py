@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from metadip import metrics
+from metadip.conditioning import tikhonov_estimate
 
 #: Regularisation weights tried for the best-λ Tikhonov baseline (λ on ‖∇x‖², images in [0, 1]).
 TIKHONOV_LAMBDAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
@@ -112,8 +113,6 @@ def biharmonic_fill(y: torch.Tensor, op) -> torch.Tensor:
 
 def tikhonov_best(x: torch.Tensor, y: torch.Tensor, op) -> tuple[torch.Tensor, float]:
     """The Tikhonov image argmin ‖A x − y‖² + λ‖∇x‖² at the best λ of :data:`TIKHONOV_LAMBDAS` (oracle)."""
-    from metadip.conditioning import tikhonov_estimate
-
     best, best_lam, best_psnr = None, TIKHONOV_LAMBDAS[0], -np.inf
     for lam in TIKHONOV_LAMBDAS:
         estimate = tikhonov_estimate(op, y, noise_factor=0.0, floor=lam)

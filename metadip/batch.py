@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import json
 import math
 import os
 from collections.abc import Sequence
@@ -28,9 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import click
+import torch
 
+from metadip import api, distributed, operators
 from metadip.errors import MetadipError, one_line
-from metadip.imageio import DEFAULT_MAX_PIXELS, MEASUREMENT_EXTENSIONS
+from metadip.fileio import atomic_write_json, ensure_writable_dir, remove_files
+from metadip.imageio import DEFAULT_MAX_PIXELS, MEASUREMENT_EXTENSIONS, read_measurement, write_image
+from metadip.runtime import resolve_device
 
 GLOB_CHARS = "*?["
 #: Files ``operators.save_operator_artifacts`` writes beside a measurement (never measurements themselves).
@@ -57,11 +62,6 @@ def json_safe(value):
 
 def load_problem(measurement: str | os.PathLike, *, spec: str | None, mask, kernel, max_pixels: int):
     """Read measurement ``y`` and rebuild its operator (from ``Y.operator.json`` or the flags); check they fit."""
-    import torch
-
-    from metadip import operators
-    from metadip.imageio import read_measurement
-
     y = read_measurement(measurement, max_pixels=max_pixels)
     op = operators.load_operator_for_measurement(
         measurement, spec, mask_path=mask, kernel_path=kernel, measurement_shape=tuple(y.shape[1:])
@@ -104,8 +104,6 @@ class Request:
     def reconstruct(self, y, op, *, reference=None, name: str | None = None):
         """:func:`metadip.api.reconstruct` of ``y`` with these settings; ``name``: the batch item, whose
         TensorBoard log goes to ``tensorboard/name``."""
-        from metadip import api
-
         log = (Path(self.tensorboard) / name if name else Path(self.tensorboard)) if self.tensorboard else None
         return api.reconstruct(
             y,
@@ -141,9 +139,6 @@ def history_record(result, op, measurement, seed: int, reference: str | None = N
 
 def write_outputs(out_path: Path, image, history_path: Path | None, record: dict | None) -> None:
     """Write the history (if any) and then the image, each atomically; on failure remove what was written."""
-    from metadip.fileio import atomic_write_json, remove_files
-    from metadip.imageio import write_image
-
     written: list[Path] = []
     try:
         if history_path is not None:
@@ -257,9 +252,7 @@ def plan(measurements: Sequence[Path], out_dir: Path, history: bool) -> list[Ite
 
 def is_complete(item: Item) -> bool:
     """The item's image exists and decodes (and its history exists and parses, when asked for)."""
-    import json
-
-    from PIL import Image
+    from PIL import Image  # lazy: Pillow loads on first use, as in metadip.imageio
 
     try:
         with Image.open(item.out) as image:
@@ -283,8 +276,6 @@ def check_out_dir(out: str) -> Path:
             f"--out {out} looks like a file name; with several measurements --out names a folder "
             "(outputs are OUTDIR/<stem>.png)"
         )
-    from metadip.fileio import ensure_writable_dir
-
     ensure_writable_dir(out_dir / "probe")  # creates out_dir, checks it is writable
     return out_dir
 
@@ -293,9 +284,6 @@ def run_batch(args: Sequence[str], request: Request, *, out: str, history: bool)
     """Reconstruct every measurement in ``args`` into folder ``out`` as ``request`` says; return the exit status
     (0, or 2 if any item failed). Problems common to every item (no files, bad --out, unknown init/arch/device)
     raise :class:`MetadipError` before any work starts."""
-    from metadip import api, distributed
-    from metadip.runtime import resolve_device
-
     measurements, ignored = find_measurements(args)
     items = plan(measurements, Path(out), history)
     info = distributed.env_info()

@@ -38,6 +38,7 @@ from metadip.errors import MetadipError
 from metadip.fileio import atomic_write_bytes, atomic_write_json
 from metadip.generators import InputRecipe, build_generator, default_input_recipe
 from metadip.online import PAPER, DipRecipe
+from metadip.operators import OPERATORS, build_operator, parse_operator_spec
 
 FORMAT_VERSION = 1
 Z_KEY = "__z__"
@@ -138,8 +139,6 @@ def check_recommendations(value: Any, what: str) -> tuple[str, ...]:
     """``value`` as a tuple of operator specs — a family (``deblur``) or a family with the parameters it must
     have (``superres:factor=4``) — each checked by :func:`metadip.operators.parse_operator_spec`; a MetadipError
     naming ``what`` otherwise."""
-    from metadip.operators import OPERATORS, parse_operator_spec
-
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise MetadipError(
             f"{what} must be a list of operator specs (a family — {', '.join(OPERATORS)} — or e.g. "
@@ -157,8 +156,6 @@ def recommends(entries: Sequence[str], operator: Any) -> bool:
     """Whether one of the specs (``recommended_for`` / ``avoid_for``) matches ``operator`` (a built operator):
     the same family and, for every parameter the spec names, the same value (``superres:factor=4`` matches any
     ×4 super-resolution, whatever its filter or noise)."""
-    from metadip.operators import parse_operator_spec
-
     params = operator.params()
     for entry in entries:
         try:
@@ -504,8 +501,6 @@ def shipped_init_for(channels: int | None, arch: str | None = None, operator: An
 def shipped_init_for_spec(spec: str, size: int = 64, channels: int | None = 3) -> str | None:
     """:func:`shipped_init_for` an operator given as a spec (built at ``size`` px with a fixed seed, so its
     default parameters are filled in), e.g. to report the ``--init auto`` rule without a measurement."""
-    from metadip.operators import build_operator
-
     shape = (channels or 3, size, size)
     op = build_operator(spec, shape, generator=torch.Generator().manual_seed(0))
     return shipped_init_for(channels, operator=op)

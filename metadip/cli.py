@@ -10,6 +10,8 @@ registered at the end: ``simulate`` (:mod:`metadip.cli_simulate`), ``reconstruct
 (:mod:`metadip.cli_pretrain`). Shared option types and checks: :mod:`metadip.cli_options`.
 """
 
+# Imports inside functions are deliberate: they keep `metadip --help` and CLI start-up fast.
+
 from __future__ import annotations
 
 import sys

@@ -3,6 +3,8 @@
 Registered on the main group by :mod:`metadip.cli` (``main.add_command(evaluate)``).
 """
 
+# Imports inside functions are deliberate: they keep `metadip --help` and CLI start-up fast.
+
 from __future__ import annotations
 
 import time

@@ -3,6 +3,8 @@ output will not overwrite one of the command's inputs. Imported by :mod:`metadip
 and :mod:`metadip.cli_reconstruct`.
 """
 
+# Imports inside functions are deliberate: they keep `metadip --help` and CLI start-up fast.
+
 from __future__ import annotations
 
 import math

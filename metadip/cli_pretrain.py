@@ -7,6 +7,8 @@
 pictures at the end: :func:`held_out_table`) and ``metadip checkpoints``. Works the same under
 ``torchrun --nproc_per_node=N -m metadip pretrain ...`` (rank 0 prints and writes)."""
 
+# Imports inside functions are deliberate: they keep `metadip --help` and CLI start-up fast.
+
 from __future__ import annotations
 
 import dataclasses

@@ -4,6 +4,8 @@ operator's record (so that ``metadip reconstruct Y`` needs no further flags).
 Registered on the main group by :mod:`metadip.cli` (``main.add_command(simulate)``).
 """
 
+# Imports inside functions are deliberate: they keep `metadip --help` and CLI start-up fast.
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -22,6 +22,9 @@ from pathlib import Path
 
 import torch
 
+from metadip import api, metrics, operators
+from metadip.baselines import compute_baselines, measurement_view
+from metadip.fileio import atomic_save_with
 from metadip.stopping import StoppingRule
 
 #: The four problems (σ on the 0–255 scale).
@@ -94,15 +97,14 @@ class ArmRun:
             return "rule"
         if len(self.psnr) < 2 * RISING_WINDOW:
             return "short"
+        # heavy: the whole evaluation package (~80 ms), and metadip.cli imports this module at start-up
         from metadip.evaluation import still_improving
 
         return "rising" if still_improving({"psnr": self.psnr}, window=RISING_WINDOW) else "levelled"
 
     def seconds_to_reach(self, target: float) -> float | None:
         """Seconds until this run's curve first reached ``target`` dB (None if it never did)."""
-        from metadip.metrics import first_reaching
-
-        reached = first_reaching(self.psnr, target)
+        reached = metrics.first_reaching(self.psnr, target)
         return None if reached is None else self.seconds[reached - 1]
 
     def to_json(self) -> dict:
@@ -120,8 +122,6 @@ class ArmRun:
 
 def run_arm(y, op, clean, init: str, *, seed: int, device, seconds: float, iterations: int) -> ArmRun:
     """DIP on ``y`` from ``init`` with its own recipe and stopping rule, within ``seconds`` and ``iterations``."""
-    from metadip import api, metrics
-
     started = time.perf_counter()
     recipe = api.load_init(init, arch=None, out_channels=op.image_shape[0], seed=seed, operator=op).recipe
     run = ArmRun(init=init)
@@ -214,9 +214,6 @@ class Problem:
 
 
 def make_problems(clean: torch.Tensor, seed: int) -> list[Problem]:
-    from metadip import operators
-    from metadip.baselines import compute_baselines, measurement_view
-
     problems = []
     for index, spec in enumerate(OPERATORS):
         generator = torch.Generator().manual_seed(seed + index)
@@ -234,8 +231,6 @@ def figure(problems: list[Problem], clean: torch.Tensor, path: Path, seconds: fl
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from metadip.fileio import atomic_save_with
 
     with_meta = any(p.meta is not None for p in problems)
     rows = 4 if with_meta else 3
@@ -288,9 +283,7 @@ def figure(problems: list[Problem], clean: torch.Tensor, path: Path, seconds: fl
                 continue
             title, image, psnr = entry
             if psnr is None:
-                from metadip.metrics import psnr as _psnr
-
-                psnr = _psnr(image, clean)
+                psnr = metrics.psnr(image, clean)
             array = image[0].detach().cpu().clamp(0, 1).permute(1, 2, 0).numpy()
             if array.shape[-1] == 1:
                 ax.imshow(array[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")

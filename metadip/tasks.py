@@ -25,11 +25,15 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Union
 
 import torch
 
 from metadip.errors import MetadipError
+from metadip.images import DEAD_LEAVES, DeadLeaves, random_patch
+from metadip.operators import OperatorSpec, build_operator, simulate
+from metadip.phantoms import Phantoms
 
 FAMILIES = ("denoise", "inpaint", "superres", "deblur", "fourier")
 
@@ -204,8 +208,6 @@ def _tomllib():
 
 def read_toml(path: Any) -> dict:
     """Parse a TOML file; a missing file or a syntax error is a MetadipError."""
-    from pathlib import Path
-
     tomllib = _tomllib()
 
     path = Path(path)
@@ -470,10 +472,6 @@ class TaskDistribution:
         in the task (its inner-loop randomness derives from it). ``dead_leaves`` overrides the distribution's
         fraction of dead-leaves tasks; with a positive fraction one extra number is drawn first (a fraction of 0
         draws exactly what it always did)."""
-        from metadip.images import DEAD_LEAVES, DeadLeaves, random_patch
-        from metadip.operators import OperatorSpec, build_operator, simulate
-        from metadip.phantoms import Phantoms
-
         fraction = self.dead_leaves if dead_leaves is None else float(dead_leaves)
         synthetic = fraction > 0 and float(torch.rand((), generator=generator, dtype=torch.float64)) < fraction
         if not images and not synthetic:

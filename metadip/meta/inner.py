@@ -33,6 +33,7 @@ from torch.func import functional_call
 
 from metadip.adaptation import Z_KEY, adapted_names, adapts_input, check_mode
 from metadip.checkpoint import Z_MODES
+from metadip.conditioning import make_conditioned_input
 from metadip.dip import measurement_loss
 from metadip.errors import MetadipError
 from metadip.generators import InputRecipe, jitter, make_input
@@ -315,8 +316,6 @@ class InputPolicy:
             return make_input(self.recipe, net.input_shape(height, width), generator=generator).to(
                 device=device, dtype=task.x.dtype
             )
-        from metadip.conditioning import make_conditioned_input
-
         return make_conditioned_input(
             self.recipe, task.op, task.y, self.noise_channels, generator=generator
         ).to(dtype=task.x.dtype)
@@ -327,7 +326,6 @@ def input_builder_for(policy: InputPolicy, task: Task) -> Callable[[Tensor], Ten
     SURE inner loss; None when z does not depend on y."""
     if policy.mode != "conditioned":
         return None
-    from metadip.conditioning import make_conditioned_input
 
     def build(measurement: Tensor) -> Tensor:
         return make_conditioned_input(
