@@ -303,3 +303,12 @@ def test_parse_and_load_image_source(tmp_path, tiny_rgb_png):
     assert mio.load_image_source("sample:coffee", size=16).shape == (1, 3, 16, 16)
     assert mio.load_image_source(tiny_rgb_png).shape == (1, 3, 32, 32)
     assert mio.load_image_source(tiny_rgb_png, size=16).shape == (1, 3, 16, 16)
+
+
+def test_a_complex_picture_is_written_as_its_magnitude(tmp_path):
+    """Two channels (real, imaginary) cannot be an image file: the PNG shows the magnitude; .npy keeps both."""
+    parts = torch.zeros(1, 2, 16, 16)
+    parts[:, 0], parts[:, 1] = 0.3, 0.4  # magnitude 0.5
+    read = mio.read_image(mio.write_image(tmp_path / "x.png", parts))
+    assert read.shape == (1, 1, 16, 16)
+    np.testing.assert_allclose(read.numpy(), 128 / 255, atol=1e-6)
