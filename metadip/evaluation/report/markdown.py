@@ -456,7 +456,7 @@ def write_markdown(results: dict, out: Path, figures: dict) -> Path:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if k != "platform") + ".",
         f"Platform: {versions.get('platform', '?')}.",
         "",
-        "Files: `results.json` (every curve; keys documented in `metadip/evaluation.py`), `results.csv` "
+        "Files: `results.json` (every curve; keys documented in `metadip/evaluation/__init__.py`), `results.csv` "
         "(one row per case), `config.toml` (re-run with `metadip evaluate --config config.toml`), `images/`, "
         "`cases/` (the resume cache).",
         "",
