@@ -116,11 +116,11 @@ HEADER = (
 )
 
 
-def headline_rows(results: dict, link: str) -> list[str]:
+def headline_rows(results: dict, link: str, prefix: str = "") -> list[str]:
     rows = []
     for setting, s in results["summary"]["by_setting"].items():
         tag = f" ({s.get('coverage')})" if s.get("coverage") not in (None, "seen") else ""
-        name = f"[{setting}]({link}){tag}{_mark(results, setting)}"
+        name = f"{prefix}[{setting}]({link}){tag}{_mark(results, setting)}"
         if s.get("n_pairs"):
             rows.append(
                 f"| {name} | {s['n_pairs']} | {_fmt(s.get('random_peak_psnr_median'))} | "
@@ -157,7 +157,7 @@ def domain(loaded: dict[str, tuple[dict, str]]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for suite, results, link in chosen:
-        lines += [row.replace("| [", f"| {suite}: [", 1) for row in headline_rows(results, link)]
+        lines += headline_rows(results, link, prefix=f"{suite}: ")
     pictures = sorted({p for _, r, _ in chosen for p in r.get("config", {}).get("images", [])})
     lines += ["", f"Held-out pictures: {', '.join(pictures)}. Columns as in the results table above."]
     return "\n".join(lines)

@@ -28,6 +28,7 @@ phantom at the crop size for every task.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -163,8 +164,8 @@ def held_out_index(name: str) -> int | None:
 
 
 def _namespace_generator(*parts: object) -> torch.Generator:
-    import hashlib
-
+    """A generator seeded by a SHA-256 of ``parts``. Not :func:`metadip.tasks.make_generator` (which imports this
+    module): this derivation defines the committed phantom suites' pictures, so it stays as it is."""
     digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:7], "big"))
 
