@@ -25,6 +25,7 @@ checkpoint with an edited sidecar, in a temporary folder; ``--adapt`` sets the a
 ``metadip/adaptation.py``). ``--converge`` runs every curve until its PSNR has passed its peak (the evaluation's
 rule: no 0.01 dB gain for max(500, half the iterations so far)), ``--iterations`` /
 ``--baseline-iterations`` being the caps — use it so that Δ and speedups are against random's real peak.
+``--cache DIR`` keeps the baseline's curves (one JSON per case) so later comparisons reuse them.
 """
 
 from __future__ import annotations
@@ -108,6 +109,36 @@ def run_curve(
     return list(result.history["psnr"])
 
 
+def cached_curve(
+    cache: Path | None,
+    init: str,
+    image: str,
+    operator: str,
+    seed: int,
+    size: int,
+    iterations: int,
+    channels: int = 3,
+    converge: bool = False,
+) -> list[float]:
+    """:func:`run_curve`, read from / written to ``cache`` (a folder; None: no cache). Only for an init that its
+    name fixes (``random``, a shipped init): the key is the name, not the weights."""
+    if cache is None:
+        return run_curve(init, image, operator, seed, size, iterations, channels, converge)
+    import json
+    import re
+
+    key = f"{init}|{image_item(image).name}|{operator}|{seed}|{size}|{channels}|{iterations}|{int(converge)}"
+    path = cache / (re.sub(r"[^A-Za-z0-9.=-]+", "_", key) + ".json")
+    if path.exists():
+        return json.loads(path.read_text())
+    curve = run_curve(init, image, operator, seed, size, iterations, channels, converge)
+    cache.mkdir(parents=True, exist_ok=True)
+    from metadip.fileio import atomic_write_json
+
+    atomic_write_json(path, curve)
+    return curve
+
+
 def summarise(curve: list[float], baseline: list[float] | None = None) -> dict:
     peak = max(range(len(curve)), key=curve.__getitem__)
     row = {
@@ -178,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--converge", action="store_true", help="run each curve until its peak has passed (capped)")
     parser.add_argument("--out", type=Path, default=None, help="write the medians (and every case) as JSON")
+    parser.add_argument("--cache", type=Path, default=None, help="folder of baseline curves to reuse between runs")
     args = parser.parse_args(argv)
 
     def per_init(values: list[str] | None, option: str) -> list[str | None]:
@@ -218,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.baseline:
             for operator in operators:
                 for image, seed in cases_of:
-                    curve = run_curve(
+                    curve = cached_curve(
+                        args.cache,
                         args.baseline,
                         image,
                         operator,
