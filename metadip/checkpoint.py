@@ -442,8 +442,8 @@ def _find_shipped(channels: int | None, arch: str | None, operator: Any = None) 
     init whose sidecar's ``recommended_for`` matches the operator (:func:`recommends`) first, then
     inits trained on its family (``training.families``) before the others, so a specialist is no fallback for a
     family it never saw; then :data:`DEFAULT_INITS` in their order (the RGB default before the grey one), then
-    by name. Inits whose ``avoid_for`` matches the operator are skipped; None when none fits (the caller falls
-    back to random init).
+    by name. Inits whose ``avoid_for`` matches the operator are skipped, and so are inits run online with SURE
+    (``inner.loss``) for Poisson measurements; None when none fits (the caller falls back to random init).
     Checkpoints that fail to load are skipped here; naming one explicitly still reports why it failed."""
     try:
         names = [name for name, _ in list_checkpoints()]
@@ -469,6 +469,8 @@ def _find_shipped(channels: int | None, arch: str | None, operator: Any = None) 
                 return None
             if specs_match(meta.get("avoid_for", [])):
                 return None
+            if getattr(operator, "poisson", None) and (meta.get("inner") or {}).get("loss") == "sure":
+                return None  # its online loss, SURE, assumes Gaussian noise
             recommended = specs_match(meta.get("recommended_for", []))
         except (MetadipError, AttributeError, TypeError, ValueError):
             return None  # a malformed sidecar fails to load as well: skipped either way

@@ -172,9 +172,7 @@ def test_missing_sidecar_key(tmp_path):
 def test_weights_that_do_not_fit_the_architecture(tmp_path):
     net = tiny_net()
     other = {**TINY, "channels_down": [8, 8], "channels_up": [8, 8]}
-    save_checkpoint(
-        tmp_path / "c", net, arch_config=other, input_recipe=InputRecipe(channels=4), inner={}, training={}
-    )
+    save_checkpoint(tmp_path / "c", net, arch_config=other, input_recipe=InputRecipe(channels=4), inner={}, training={})
     with pytest.raises(MetadipError, match="does not match its architecture"):
         load_checkpoint(tmp_path / "c")
 
@@ -320,6 +318,23 @@ def test_auto_init_skips_an_init_that_avoids_the_operator(tmp_path, monkeypatch)
     assert api.load_init(checkpoint.DEFAULT_INIT, arch=None, out_channels=3, seed=0, operator=blocks).name == (
         checkpoint.DEFAULT_INIT
     )
+
+
+def test_auto_init_skips_a_sure_init_for_poisson_noise(tmp_path, monkeypatch):
+    """An init run online with SURE (Gaussian noise) is never auto's pick for Poisson measurements."""
+    from metadip import checkpoint, operators
+
+    def op(spec):
+        return operators.build_operator(spec, (3, 16, 16), generator=torch.Generator().manual_seed(0))
+
+    monkeypatch.setattr(checkpoint, "default_checkpoint_dir", lambda: tmp_path / "shipped")
+    monkeypatch.delenv("METADIP_CHECKPOINTS", raising=False)
+    save_tiny(tmp_path / "shipped" / checkpoint.DEFAULT_INIT)
+    inner = {"optimizer": "adam", "lr": 0.01, "ema": 0.99, "iterations": 500, "stop": "wmv", "loss": "sure"}
+    save_tiny(tmp_path / "shipped" / "zz-sure", recommended_for=["denoise"], inner=inner)
+    assert checkpoint.shipped_init_for(3, operator=op("denoise:sigma=25")) == "zz-sure"
+    assert checkpoint.shipped_init_for(3, operator=op("denoise:poisson=30")) == checkpoint.DEFAULT_INIT
+    assert checkpoint.shipped_init_for(3, operator=op("denoise:sigma=5,poisson=30")) == checkpoint.DEFAULT_INIT
 
 
 def test_auto_init_prefers_inits_trained_on_the_family(tmp_path, monkeypatch):

@@ -510,9 +510,7 @@ def test_auto_init_of_a_suite_follows_reconstructs_rule(tmp_path, monkeypatch):
     mixed = config_for("deblur:kernel=gauss,width=1", "denoise:sigma=25")
     arms, notes = evaluation.resolve_arms(mixed)
     assert "each operator gets the init" in notes[0]
-    picked = {
-        p.operator: [a.name for a in evaluation.problem_arms(p, arms)] for p in evaluation.plan(mixed, arms)
-    }
+    picked = {p.operator: [a.name for a in evaluation.problem_arms(p, arms)] for p in evaluation.plan(mixed, arms)}
     assert picked == {
         "deblur:kernel=gauss,width=1": ["random", "blur-expert"],
         "denoise:sigma=25": ["random", checkpoint.DEFAULT_INIT],
@@ -684,3 +682,31 @@ def test_readme_domain_block_lists_converged_named_init_suites(tmp_path):
     text = readme.read_text()
     assert "old domain" not in text and "| phantom: [denoise:sigma=25 @ 32px]" in text and text.endswith("\nend\n")
     assert "\nmiddle\n" in text
+
+
+def test_readme_headline_draws_a_setting_from_the_suite_of_todays_auto_pick(monkeypatch):
+    """A family's init shipped after the auto suite ran: its converged suite on the same pictures and seeds
+    replaces that setting's row in the headline table, and is not listed as a domain init."""
+    from metadip import checkpoint
+
+    readme_table = _readme_table()
+    auto = _suite_results()
+    for c in auto["cases"]:
+        c["init_name"] = "old" if c["init"] == "meta" else c["init_name"]
+    newer = _suite_results()
+    newer["config"]["options"]["init"] = "tiny"
+    newer["cases"][1]["peak_psnr"] = 31.5
+    newer["summary"]["by_setting"]["denoise:sigma=25 @ 32px"]["meta_peak_psnr_median"] = 31.5
+    loaded = {"default": (auto, "d.md"), "denoise-new": (newer, "n.md")}
+    monkeypatch.setattr(checkpoint, "shipped_init_for_spec", lambda spec, size=64, channels=3: "tiny")
+    assert readme_table.auto_pick(newer) and not readme_table.auto_pick(auto)
+    text = readme_table.headline(loaded)
+    assert "| [denoise:sigma=25 @ 32px](n.md) |" in text and "31.50 (tiny)" in text and "(old)" not in text
+    assert "No domain init" in readme_table.domain(loaded)
+    # other pictures or seeds: no replacement
+    newer["cases"][1]["seed"] = 7
+    assert "(old)" in readme_table.headline(loaded)
+    # auto no longer picks it: a domain init again, and the auto suite's own row stays
+    newer["cases"][1]["seed"] = auto["cases"][1]["seed"]
+    monkeypatch.setattr(checkpoint, "shipped_init_for_spec", lambda spec, size=64, channels=3: "old")
+    assert "(old)" in readme_table.headline(loaded) and "n.md" in readme_table.domain(loaded)

@@ -47,12 +47,35 @@ def test_domain_inits_are_documented_choices_never_auto(monkeypatch):
     """The phantom inits (MRI-like partial Fourier, grey and complex) are chosen by name only: auto cannot tell a
     phantom from a photograph, and on held-out complex phantoms random init peaks higher."""
     monkeypatch.delenv("METADIP_CHECKPOINTS", raising=False)
-    assert {"phantom-fourier", "phantom-fourier-complex"} <= set(SHIPPED)
+    assert {"phantom-fourier", "phantom-fourier-complex", "phantom-fourier-reptile"} <= set(SHIPPED)
     for channels, expected in ((1, "universal-slim-grey"), (2, None)):
         op = operators.build_operator("fourier:ratio=0.25", (channels, 32, 32), generator=torch.Generator())
         assert checkpoint.shipped_init_for(channels, operator=op) == expected
     init = checkpoint.load_checkpoint("phantom-fourier-complex")
     assert init.arch_config["out_channels"] == 2 and init.training["init_from"]["converted"] == "grey-to-complex"
+
+
+def test_the_reptile_phantom_init_is_the_random_arms_network_at_its_training_size():
+    """phantom-fourier-reptile: the random arm's network, noise z and recipe (online DIP from θ0 is random init's
+    run from another start); its fixed z is stored at 64 px, so another size is a one-line error."""
+    from metadip.errors import MetadipError
+
+    init = checkpoint.load_checkpoint("phantom-fourier-reptile")
+    assert init.training["algorithm"] == "reptile" and init.z is not None and tuple(init.z.shape[-2:]) == (64, 64)
+    assert init.recipe.lr == pytest.approx(0.01) and init.recipe.ema == pytest.approx(0.99)
+    generator = torch.Generator().manual_seed(0)
+    for size in (64, 32):
+        x = torch.rand(1, 1, size, size, generator=generator)
+        op = operators.build_operator("fourier:ratio=0.25,sigma=5", (1, size, size), generator=generator)
+        y = operators.simulate(x, op, generator)
+        if size == 64:
+            assert (
+                api.reconstruct(y, op, init="phantom-fourier-reptile", iterations=2, stop="budget").image.shape
+                == x.shape
+            )
+        else:
+            with pytest.raises(MetadipError, match="fixed input of shape"):
+                api.reconstruct(y, op, init="phantom-fourier-reptile", iterations=2, stop="budget")
 
 
 def test_auto_uses_the_universal_init_for_rgb_and_the_grey_init_for_grey(monkeypatch):
@@ -72,8 +95,11 @@ def test_auto_uses_the_universal_init_for_rgb_and_the_grey_init_for_grey(monkeyp
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ("denoise:sigma=25", checkpoint.DEFAULT_INIT),
+        ("denoise:sigma=25", "universal-slim-sure"),
+        ("denoise:sigma=10", "universal-slim-sure"),
+        ("denoise:poisson=30", checkpoint.DEFAULT_INIT),  # SURE is for Gaussian noise
         ("inpaint:ratio=0.5", checkpoint.DEFAULT_INIT),
+        ("inpaint:ratio=0.5,sigma=5", checkpoint.DEFAULT_INIT),
         ("inpaint:holes=blocks,ratio=0.4", None),  # every shipped init avoids block holes: random init
         ("superres:factor=4", "universal-slim-superres"),
         ("superres:factor=4,filter=gauss,sigma=5", "universal-slim-superres"),
