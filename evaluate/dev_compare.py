@@ -109,29 +109,21 @@ def run_curve(
     return list(result.history["psnr"])
 
 
-def cached_curve(
-    cache: Path | None,
-    init: str,
-    image: str,
-    operator: str,
-    seed: int,
-    size: int,
-    iterations: int,
-    channels: int = 3,
-    converge: bool = False,
-) -> list[float]:
-    """:func:`run_curve`, read from / written to ``cache`` (a folder; None: no cache). Only for an init that its
-    name fixes (``random``, a shipped init): the key is the name, not the weights."""
+def cached_curve(cache: Path | None, *case) -> list[float]:
+    """:func:`run_curve` of ``case`` (its arguments, in order), read from / written to ``cache`` (a folder; None: no
+    cache). Only for an init that its name fixes (``random``, a shipped init): the key is the name, not the
+    weights."""
     if cache is None:
-        return run_curve(init, image, operator, seed, size, iterations, channels, converge)
+        return run_curve(*case)
     import json
     import re
 
+    init, image, operator, seed, size, iterations, channels, converge = (*case, 3, False)[:8]
     key = f"{init}|{image_item(image).name}|{operator}|{seed}|{size}|{channels}|{iterations}|{int(converge)}"
     path = cache / (re.sub(r"[^A-Za-z0-9.=-]+", "_", key) + ".json")
     if path.exists():
         return json.loads(path.read_text())
-    curve = run_curve(init, image, operator, seed, size, iterations, channels, converge)
+    curve = run_curve(*case)
     cache.mkdir(parents=True, exist_ok=True)
     from metadip.fileio import atomic_write_json
 

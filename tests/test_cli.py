@@ -82,8 +82,10 @@ def test_simulate_reconstruct_round_trip(tmp_path, spec, name, artifacts):
         assert key in data, key
     assert len(data["loss"]) == 20 and len(data["psnr"]) == 20 and len(data["ssim"]) == 20
     assert data["stop_iteration"] == 20 and data["stop_reason"] == "budget"
-    # --init auto: the shipped init recommended for the operator (deblur; ×4 superres, not this ×2), else the default
-    expected_init = "universal-slim-tikhonov" if spec.startswith("deblur") else "universal-slim-long"
+    # --init auto: the shipped init recommended for the operator (denoise; deblur; ×4 superres, not this ×2), else
+    # the default
+    recommended = {"denoise": "universal-slim-sure", "deblur": "universal-slim-tikhonov"}
+    expected_init = recommended.get(spec.split(":")[0], "universal-slim-long")
     assert data["init"] == expected_init and data["arch"] == "skip-slim"
     assert match.group(4) == expected_init  # the summary line names the init auto chose
     assert data["operator"].split(":")[0] == spec.split(":")[0]
