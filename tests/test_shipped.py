@@ -47,7 +47,12 @@ def test_domain_inits_are_documented_choices_never_auto(monkeypatch):
     """The phantom inits (MRI-like partial Fourier, grey and complex) are chosen by name only: auto cannot tell a
     phantom from a photograph, and on held-out complex phantoms random init peaks higher."""
     monkeypatch.delenv("METADIP_CHECKPOINTS", raising=False)
-    assert {"phantom-fourier", "phantom-fourier-complex", "phantom-fourier-reptile"} <= set(SHIPPED)
+    assert {
+        "phantom-fourier",
+        "phantom-fourier-complex",
+        "phantom-fourier-reptile",
+        "phantom-fourier-complex-reptile",
+    } <= set(SHIPPED)
     for channels, expected in ((1, "universal-slim-grey"), (2, None)):
         op = operators.build_operator("fourier:ratio=0.25", (channels, 32, 32), generator=torch.Generator())
         assert checkpoint.shipped_init_for(channels, operator=op) == expected
