@@ -15,6 +15,9 @@ plateaus at the peak instead of fitting the noise.
     OMP_NUM_THREADS=1 python pretrain/experiments/subspace_probe.py --init universal-slim-long \\
         --dims 8,32,128 --out runs/subspace
 
+Result (tenth session, docs/RESEARCH_LOG.md 39; ``evaluate/results/dev/outside-subspace-probe.json``): denoise σ 25
+on the outside crops −2.4 to −3.8 dB against random init's peak (d = 8, 64). Rejected.
+
 Needs ``evaluate/`` on the path (it reuses ``evaluate/dev_compare.py``'s outside crops).
 """
 
