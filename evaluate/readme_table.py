@@ -118,27 +118,27 @@ def _pairs(results: dict, setting: str) -> set[tuple[str, int]]:
 
 def auto_pick(results: dict) -> bool:
     """Whether a converged suite of one named init measured, on each of its settings, the init that ``--init
-    auto`` picks for that operator today (e.g. a family's init shipped after the auto suite ran)."""
+    auto`` picks for that operator today (e.g. a family's init shipped after the auto suite ran). Results do not
+    record the pictures' channel count; an init is only ever picked for its own, so any count may match."""
     if not converged_named(results):
         return False
     sys.path.insert(0, str(ROOT))
     from metadip.checkpoint import shipped_init_for_spec
 
-    channels = int(results.get("config", {}).get("channels") or 3)
-    settings = results["summary"]["by_setting"]
+    settings = {(c["operator"], c["size"], c["init_name"]) for c in results["cases"] if c["init"] == "meta"}
     return bool(settings) and all(
-        _init_names(results, setting)
-        == shipped_init_for_spec(setting.split(" @ ")[0], int(setting.split(" @ ")[1][:-2]), channels)
-        for setting in settings
+        any(shipped_init_for_spec(operator, size, channels) == name for channels in (1, 2, 3))
+        for operator, size, name in settings
     )
 
 
 def replacements(loaded: dict[str, tuple[dict, str]], results: dict) -> dict[str, tuple[dict, str]]:
     """Settings of the auto suite ``results`` that a later :func:`auto_pick` suite measured on the same pictures
     and seeds: setting → (that suite's results, link); its row replaces the auto suite's."""
+    picks = [(other, link) for other, link in loaded.values() if auto_pick(other)]
     found = {}
     for setting in results["summary"]["by_setting"]:
-        for other, link in (v for v in loaded.values() if auto_pick(v[0])):
+        for other, link in picks:
             if setting in other["summary"]["by_setting"] and _pairs(other, setting) == _pairs(results, setting):
                 found[setting] = (other, link)
     return found
