@@ -127,9 +127,11 @@ def prepare(
         z = init_state.z
         expected = net.input_shape(height, width)
         if tuple(z.shape[-3:]) != tuple(expected):
+            siblings = checkpoint.fixed_input_inits(expected, channels)
+            hint = f"; for {height}×{width} pictures use --init {' or '.join(siblings)}" if siblings else ""
             raise MetadipError(
                 f"initialisation {init_state.name!r} stores a fixed input of shape {tuple(z.shape[-3:])} but this "
-                f"image needs {tuple(expected)}"
+                f"image needs {tuple(expected)}{hint}"
             )
         z = z.to(device)
     else:

@@ -435,6 +435,22 @@ def list_checkpoints() -> list[tuple[str, str]]:
     return sorted(seen.items())
 
 
+def fixed_input_inits(input_shape: Sequence[int], out_channels: int) -> list[str]:
+    """Names of the checkpoints (in :func:`checkpoint_dirs`) that store a fixed z of ``input_shape`` (C×H×W) for
+    pictures of ``out_channels`` channels: the siblings to name when a fixed-z init refuses a picture size."""
+    found = []
+    for name, _ in list_checkpoints():
+        try:
+            meta = _read_sidecar(resolve_checkpoint(name))
+            shape = meta.get("fixed_z_shape")
+            fits = int((meta.get("arch") or {}).get("out_channels", 3)) == int(out_channels)
+        except (MetadipError, OSError, AttributeError, TypeError, ValueError):
+            continue
+        if fits and isinstance(shape, list) and [int(v) for v in shape[-3:]] == [int(v) for v in input_shape]:
+            found.append(name)
+    return found
+
+
 def _find_shipped(channels: int | None, arch: str | None, operator: Any = None) -> tuple[str, Init] | None:
     """(name, loaded init) of the initialisation ``--init auto`` picks for images with ``channels`` channels
     (None: any), generator preset ``arch`` and ``operator`` (a built operator), each when given: folders in

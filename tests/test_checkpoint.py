@@ -11,6 +11,7 @@ import torch
 from metadip.checkpoint import (
     FORMAT_VERSION,
     Z_KEY,
+    fixed_input_inits,
     list_checkpoints,
     load_checkpoint,
     random_init,
@@ -84,6 +85,23 @@ def test_fixed_z_round_trip(tmp_path):
     save_tiny(tmp_path / "fixed", z=z)
     init = load_checkpoint(tmp_path / "fixed")
     assert init.z_mode == "fixed" and torch.equal(init.z, z) and Z_KEY not in init.state_dict
+
+
+def test_a_fixed_z_init_refused_for_a_picture_size_names_its_siblings_for_that_size(tmp_path, monkeypatch):
+    from metadip import api, operators
+
+    monkeypatch.setenv("METADIP_CHECKPOINTS", str(tmp_path))
+    save_tiny(tmp_path / "at16", z=torch.rand(1, 4, 16, 16))
+    save_tiny(tmp_path / "at32", z=torch.rand(1, 4, 32, 32))
+    save_tiny(tmp_path / "any-size")  # no fixed z: fits every size, never a "sibling"
+    assert fixed_input_inits((4, 32, 32), 3) == ["at32"]
+    assert fixed_input_inits((4, 32, 32), 1) == [] and fixed_input_inits((4, 8, 8), 3) == []
+    generator = torch.Generator().manual_seed(0)
+    op = operators.build_operator("denoise:sigma=25", (3, 32, 32), generator=generator)
+    y = operators.simulate(torch.rand(1, 3, 32, 32, generator=generator), op, generator)
+    with pytest.raises(MetadipError, match=r"fixed input of shape \(4, 16, 16\).*use --init at32$"):
+        api.reconstruct(y, op, init="at16", iterations=1, stop="budget")
+    assert api.reconstruct(y, op, init="at32", iterations=1, stop="budget").image.shape == (1, 3, 32, 32)
 
 
 def test_bare_name_resolves_against_env_dir(tmp_path, monkeypatch):
