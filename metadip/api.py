@@ -128,7 +128,7 @@ def prepare(
         expected = net.input_shape(height, width)
         if tuple(z.shape[-3:]) != tuple(expected):
             siblings = checkpoint.fixed_input_inits(expected, channels)
-            hint = f"; for {height}×{width} pictures use --init {' or '.join(siblings)}" if siblings else ""
+            hint = f"; inits stored for {height}×{width} pictures: {', '.join(siblings)}" if siblings else ""
             raise MetadipError(
                 f"initialisation {init_state.name!r} stores a fixed input of shape {tuple(z.shape[-3:])} but this "
                 f"image needs {tuple(expected)}{hint}"

@@ -444,9 +444,10 @@ def fixed_input_inits(input_shape: Sequence[int], out_channels: int) -> list[str
             meta = _read_sidecar(resolve_checkpoint(name))
             shape = meta.get("fixed_z_shape")
             fits = int((meta.get("arch") or {}).get("out_channels", 3)) == int(out_channels)
+            fits = fits and isinstance(shape, list) and [int(v) for v in shape[-3:]] == [int(v) for v in input_shape]
         except (MetadipError, OSError, AttributeError, TypeError, ValueError):
-            continue
-        if fits and isinstance(shape, list) and [int(v) for v in shape[-3:]] == [int(v) for v in input_shape]:
+            continue  # unreadable or malformed sidecar: not a candidate
+        if fits:
             found.append(name)
     return found
 

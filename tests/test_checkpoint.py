@@ -99,7 +99,8 @@ def test_a_fixed_z_init_refused_for_a_picture_size_names_its_siblings_for_that_s
     generator = torch.Generator().manual_seed(0)
     op = operators.build_operator("denoise:sigma=25", (3, 32, 32), generator=generator)
     y = operators.simulate(torch.rand(1, 3, 32, 32, generator=generator), op, generator)
-    with pytest.raises(MetadipError, match=r"fixed input of shape \(4, 16, 16\).*use --init at32$"):
+    refusal = r"fixed input of shape \(4, 16, 16\).*inits stored for 32×32 pictures: at32$"
+    with pytest.raises(MetadipError, match=refusal):
         api.reconstruct(y, op, init="at16", iterations=1, stop="budget")
     assert api.reconstruct(y, op, init="at32", iterations=1, stop="budget").image.shape == (1, 3, 32, 32)
 
