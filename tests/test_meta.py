@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from metadip.dip import measurement_loss
+from metadip.errors import MetadipError
 from metadip.generators import InputRecipe, build_generator
 from metadip.meta import (
     MAML,
@@ -209,6 +210,26 @@ def test_reptile_moves_theta0_toward_adapted_weights():
     info = reptile.step([task], step=0)
     assert info["epsilon"] == pytest.approx(0.3)
     assert distance() == pytest.approx((1 - 0.3) * before, rel=1e-4)
+
+
+def test_reptile_learned_z_moves_against_the_clean_loss_gradient():
+    net = tiny_net()
+    task = tiny_task()
+    inputs = InputPolicy.create(InputRecipe(channels=4), "fixed", net, sizes=[16])
+    reptile = Reptile(
+        net, InnerConfig(steps=3, lr=0.01), inputs, epsilon_start=0.2, epsilon_end=0.1, anneal_steps=2, z_lr=0.05
+    )
+    assert reptile.meta_parameters()[-1] is inputs.fixed_z
+    grads, _ = reptile.meta_gradient([task])
+    z_before = inputs.fixed_z.clone()
+    record = reptile.apply(grads, step=1)  # ε = 0.15: z moves by 0.05 · 0.15 / 0.2 in RMS
+    assert record["z_step"] == pytest.approx(0.0375)
+    step = inputs.fixed_z - z_before
+    assert float(step.pow(2).mean().sqrt()) == pytest.approx(0.0375, rel=1e-5)
+    cosine = float((-step * grads[-1]).sum() / (step.norm() * grads[-1].norm()))
+    assert cosine == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(MetadipError, match="z_mode = 'fixed'"):
+        Reptile(tiny_net(), InnerConfig(), policy(), z_lr=0.05)
 
 
 def test_reptile_epsilon_anneals_linearly():

@@ -89,6 +89,9 @@ def test_recipes_parse_and_round_trip(tmp_path, path):
         ('name = "x"\nrecommended_for = ["blur"]\n', "unknown operator 'blur'"),
         ('name = "x"\nrecommended_for = ["fourier:ratio=0.3"]\n', "no weight in \\[tasks\\]"),
         ('name = "x"\navoid_for = "inpaint"\n', "avoid_for"),
+        ('name = "x"\nalgorithm = "reptile"\n[reptile]\nz_lr = 0.01\n', "z_lr .*z_mode = 'fixed'"),
+        ('name = "x"\nalgorithm = "maml"\n[input]\nz_mode = "fixed"\n[reptile]\nz_lr = 0.01\n', "z_lr"),
+        ('name = "x"\n[reptile]\nz_lr = -1.0\n', "z_lr must be >= 0"),
         ('name = "x"\navoid_for = ["inpaint:holes=round"]\n', "avoid_for: .*holes"),
         ("steps = 3\n", "name"),
         ('name = "x"\nsteps = \n', "TOML"),
@@ -182,6 +185,26 @@ def test_fixed_z_is_stored_in_the_checkpoint(tmp_path):
     result = run_pretrain(config, tmp_path / "f", device="cpu", progress=False)
     init = load_checkpoint(result.checkpoint)
     assert init.z_mode == "fixed" and init.z is not None and tuple(init.z.shape) == (1, 4, 16, 16)
+
+
+def test_learned_fixed_z_is_exported_and_resumes_bitwise(tmp_path):
+    config = quiet(tiny_config(steps=3, algorithm="reptile"), ckpt_every=1)
+    config = dataclasses.replace(
+        config,
+        input=dataclasses.replace(config.input, z_mode="fixed"),
+        reptile=dataclasses.replace(config.reptile, z_lr=0.01),
+    )
+    still = dataclasses.replace(config, reptile=dataclasses.replace(config.reptile, z_lr=0.0))
+    learned = load_checkpoint(run_pretrain(config, tmp_path / "full", device="cpu", progress=False).checkpoint)
+    frozen = load_checkpoint(run_pretrain(still, tmp_path / "frozen", device="cpu", progress=False).checkpoint)
+    assert learned.z is not None and frozen.z is not None
+    moved = float((learned.z - frozen.z).pow(2).mean().sqrt())
+    assert 0 < moved <= 3 * 0.01 + 1e-6  # three steps of at most z_lr (unit-RMS direction, ε/ε_start ≤ 1)
+    run_pretrain(config, tmp_path / "split", device="cpu", progress=False, stop_after=1)
+    resumed = run_pretrain(config, tmp_path / "split", device="cpu", progress=False, resume=True)
+    resumed = load_checkpoint(resumed.checkpoint)
+    assert torch.equal(resumed.z, learned.z)
+    assert_same(weights(tmp_path / "full"), weights(tmp_path / "split"))
 
 
 def _free_port() -> int:

@@ -4,6 +4,11 @@ The outer step is a plain interpolation (equivalently SGD with learning rate 1 o
 ε·(θ0 − θ_K)). Feeding θ0 − θ_K to Adam as a gradient normalises away its scale and with a large learning rate
 destroys the init (a first probe collapsed to a constant output), so no adaptive optimiser is offered here.
 The inner loop is the same functional DIP loop as MAML's, without ``create_graph``.
+
+With ``z_lr`` > 0 the stored (fixed) z is learned with θ0: its pseudo-gradient is the gradient of the clean loss
+‖f_{θ_K}(z) − x‖² with respect to z at the adapted weights (first order: θ_K is held fixed), and the step moves z
+by ``z_lr·ε/ε_start`` along the mean gradient normalised to unit RMS. The pair (θ0, z) is what gives the head
+start (a fresh z loses it), so both are meta-parameters; online, z stays fixed as in DIP.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ class Reptile:
         epsilon_start: float = 0.2,
         epsilon_end: float = 0.02,
         anneal_steps: int = 1000,
+        z_lr: float = 0.0,
     ) -> None:
         if not (0 < epsilon_end <= 1 and 0 < epsilon_start <= 1):
             raise MetadipError(f"reptile epsilon must be in (0, 1], got {epsilon_start} → {epsilon_end}")
@@ -54,6 +60,11 @@ class Reptile:
                 f"reptile moves θ0 toward θ_K, so weights that do not adapt (inner.adapt = {inner.adapt!r}) would "
                 "never be learned; use algorithm = 'maml' (first_order = true) for restricted adaptation"
             )
+        if z_lr < 0:
+            raise MetadipError(f"reptile z_lr must be >= 0, got {z_lr}")
+        if z_lr > 0 and (inputs.mode != "fixed" or inputs.fixed_z is None):
+            raise MetadipError("reptile z_lr learns the stored z: it needs input z_mode = 'fixed'")
+        self.z_lr = float(z_lr)
         self.net = net
         self.inner = inner
         self.inputs = inputs
@@ -68,7 +79,12 @@ class Reptile:
         return self.epsilon_start + (self.epsilon_end - self.epsilon_start) * frac
 
     def meta_parameters(self) -> list[Tensor]:
-        return list(self.net.parameters())
+        """θ0's tensors, then the stored z when it is learned (``z_lr`` > 0)."""
+        params = list(self.net.parameters())
+        if self.z_lr > 0:
+            assert self.inputs.fixed_z is not None
+            params.append(self.inputs.fixed_z)
+        return params
 
     def inner_lrs(self) -> dict[str, float] | None:
         return None
@@ -90,6 +106,12 @@ class Reptile:
             generator=generator,
             input_builder=input_builder_for(self.inputs, task) if self.inner.loss == "sure" else None,
         )
+        z_grad: list[Tensor] = []
+        if self.z_lr > 0:
+            z_leaf = z.detach().requires_grad_(True)
+            adapted = {n: p.detach() for n, p in result.params.items()}
+            clean = torch.mean((forward(self.net, adapted, network_input(adapted, z_leaf), task.size) - task.x) ** 2)
+            z_grad = [torch.autograd.grad(clean, z_leaf)[0].detach()]
         with torch.no_grad():
             output = forward(self.net, result.params, network_input(result.params, z), task.size)
             record = {
@@ -98,7 +120,7 @@ class Reptile:
                 "inner_loss": result.losses[-1],
                 "k": float(k),
             }
-            delta = [theta0[n].detach() - result.params[n].detach() for n in self.names]
+            delta = [theta0[n].detach() - result.params[n].detach() for n in self.names] + z_grad
         return delta, record
 
     def meta_gradient(
@@ -121,10 +143,20 @@ class Reptile:
     def apply(self, grads: Sequence[Tensor], step: int = 0) -> dict[str, float]:
         """θ0 ← θ0 − ε(step)·grads (= θ0 + ε·mean(θ_K − θ0)), in place."""
         eps = self.epsilon(step)
+        params = self.meta_parameters()
+        record = {"epsilon": eps}
         with torch.no_grad():
-            for param, grad in zip(self.meta_parameters(), grads, strict=True):
+            if self.z_lr > 0:
+                z, z_grad = params.pop(), grads[-1]
+                grads = grads[:-1]
+                rms = float(z_grad.pow(2).mean().sqrt())
+                if rms > 0:
+                    step_size = self.z_lr * eps / self.epsilon_start
+                    z.sub_(z_grad.to(z.dtype), alpha=step_size / rms)
+                    record["z_step"] = step_size
+            for param, grad in zip(params, grads, strict=True):
                 param.sub_(grad.to(param.dtype), alpha=eps)
-        return {"epsilon": eps}
+        return record
 
     def step(self, tasks: Sequence[Task], step: int = 0) -> dict[str, float]:
         grads, record = self.meta_gradient(tasks)

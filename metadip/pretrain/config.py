@@ -116,11 +116,15 @@ class MAMLSettings:
 
 @dataclass(frozen=True)
 class ReptileSettings:
-    """ε anneals linearly from ``epsilon_start`` to ``epsilon_end`` over ``anneal_steps`` (default: steps)."""
+    """ε anneals linearly from ``epsilon_start`` to ``epsilon_end`` over ``anneal_steps`` (default: steps).
+    ``z_lr`` > 0 (needs ``input.z_mode = "fixed"``) learns the stored z together with θ0: each meta-step moves z
+    against the mean gradient of the clean loss at θ_K, normalised to unit RMS, by ``z_lr · ε/epsilon_start``
+    (stateless, so resume stays bit-identical); online, z stays fixed as in DIP."""
 
     epsilon_start: float = 0.2
     epsilon_end: float = 0.02
     anneal_steps: int | None = None
+    z_lr: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,12 @@ def validate_config(config: PretrainConfig) -> None:
         raise MetadipError("maml.supervised_steps must be >= 0")
     if config.algorithm == "reptile" and config.maml.supervised_steps:
         raise MetadipError("maml.supervised_steps needs algorithm = 'maml'")
+    if config.reptile.z_lr < 0:
+        raise MetadipError(f"reptile.z_lr must be >= 0, got {config.reptile.z_lr}")
+    if config.reptile.z_lr > 0 and (config.algorithm != "reptile" or config.input.z_mode != "fixed"):
+        raise MetadipError(
+            "reptile.z_lr learns the stored z: it needs algorithm = 'reptile' and input.z_mode = 'fixed'"
+        )
     if config.algorithm == "reptile" and config.maml.learn_inner_lr:
         raise MetadipError("maml.learn_inner_lr needs algorithm = 'maml' (Reptile gives no lr gradient)")
     if config.online.optimizer not in ("adam", "sgd"):

@@ -211,6 +211,7 @@ def setup_learner(config: PretrainConfig, net: nn.Module, inputs: InputPolicy) -
         epsilon_start=r.epsilon_start,
         epsilon_end=r.epsilon_end,
         anneal_steps=r.anneal_steps or max(1, config.steps),
+        z_lr=r.z_lr,
     )
     return learner, "reptile"
 
