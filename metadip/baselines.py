@@ -21,6 +21,7 @@ import torch
 
 from metadip import metrics
 from metadip.conditioning import tikhonov_estimate
+from metadip.denoisers import BM3D_MIN_SIZE, bm3d_denoise  # noqa: F401 - BM3D_MIN_SIZE re-exported
 
 #: Regularisation weights tried for the best-λ Tikhonov baseline (λ on ‖∇x‖², images in [0, 1]).
 TIKHONOV_LAMBDAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
@@ -75,26 +76,6 @@ def _hwc(image: torch.Tensor) -> np.ndarray:
 
 def _chw(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.clip(array, 0, 1)).permute(2, 0, 1)[None].float()
-
-
-#: BM3D's native code crashes the process (segmentation fault) on images smaller than this (8 px seen).
-BM3D_MIN_SIZE = 16
-
-
-def bm3d_denoise(noisy: np.ndarray, sigma: float) -> np.ndarray | None:
-    """BM3D of an H×W×C image (σ in [0, 1] units); None when the optional ``bm3d`` package is missing or the
-    image is smaller than :data:`BM3D_MIN_SIZE`."""
-    if min(noisy.shape[:2]) < BM3D_MIN_SIZE:
-        return None
-    try:
-        import bm3d  # optional extra [baselines]
-    except Exception:  # noqa: BLE001 - any import problem means "not available"
-        return None
-    if noisy.shape[-1] == 3:
-        out = bm3d.bm3d_rgb(noisy, sigma)
-    else:
-        out = np.stack([bm3d.bm3d(noisy[..., c], sigma) for c in range(noisy.shape[-1])], axis=-1)
-    return np.clip(np.asarray(out, dtype=np.float64).reshape(noisy.shape), 0, 1)
 
 
 def biharmonic_fill(y: torch.Tensor, op) -> torch.Tensor:

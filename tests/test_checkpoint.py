@@ -356,6 +356,22 @@ def test_auto_init_skips_a_sure_init_for_poisson_noise(tmp_path, monkeypatch):
     assert checkpoint.shipped_init_for(3, operator=op("denoise:sigma=5,poisson=30")) == checkpoint.DEFAULT_INIT
 
 
+def test_auto_init_skips_a_bm3d_init_when_the_package_is_missing(tmp_path, monkeypatch):
+    """An init whose z holds BM3D's estimate is auto's pick for denoising only where ``bm3d`` imports."""
+    from metadip import checkpoint, operators
+
+    op = operators.build_operator("denoise:sigma=25", (3, 16, 16), generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(checkpoint, "default_checkpoint_dir", lambda: tmp_path / "shipped")
+    monkeypatch.delenv("METADIP_CHECKPOINTS", raising=False)
+    save_tiny(tmp_path / "shipped" / checkpoint.DEFAULT_INIT)
+    save_tiny(tmp_path / "shipped" / "zz-bm3d", recommended_for=["denoise"], input_recipe=InputRecipe(
+        channels=4, seed=3, estimate="bm3d"))
+    monkeypatch.setattr(checkpoint, "bm3d_available", lambda: True)
+    assert checkpoint.shipped_init_for(3, operator=op) == "zz-bm3d"
+    monkeypatch.setattr(checkpoint, "bm3d_available", lambda: False)
+    assert checkpoint.shipped_init_for(3, operator=op) == checkpoint.DEFAULT_INIT
+
+
 def test_auto_init_prefers_inits_trained_on_the_family(tmp_path, monkeypatch):
     from metadip import checkpoint, operators
 

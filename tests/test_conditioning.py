@@ -262,6 +262,7 @@ def test_tikhonov_input_hides_held_out_measurements_and_round_trips():
     [
         ({"estimate": "wiener"}, "unknown input estimate"),
         ({"estimate": "tikhonov", "lowpass": 1.0}, "lowpass = 0"),
+        ({"estimate": "bm3d", "lowpass": 1.0}, "'bm3d' smooths by itself"),
         ({"estimate": "tikhonov", "tikhonov_noise": 0.0, "tikhonov_floor": 0.0}, "tikhonov_floor or"),
         ({"estimate": "both"}, "retired"),
         ({"tikhonov_noise": -1.0}, "tikhonov_noise"),
@@ -270,3 +271,37 @@ def test_tikhonov_input_hides_held_out_measurements_and_round_trips():
 def test_input_recipe_refuses_bad_estimate_options(options, message):
     with pytest.raises(MetadipError, match=message):
         InputRecipe(**options)
+
+
+def test_bm3d_estimate_denoises_hides_held_out_measurements_and_refuses_other_operators():
+    pytest.importorskip("bm3d")
+    x, op, y = _measure("denoise:sigma=25")
+    recipe = InputRecipe(estimate="bm3d")
+    assert InputRecipe.from_dict(recipe.to_dict()) == recipe
+    z = make_conditioned_input(recipe, op, y, noise_channels=2)
+    plain = make_conditioned_input(InputRecipe(), op, y, noise_channels=2)
+    assert z.shape == plain.shape
+    torch.testing.assert_close(z[:, 3:], plain[:, 3:])  # only the estimate differs
+    error = float(torch.mean((z[:, :3] - x) ** 2))
+    assert error < 0.5 * float(torch.mean((y - x) ** 2))  # BM3D, not y
+    # reproducible to BM3D's floating-point rounding (its native FFTs), not bit for bit
+    torch.testing.assert_close(z, make_conditioned_input(recipe, op, y, noise_channels=2), rtol=0, atol=1e-5)
+    weight = (torch.rand(1, 1, 32, 32, generator=torch.Generator().manual_seed(1)) > 0.2).float()
+    hidden = make_conditioned_input(recipe, op, y, noise_channels=2, weight=weight)
+    scrambled = y.clone()
+    scrambled[(weight == 0).expand_as(y)] = 0.9
+    again = make_conditioned_input(recipe, op, scrambled, noise_channels=2, weight=weight)
+    torch.testing.assert_close(hidden, again, rtol=0, atol=1e-5)
+    assert not torch.allclose(hidden, z, atol=1e-3)  # the hidden entries were replaced, not used
+    _, inpaint, y_inpaint = _measure("inpaint:ratio=0.5")
+    with pytest.raises(MetadipError, match="'bm3d' is for denoising"):
+        make_conditioned_input(recipe, inpaint, y_inpaint, noise_channels=2)
+
+
+def test_bm3d_estimate_without_the_package_is_a_one_line_error(monkeypatch):
+    from metadip import conditioning
+
+    monkeypatch.setattr(conditioning, "bm3d_available", lambda: False)
+    _, op, y = _measure("denoise:sigma=25")
+    with pytest.raises(MetadipError, match=r"pip install 'metadip\[baselines\]'"):
+        make_conditioned_input(InputRecipe(estimate="bm3d"), op, y, noise_channels=2)

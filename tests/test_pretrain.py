@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from metadip.checkpoint import default_checkpoint_dir, load_checkpoint
 from metadip.errors import MetadipError
 from metadip.pretrain import PretrainConfig, lr_scale, run_pretrain
+from metadip.pretrain.config import validate_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "pretrain" / "experiments" / "tiny-test.toml"
@@ -392,6 +393,48 @@ def test_conditioned_init_trains_exports_its_online_recipe_and_reconstructs(tmp_
     wrong = dataclasses.replace(config, model=dataclasses.replace(config.model, options=wide))
     with pytest.raises(MetadipError, match="input channels"):
         run_pretrain(wrong, tmp_path / "w", device="cpu", progress=False)
+
+
+def test_a_conditioned_init_starts_a_recipe_with_another_estimate_and_bm3d_runs_online(tmp_path):
+    """``model.init_from`` may change only the image estimate of a conditioned z (same layout); the sidecar names
+    the source's estimate. With ``estimate = "bm3d"`` (denoising tasks) the init trains and reconstructs; SURE
+    with it is refused (it would rerun BM3D at every iteration), and so is an estimate change plus another
+    recipe change."""
+    pytest.importorskip("bm3d")
+    from metadip import api, operators
+    from metadip.conditioning import conditioned_channels
+
+    config = quiet(tiny_config(steps=1))
+    config = dataclasses.replace(
+        config,
+        model=dataclasses.replace(
+            config.model, options={**config.model.options, "in_channels": conditioned_channels(3, 3), "residual": True}
+        ),
+        input=dataclasses.replace(config.input, z_mode="conditioned", noise_channels=3, lowpass=1.0),
+        tasks=dataclasses.replace(config.tasks, weights={"denoise": 1.0}),
+        recommended_for=("denoise",),
+    )
+    source = run_pretrain(config, tmp_path / "source", device="cpu", progress=False).checkpoint
+    bm3d = dataclasses.replace(
+        config,
+        model=dataclasses.replace(config.model, init_from=str(source)),
+        input=dataclasses.replace(config.input, estimate="bm3d", lowpass=0.0),
+    )
+    init = load_checkpoint(run_pretrain(bm3d, tmp_path / "bm3d", device="cpu", progress=False).checkpoint)
+    assert init.input_recipe.estimate == "bm3d"
+    assert init.training["init_from"]["estimate_from"] == {
+        "estimate": "backprojection", "lowpass": 1.0, "tikhonov_noise": 50.0, "tikhonov_floor": 0.003,
+    }
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    op = operators.build_operator("denoise:sigma=25", x.shape[1:])
+    y = operators.simulate(x, op, torch.Generator().manual_seed(1))
+    out = api.reconstruct(y, op, init=tmp_path / "bm3d" / "tiny-test.json", iterations=3, stop="holdout")
+    assert out.image.shape == (1, 3, 16, 16) and torch.isfinite(out.image).all()
+    with pytest.raises(MetadipError, match="rerun BM3D"):
+        validate_config(dataclasses.replace(bm3d, inner=dataclasses.replace(bm3d.inner, loss="sure")))
+    with pytest.raises(MetadipError, match="input recipe"):
+        other = dataclasses.replace(bm3d, input=dataclasses.replace(bm3d.input, scale=0.2))
+        run_pretrain(other, tmp_path / "other", device="cpu", progress=False)
 
 
 def test_configs_recorded_before_operator_maps_were_retired_still_parse():

@@ -17,7 +17,7 @@ from metadip.errors import MetadipError
 
 INPUT_KINDS = ("uniform", "gaussian", "meshgrid")
 #: How a measurement-conditioned z estimates the image (:mod:`metadip.conditioning`).
-ESTIMATES = ("backprojection", "tikhonov")
+ESTIMATES = ("backprojection", "tikhonov", "bm3d")
 #: Why a recipe may not turn ``operator_maps`` on any more. Sidecars and configs written before it was removed record
 #: ``operator_maps = false``: :func:`drop_retired` drops that, so they load unchanged.
 OPERATOR_MAPS_RETIRED = (
@@ -42,7 +42,9 @@ class InputRecipe:
     argmin ‖A x − y‖² + λ‖∇x‖² with λ = ``tikhonov_floor`` + ``tikhonov_noise``·σ̂², σ̂ the noise level
     estimated from y (:func:`metadip.conditioning.tikhonov_estimate`). One rule for every linear operator: it
     smooths in proportion to the noise, interpolates super-resolution, fills holes, deconvolves blur and
-    suppresses Fourier aliasing. ``lowpass`` must then be 0.
+    suppresses Fourier aliasing. ``lowpass`` must then be 0. ``bm3d``: denoising only (y = x + noise) — BM3D of
+    y at the noise level σ̂ estimated from y (needs the optional ``bm3d`` package; reproducible to ~1e-6, the
+    rounding of its native FFTs, not bit for bit); ``lowpass`` must be 0.
     """
 
     kind: str = "uniform"
@@ -83,9 +85,9 @@ class InputRecipe:
             if not (0.0 <= value <= 1e4):
                 raise MetadipError(f"input {name} must be in [0, 10000], got {getattr(self, name)}")
             object.__setattr__(self, name, value)
-        if estimate == "tikhonov" and lowpass > 0:
-            raise MetadipError("input estimate 'tikhonov' smooths by itself: set lowpass = 0")
-        if estimate != "backprojection" and self.tikhonov_floor + self.tikhonov_noise == 0:
+        if estimate in ("tikhonov", "bm3d") and lowpass > 0:
+            raise MetadipError(f"input estimate {estimate!r} smooths by itself: set lowpass = 0")
+        if estimate == "tikhonov" and self.tikhonov_floor + self.tikhonov_noise == 0:
             raise MetadipError(f"input estimate {estimate!r} needs tikhonov_floor or tikhonov_noise > 0")
 
     def to_dict(self) -> dict[str, Any]:

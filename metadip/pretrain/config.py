@@ -45,8 +45,9 @@ class InputConfig:
     measurement + ``noise_channels`` noise channels). ``channels`` defaults to the network's input
     channels. ``lowpass``: conditioned z only — Gaussian σ (pixels) of the normalised convolution that smooths
     the image estimate in z (0 = raw estimate; see :mod:`metadip.conditioning`). ``estimate``: conditioned z
-    only — ``backprojection`` (default) or ``tikhonov`` (regularised least squares, λ = ``tikhonov_floor`` +
-    ``tikhonov_noise``·σ̂², replaces the estimate; see :class:`metadip.generators.inputs.InputRecipe`). An
+    only — ``backprojection`` (default), ``tikhonov`` (regularised least squares, λ = ``tikhonov_floor`` +
+    ``tikhonov_noise``·σ̂², replaces the estimate) or ``bm3d`` (denoising only: BM3D of y at σ̂; needs the
+    ``bm3d`` package); see :class:`metadip.generators.inputs.InputRecipe`. An
     ``operator_maps = false`` (written by older versions) is accepted and dropped."""
 
     kind: str = "uniform"
@@ -266,6 +267,11 @@ def validate_config(config: PretrainConfig) -> None:
         config.input.recipe(1)  # refuse a bad [input] table before a run folder is written
     except MetadipError as exc:
         raise MetadipError(f"[input]: {exc}") from None
+    if config.input.estimate == "bm3d" and "sure" in (config.inner.loss, config.online.loss):
+        raise MetadipError(
+            "input.estimate = 'bm3d' with the SURE loss would rerun BM3D at every iteration (SURE perturbs y "
+            "through z); use loss = 'mse'"
+        )
     if config.maml.outer_loss not in ("clean", "measurement", "both"):
         raise MetadipError(f"maml.outer_loss {config.maml.outer_loss!r} is not one of clean, measurement, both")
     if isinstance(config.maml.loss_steps, str) and config.maml.loss_steps not in ("last", "all"):

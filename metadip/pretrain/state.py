@@ -71,7 +71,10 @@ def _load_init_from(config: PretrainConfig, net, recipe, learner) -> dict:
     """Copy a checkpoint's θ0 (and learned inner lrs, for Meta-SGD) into the freshly built ``net``/``learner``.
 
     Refuses a checkpoint whose architecture, z mode or input recipe differ from what ``config`` builds: its
-    weights would mean something else. Returns what the exported checkpoint records about the starting point.
+    weights would mean something else. One exception: a measurement-conditioned init may start a recipe whose
+    image estimate differs (``estimate``, ``lowpass``, the Tikhonov weights) — z has the same layout, the
+    estimate channel just holds another picture of the same scene; the record then names the source's estimate.
+    Returns what the exported checkpoint records about the starting point.
     """
     source = ckpt.load_checkpoint(config.model.init_from)
     where = f"model.init_from {config.model.init_from!r}"
@@ -89,6 +92,12 @@ def _load_init_from(config: PretrainConfig, net, recipe, learner) -> dict:
             f"{where}: it was trained with z_mode {source.z_mode!r} ({source.noise_channels} noise channels), "
             f"this config uses {z_mode!r} ({noise})"
         )
+    estimate_change = None
+    if z_mode == "conditioned" and source_recipe != recipe:
+        same_layout = dataclasses.replace(source_recipe, **{k: getattr(recipe, k) for k in _ESTIMATE_FIELDS})
+        if same_layout == recipe:
+            estimate_change = {k: getattr(source_recipe, k) for k in _ESTIMATE_FIELDS}
+            source_recipe = same_layout
     if source_recipe != recipe:
         raise MetadipError(f"{where}: its input recipe {source.input_recipe} differs from this config's {recipe}")
     state = source.state_dict
@@ -106,7 +115,14 @@ def _load_init_from(config: PretrainConfig, net, recipe, learner) -> dict:
             if name in lrs and lrs[name] > 0:
                 value.fill_(math.log(float(lrs[name]) / learner.inner.lr))
     found = {"name": source.name, "sha256": str(source.sidecar.get("sha256", ""))}
+    if estimate_change:
+        found["estimate_from"] = estimate_change
     return {**found, "converted": _CONVERSIONS[change]} if change else found
+
+
+#: The input-recipe fields that only choose the image estimate in a conditioned z (``model.init_from`` may change
+#: them).
+_ESTIMATE_FIELDS = ("estimate", "lowpass", "tikhonov_noise", "tikhonov_floor")
 
 
 #: The channel conversions ``model.init_from`` applies (:mod:`metadip.meta.grey`), by (source, target) channels.
