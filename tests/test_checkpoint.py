@@ -357,7 +357,8 @@ def test_auto_init_skips_a_sure_init_for_poisson_noise(tmp_path, monkeypatch):
 
 
 def test_auto_init_skips_a_bm3d_init_when_the_package_is_missing(tmp_path, monkeypatch):
-    """An init whose z holds BM3D's estimate is auto's pick for denoising only where ``bm3d`` imports."""
+    """An init whose z holds BM3D's estimate is auto's pick for Gaussian denoising only, and only where ``bm3d``
+    imports."""
     from metadip import checkpoint, operators
 
     op = operators.build_operator("denoise:sigma=25", (3, 16, 16), generator=torch.Generator().manual_seed(0))
@@ -368,6 +369,8 @@ def test_auto_init_skips_a_bm3d_init_when_the_package_is_missing(tmp_path, monke
         channels=4, seed=3, estimate="bm3d"))
     monkeypatch.setattr(checkpoint, "bm3d_available", lambda: True)
     assert checkpoint.shipped_init_for(3, operator=op) == "zz-bm3d"
+    poisson = operators.build_operator("denoise:poisson=30", (3, 16, 16), generator=torch.Generator().manual_seed(0))
+    assert checkpoint.shipped_init_for(3, operator=poisson) == checkpoint.DEFAULT_INIT  # BM3D at one σ̂: Gaussian
     monkeypatch.setattr(checkpoint, "bm3d_available", lambda: False)
     assert checkpoint.shipped_init_for(3, operator=op) == checkpoint.DEFAULT_INIT
 
