@@ -75,7 +75,7 @@ def estimate(names: list[str], device: str, jobs: int = 1) -> float:
                 reference=x,
                 monitor="wmv",
             )
-            speed[size] = 1000 * result.seconds / 15
+            speed[size] = 1000 * (result.seconds - result.setup_seconds) / 15
         return speed[size]
 
     total = 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class ReconstructionResult:
     psnr: float | None = None
     ssim: float | None = None
     extras: dict = field(default_factory=dict)
+    setup_seconds: float = 0.0  # building the network and z (a classical estimate in z costs here); in ``seconds``
 
     def summary(self, *, psnr_unit: str = "dB") -> str:
         """``iterations=N stop=REASON [psnr=P<psnr_unit> ssim=S] seconds=T init=NAME`` (NAME: the init actually
@@ -269,9 +271,11 @@ def reconstruct(
     wants_holdout = stop_rule.needs_holdout or getattr(monitor, "needs_holdout", False)
     holdout_weights = dip.holdout_split(op, y, HOLDOUT_FRACTION, generator) if wants_holdout else None
     train_weight = holdout_weights[0] if holdout_weights else None
+    started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net, z = prepare(init_state, op, device, y, weight=train_weight)
+    setup_seconds = time.perf_counter() - started
     if reference is not None:
         reference = reference.to(device=device, dtype=torch.float32)
     sure = recipe.loss == "sure"
@@ -312,7 +316,8 @@ def reconstruct(
         history=result.history,
         stop_iteration=result.stop_iteration,
         stop_reason=result.stop_reason,
-        seconds=result.seconds,
+        seconds=result.seconds + setup_seconds,
+        setup_seconds=setup_seconds,
         init=init_state.name,
         arch=str(init_state.arch_config.get("name", "custom")),
         operator=operator.spec(),

@@ -78,6 +78,29 @@ def test_pair_statistics_speedup_peak_stop():
     assert stats["delta_stop"] == pytest.approx(0.6)
 
 
+def test_wall_clock_counts_each_arms_setup():
+    """A run's seconds to a target include its setup (network and z: a classical estimate in z is paid there),
+    so an init that needs one iteration still pays its estimate; cases recorded before setup was timed count 0."""
+    random_curve = rising(30.0, 100, 200)
+    meta_curve = rising(31.0, 20, 200)
+    meta = {**case("meta", meta_curve, ms=20.0), "setup_seconds": 1.5}
+    stats = evaluation.pair_statistics(case("random", random_curve), meta)
+    assert stats["wall_clock_ratio"] == pytest.approx(98 * 0.010 / (1.5 + 19 * 0.020))
+    point = stats["frontier"]["0.5"]
+    assert point["seconds_meta"] == pytest.approx(1.5 + 19 * 0.020, abs=1e-3)
+    assert point["seconds_random"] == pytest.approx(98 * 0.010, abs=1e-3)
+
+
+def test_reconstruct_reports_its_setup_inside_its_seconds():
+    from metadip import api, operators
+
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    op = operators.build_operator("denoise:sigma=25", x.shape[1:])
+    y = operators.simulate(x, op, torch.Generator().manual_seed(1))
+    result = api.reconstruct(y, op, init="random", iterations=3, stop="budget")
+    assert 0 < result.setup_seconds < result.seconds
+
+
 def test_never_reached_counts_as_zero_and_iqr():
     random_curve = rising(30.0, 100, 200)
     cases = []

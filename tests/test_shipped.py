@@ -10,9 +10,13 @@ import torch
 from conftest import sample_image
 
 from metadip import api, checkpoint, operators
+from metadip.denoisers import bm3d_available
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p.stem for p in checkpoint.default_checkpoint_dir().glob("*.json"))
+#: --init auto's denoising init: BM3D's estimate in z where the optional bm3d package imports, else SURE online.
+DENOISE_INIT = "universal-slim-bm3d" if bm3d_available() else "universal-slim-sure"
+GREY_DENOISE_INIT = "universal-slim-bm3d-grey" if bm3d_available() else checkpoint.DEFAULT_GREY_INIT
 
 
 def test_the_universal_init_is_shipped():
@@ -94,15 +98,15 @@ def test_auto_uses_the_universal_init_for_rgb_and_the_grey_init_for_grey(monkeyp
     grey = x.mean(dim=1, keepdim=True)
     op1 = operators.build_operator("denoise:sigma=25", grey.shape[1:], generator=generator)
     result1 = api.reconstruct(operators.simulate(grey, op1, generator), op1, iterations=2, stop="budget")
-    assert result1.init == "universal-slim-grey" and result1.image.shape == grey.shape
+    assert result1.init == GREY_DENOISE_INIT and result1.image.shape == grey.shape
 
 
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ("denoise:sigma=25", "universal-slim-sure"),
-        ("denoise:sigma=10", "universal-slim-sure"),
-        ("denoise:poisson=30", checkpoint.DEFAULT_INIT),  # SURE is for Gaussian noise
+        ("denoise:sigma=25", DENOISE_INIT),
+        ("denoise:sigma=10", DENOISE_INIT),
+        ("denoise:poisson=30", checkpoint.DEFAULT_INIT),  # SURE and BM3D at one σ̂ are for Gaussian noise
         ("inpaint:ratio=0.5", checkpoint.DEFAULT_INIT),
         ("inpaint:ratio=0.5,sigma=5", checkpoint.DEFAULT_INIT),
         ("inpaint:holes=blocks,ratio=0.4", None),  # every shipped init avoids block holes: random init
@@ -124,7 +128,8 @@ def test_auto_rule_of_the_shipped_inits(monkeypatch, spec, expected):
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ("denoise:sigma=25", checkpoint.DEFAULT_GREY_INIT),
+        ("denoise:sigma=25", GREY_DENOISE_INIT),
+        ("denoise:poisson=30", checkpoint.DEFAULT_GREY_INIT),
         ("inpaint:ratio=0.5", checkpoint.DEFAULT_GREY_INIT),
         ("inpaint:holes=blocks,ratio=0.4", None),
         ("superres:factor=4", "universal-slim-superres-grey"),

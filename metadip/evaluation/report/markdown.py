@@ -387,7 +387,8 @@ def write_markdown(results: dict, out: Path, figures: dict) -> Path:
             "## Speed–quality frontier",
             "",
             "Median iterations (and seconds) each arm needs to first reach random init's peak − δ; never "
-            "counts as infinite in the median (shown as *never*). The 0.5 dB row is the headline speedup.",
+            "counts as infinite in the median (shown as *never*). The 0.5 dB row is the headline speedup. Seconds "
+            "include each run's setup (network and z — a classical estimate in z is computed there).",
             "",
         ]
         if "frontier" in figures:
