@@ -185,9 +185,28 @@ DOMAIN_HEADER = (
 )
 
 
+def family_init(results: dict) -> bool:
+    """Whether the suite's meta init names operators ``--init auto`` picks it for (``recommended_for`` in its
+    sidecar): a family init — one superseded by a later pick is no domain init."""
+    sys.path.insert(0, str(ROOT))
+    from metadip.checkpoint import load_checkpoint
+    from metadip.errors import MetadipError
+
+    names = {c["init_name"] for c in results["cases"] if c["init"] == "meta"}
+    try:
+        return any(load_checkpoint(name).recommended_for for name in names)
+    except (MetadipError, OSError):
+        return False
+
+
 def domain(loaded: dict[str, tuple[dict, str]]) -> str:
-    """README's domain-init block: converged suites of one named init (:func:`converged_named`)."""
-    chosen = [(suite, r, link) for suite, (r, link) in loaded.items() if converged_named(r) and not auto_pick(r)]
+    """README's domain-init block: converged suites of one named init (:func:`converged_named`) that auto does
+    not pick today and that is not a family init (:func:`family_init`)."""
+    chosen = [
+        (suite, r, link)
+        for suite, (r, link) in loaded.items()
+        if converged_named(r) and not auto_pick(r) and not family_init(r)
+    ]
     if not chosen:
         return "No domain init has been evaluated to convergence yet."
     lines = [

@@ -358,6 +358,20 @@ def test_cli_pretrain_bad_config_is_a_metadip_error(tmp_path):
     assert isinstance(result.exception, MetadipError) and "meta_batch" in str(result.exception)
 
 
+def conditioned_tiny_config() -> PretrainConfig:
+    """The tiny recipe, one step, with a measurement-conditioned z (low-passed estimate, 3 noise channels) and the
+    residual skip net that reads it."""
+    from metadip.conditioning import conditioned_channels
+
+    config = quiet(tiny_config(steps=1))
+    options = {**config.model.options, "in_channels": conditioned_channels(3, 3), "residual": True}
+    return dataclasses.replace(
+        config,
+        model=dataclasses.replace(config.model, options=options),
+        input=dataclasses.replace(config.input, z_mode="conditioned", noise_channels=3, lowpass=1.0),
+    )
+
+
 def test_conditioned_init_trains_exports_its_online_recipe_and_reconstructs(tmp_path):
     """The conditioned recipe end to end: a 1-step run writes a checkpoint whose input recipe rebuilds the same
     input channels online and whose online recipe (``inner``) has the keys sidecars have always held, in their
@@ -366,14 +380,7 @@ def test_conditioned_init_trains_exports_its_online_recipe_and_reconstructs(tmp_
     from metadip.conditioning import conditioned_channels
     from metadip.online import DipRecipe
 
-    config = quiet(tiny_config(steps=1))
-    config = dataclasses.replace(
-        config,
-        model=dataclasses.replace(
-            config.model, options={**config.model.options, "in_channels": conditioned_channels(3, 3), "residual": True}
-        ),
-        input=dataclasses.replace(config.input, z_mode="conditioned", noise_channels=3, lowpass=1.0),
-    )
+    config = conditioned_tiny_config()
     result = run_pretrain(config, tmp_path / "c", device="cpu", progress=False)
     init = load_checkpoint(result.checkpoint)
     assert init.z_mode == "conditioned" and init.input_recipe.lowpass == 1.0
@@ -402,17 +409,10 @@ def test_a_conditioned_init_starts_a_recipe_with_another_estimate_and_bm3d_runs_
     recipe change."""
     pytest.importorskip("bm3d")
     from metadip import api, operators
-    from metadip.conditioning import conditioned_channels
 
-    config = quiet(tiny_config(steps=1))
+    config = conditioned_tiny_config()
     config = dataclasses.replace(
-        config,
-        model=dataclasses.replace(
-            config.model, options={**config.model.options, "in_channels": conditioned_channels(3, 3), "residual": True}
-        ),
-        input=dataclasses.replace(config.input, z_mode="conditioned", noise_channels=3, lowpass=1.0),
-        tasks=dataclasses.replace(config.tasks, weights={"denoise": 1.0}),
-        recommended_for=("denoise",),
+        config, tasks=dataclasses.replace(config.tasks, weights={"denoise": 1.0}), recommended_for=("denoise",)
     )
     source = run_pretrain(config, tmp_path / "source", device="cpu", progress=False).checkpoint
     bm3d = dataclasses.replace(
