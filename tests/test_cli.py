@@ -84,7 +84,10 @@ def test_simulate_reconstruct_round_trip(tmp_path, spec, name, artifacts):
     assert data["stop_iteration"] == 20 and data["stop_reason"] == "budget"
     # --init auto: the shipped init recommended for the operator (denoise; deblur; ×4 superres, not this ×2), else
     # the default
-    recommended = {"denoise": "universal-slim-sure", "deblur": "universal-slim-tikhonov"}
+    from metadip.denoisers import bm3d_available
+
+    denoiser = "universal-slim-bm3d" if bm3d_available() else "universal-slim-sure"
+    recommended = {"denoise": denoiser, "deblur": "universal-slim-tikhonov"}
     expected_init = recommended.get(spec.split(":")[0], "universal-slim-long")
     assert data["init"] == expected_init and data["arch"] == "skip-slim"
     assert match.group(4) == expected_init  # the summary line names the init auto chose
@@ -395,8 +398,9 @@ def test_real_subprocess(tmp_path):
 
 def test_reconstruct_loads_no_heavy_modules(tmp_path):
     """A reconstruct imports torch and what it needs, nothing more: not torch._dynamo (torch.optim's first use
-    imports it: ~2 s; the online loop uses metadip.optim), matplotlib, scipy, scikit-image or TensorBoard."""
-    ok("simulate", "sample:camera", "--size", "16", "--operator", "denoise:sigma=25", "--out", tmp_path / "y.png")
+    imports it: ~2 s; the online loop uses metadip.optim), matplotlib, scipy, scikit-image or TensorBoard. (The
+    BM3D denoising inits need the bm3d package, which imports scipy: inpainting here.)"""
+    ok("simulate", "sample:camera", "--size", "16", "--operator", "inpaint:ratio=0.5", "--out", tmp_path / "y.png")
     heavy = ("torch._dynamo", "matplotlib", "scipy", "skimage", "tensorboard", "torch.utils.tensorboard")
     code = (
         "import sys\n"
@@ -411,3 +415,14 @@ def test_reconstruct_loads_no_heavy_modules(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "LOADED []" in done.stdout, done.stdout
+
+
+def test_a_bm3d_init_on_another_operator_is_a_one_line_error(tmp_path):
+    """universal-slim-bm3d holds BM3D's picture in z, which is for denoising: named for inpainting, one line, exit
+    2, no output written."""
+    y = tmp_path / "y.png"
+    ok("simulate", "sample:astronaut", "--size", "32", "--operator", "inpaint:ratio=0.5", "--out", y)
+    out = tmp_path / "x.png"
+    result = invoke("reconstruct", y, "--init", "universal-slim-bm3d", "--out", out, *FAST[:4], "--no-progress")
+    assert result.exit_code == 2 and "'bm3d' is for denoising" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not out.exists()
