@@ -26,10 +26,9 @@ def bm3d_denoise(noisy: np.ndarray, sigma: float) -> np.ndarray | None:
     if not bm3d_available():
         return None
     import bm3d
+
     if noisy.shape[-1] == 3:
         out = bm3d.bm3d_rgb(noisy, sigma)
     else:
         out = np.stack([bm3d.bm3d(noisy[..., c], sigma) for c in range(noisy.shape[-1])], axis=-1)
     return np.clip(np.asarray(out, dtype=np.float64).reshape(noisy.shape), 0, 1)
-
-

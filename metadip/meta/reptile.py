@@ -106,14 +106,15 @@ class Reptile:
             generator=generator,
             input_builder=input_builder_for(self.inputs, task) if self.inner.loss == "sure" else None,
         )
-        z_grad: list[Tensor] = []
-        if self.z_lr > 0:
-            z_leaf = z.detach().requires_grad_(True)
-            adapted = {n: p.detach() for n, p in result.params.items()}
-            clean = torch.mean((forward(self.net, adapted, network_input(adapted, z_leaf), task.size) - task.x) ** 2)
-            z_grad = [torch.autograd.grad(clean, z_leaf)[0].detach()]
+        # One forward at θ_K: the record's output and, when z is learned, the clean loss's gradient w.r.t. z.
+        learn_z = self.z_lr > 0
+        adapted = {n: p.detach() for n, p in result.params.items()}
+        z_in = z.detach().requires_grad_(learn_z)
+        with torch.set_grad_enabled(learn_z):
+            output = forward(self.net, adapted, network_input(adapted, z_in), task.size)
+        z_grad = [torch.autograd.grad(torch.mean((output - task.x) ** 2), z_in)[0]] if learn_z else []
+        output = output.detach()
         with torch.no_grad():
-            output = forward(self.net, result.params, network_input(result.params, z), task.size)
             record = {
                 "outer_loss": float(torch.mean((output - task.x) ** 2)),
                 "psnr": metrics.psnr(output.clamp(0, 1), task.x),
