@@ -159,8 +159,9 @@ def fit(
             (:mod:`metadip.adaptation`): ``all`` weights (standard DIP), ``norm`` (BatchNorm affines only) or
             ``input`` (z and the BatchNorm affines; z is optimised from the given one); ``loss``: ``mse`` (the
             data fit ‖A f − y‖² on the training entries) or ``sure`` (Stein's unbiased estimate of the error,
-            :func:`metadip.losses.sure_loss`, with the operator's σ: it does not reward fitting the noise; over
-            the training entries, like the data fit; for σ = 0 it is the plain data fit). The divergence probe
+            :func:`metadip.losses.sure_loss`, with the operator's σ — PURE, its Poisson–Gaussian form, when the
+            operator has a Poisson peak: it does not reward fitting the noise; over the training entries, like the
+            data fit; for noise-free measurements it is the plain data fit). The divergence probe
             goes through z when ``input_builder`` (y′ ↦ z′, a measurement-conditioned input) is given; with a
             fixed z SURE is the data fit minus σ². Its stopping rule is not used: ``stop`` is
             (``recipe.stopping_rule()`` builds the recipe's).
@@ -245,14 +246,14 @@ def fit(
                 noise = torch.randn(z.shape, generator=generator, device="cpu").to(device)
                 net_input = z + reg_noise_std * noise
             opt.zero_grad(set_to_none=True)
-            if loss == "sure" and sigma:  # noise-free measurements: SURE is the data fit
+            if loss == "sure" and (sigma or getattr(op, "poisson", None)):  # noise-free: SURE is the data fit
                 noise = net_input - z
                 objective, output = sure_through_input(
                     op,
                     lambda source, noise=noise: net(source + noise, size=size),
                     z,
                     y,
-                    sigma,
+                    sigma or 0.0,
                     generator,
                     input_builder=input_builder,
                     weight=train_weight,

@@ -23,8 +23,19 @@ measurements (Fourier) are treated as pairs of real entries of variance ``σ²/2
 :mod:`metadip.noise`) and the estimate is normalised per complex entry, matching
 :func:`metadip.dip.measurement_loss`.
 
-Poisson noise (PURE, Luisier et al. 2011) is not implemented: its unbiased estimate needs a finite-difference
-per pixel (or a second probe scheme) rather than a divergence, and no caller needs it yet.
+**Poisson noise** (PURE; Luisier, Vonesch, Blu & Unser, "Fast interscale wavelet denoising of Poisson-corrupted
+images", Signal Processing 2010, and its Poisson–Gaussian form PG-URE, Luisier et al., IEEE TIP 2011): for
+``y = Poisson(peak · μ) / peak + n`` (:func:`metadip.noise.add_noise`; ``α = 1 / peak``, ``n ~ N(0, s² I)``) the
+variance of entry ``i`` is ``α μ_i + s²`` and ``E[α y_i + s²]`` equals it, so::
+
+    E ‖h(y) − μ‖² ≈ E [ ‖h(y) − y‖² − Σ_i v_i + 2 Σ_i v_i ∂h_i/∂y_i ],   v_i = α y_i + s²
+
+— Stein's identity for the Gaussian part and, for the Poisson part, Hudson's identity
+``E[μ_i h_i(y)] = E[y_i h_i(y − α e_i)]`` with ``h_i(y − α e_i) ≈ h_i(y) − α ∂h_i/∂y_i`` (exact for ``h`` affine in
+``y_i``; the first-order PURE used for networks, e.g. Le Montagner et al., ISBI 2014). The weighted divergence
+``Σ v_i ∂h_i/∂y_i`` takes one probe as above (``bᵀ diag(v) (h(y + ε b) − h(y)) / ε``). With no Poisson part
+(``v_i = s²``) this is SURE, term for term; :func:`sure_loss` picks the form from the operator's ``poisson``.
+Poisson noise only exists on real measurements (complex ones are refused by the noise model).
 """
 
 from __future__ import annotations
@@ -66,13 +77,16 @@ def mc_divergence(
     epsilon: float | None = None,
     mask: torch.Tensor | None = None,
     value: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One-probe Monte-Carlo estimate of ``div func(y)`` (sum over the real components of ``y``):
     ``bᵀ (func(y + ε b) − func(y)) / ε`` with ``b ~ N(0, I)`` drawn from ``generator``.
 
     ``mask`` (broadcastable to ``y``): only these entries are perturbed and counted (the divergence restricted to
-    the measured entries). ``value``: ``func(y)`` when the caller already has it (saves one evaluation). The
-    result keeps the autograd graph of ``func``."""
+    the measured entries). ``value``: ``func(y)`` when the caller already has it (saves one evaluation).
+    ``weights`` (real, broadcastable to ``y``): the weighted divergence ``Σ w_i ∂func_i/∂y_i`` instead (PURE's
+    per-entry variances), estimated as ``bᵀ diag(w) (func(y + ε b) − func(y)) / ε``. The result keeps the autograd
+    graph of ``func``."""
     eps = default_epsilon(y) if epsilon is None else float(epsilon)
     if not eps > 0:
         raise MetadipError(f"SURE epsilon must be > 0, got {epsilon}")
@@ -81,7 +95,10 @@ def mc_divergence(
         b = b * mask.to(b.device, b.real.dtype)
     if value is None:
         value = func(y)
-    return _real_inner(b, func(y + eps * b) - value) / eps
+    change = func(y + eps * b) - value
+    if weights is not None:
+        b = b * weights.to(b.device, b.real.dtype)
+    return _real_inner(b, change) / eps
 
 
 def sure_loss(
@@ -94,7 +111,8 @@ def sure_loss(
     epsilon: float | None = None,
     weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Monte-Carlo SURE of the per-entry mean squared error of ``forward(y)`` (see the module docstring).
+    """Monte-Carlo SURE of the per-entry mean squared error of ``forward(y)`` (see the module docstring); PURE
+    (Poisson–Gaussian) when ``op`` has a Poisson peak.
 
     ``op``: the forward operator (a :class:`metadip.operators.LinearOperator`, or ``None`` for denoising).
     ``forward``: maps a measurement ``y'`` (shaped like ``y``) to the image estimate ``f(y')`` (B×C×H×W) — for
@@ -105,12 +123,14 @@ def sure_loss(
     entries when DIP's hold-out stopping rule keeps the others out of the loss.
 
     Returns a scalar ``(‖h(y) − y‖² − N s² + 2 s² div h) / m`` over the ``m`` measured entries, with
-    ``h = A ∘ forward`` restricted to them, ``N`` the number of real components and ``s²`` their noise variance.
+    ``h = A ∘ forward`` restricted to them, ``N`` the number of real components and ``s²`` their noise variance;
+    with a Poisson peak, ``(‖h(y) − y‖² − Σ v_i + 2 Σ v_i ∂h_i/∂y_i) / m`` with ``v_i = y_i / peak + s²``.
     Differentiable in the parameters of ``forward`` (both network evaluations keep their graph)."""
     if not sigma >= 0:
         raise MetadipError(f"SURE needs a noise std >= 0 in [0, 1] units, got {sigma}")
-    if op is not None and getattr(op, "poisson", None) is not None:
-        raise MetadipError("SURE assumes Gaussian noise; Poisson measurements (PURE) are not supported")
+    peak = None if op is None else getattr(op, "poisson", None)
+    if peak is not None and (y.is_complex() or not peak > 0):
+        raise MetadipError(f"PURE needs real measurements and a Poisson peak > 0, got peak {peak}")
     mask = None if op is None else op.measurement_mask()
     if mask is not None:
         mask = mask.to(y.device, y.real.dtype)
@@ -133,6 +153,12 @@ def sure_loss(
     entries = max(float(entries), 1.0)
     parts = 2 if y.is_complex() else 1
     variance = float(sigma) ** 2 / parts  # per real component
+    if peak is not None:  # PURE: per-entry variance y / peak + s², unbiased for peak · μ / peak² + s²
+        variances = y.detach() / float(peak) + variance
+        if mask is not None:
+            variances = variances * mask
+        divergence = mc_divergence(measure, y, generator, epsilon=epsilon, mask=mask, value=value, weights=variances)
+        return (squared.sum() - variances.expand(y.shape).sum() + 2 * divergence) / entries
     divergence = mc_divergence(measure, y, generator, epsilon=epsilon, mask=mask, value=value) if sigma > 0 else 0.0
     return (squared.sum() - parts * entries * variance + 2 * variance * divergence) / entries
 

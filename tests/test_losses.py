@@ -1,7 +1,9 @@
-"""SURE: unbiased for the true error on toy problems with known divergence, exact Monte-Carlo divergence for
+"""SURE and PURE: unbiased for the true error on toy problems with known divergence, exact Monte-Carlo divergence for
 linear maps, differentiable, measurement-space generalisation for inpainting / partial Fourier / superres."""
 
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -140,10 +142,50 @@ def test_measurement_space_sure_matches_the_error_seen_through_the_operator(clea
     assert abs(sure - true_error) < 0.1 * abs(naive - true_error)
 
 
-def test_sure_rejects_poisson_and_bad_inputs(clean):
-    op = build_operator(parse_operator_spec("denoise:sigma=10,poisson=50"), (3, SIZE, SIZE))
-    with pytest.raises(MetadipError, match="Poisson"):
-        sure_loss(op, lambda m: m, clean, 0.04, torch.Generator())
+@pytest.mark.parametrize(
+    "spec", ["denoise:sigma=0,poisson=20", "denoise:sigma=10,poisson=40", "inpaint:ratio=0.5,sigma=5,poisson=30"]
+)
+def test_pure_matches_true_mse_under_poisson_noise(clean, spec):
+    """PURE (Poisson–Gaussian): unbiased for the true error of an affine smoother, where SURE with the Gaussian σ
+    alone (or the plain data fit) is not."""
+    generator = torch.Generator().manual_seed(8)
+    op = build_operator(parse_operator_spec(spec), (3, SIZE, SIZE), generator=generator)
+    x = clean.expand(DRAWS, -1, -1, -1)
+    y = simulate(x, op, generator)
+    kernel = _kernel()
+
+    def smoother(measurement):
+        return 0.9 * _blur(measurement, kernel) + 0.05
+
+    residual = op.A(smoother(y)) - op.A(x)
+    mask = op.measurement_mask()
+    weight = torch.ones_like(residual) if mask is None else mask.expand(residual.shape).float()
+    true_error = float((residual.square() * weight).sum() / weight.sum())
+    pure = float(sure_loss(op, smoother, y, op.sigma / 255, torch.Generator().manual_seed(9)))
+    gaussian = copy.copy(op)  # the same operator (mask) without its Poisson part: SURE with σ alone
+    gaussian.poisson = None
+    gaussian_only = float(sure_loss(gaussian, smoother, y, op.sigma / 255, torch.Generator().manual_seed(9)))
+    assert pure == pytest.approx(true_error, rel=0.02)
+    assert abs(pure - true_error) < 0.1 * abs(gaussian_only - true_error)
+
+
+def test_pure_gradient_and_weighted_divergence(clean):
+    """f(y) = a·y: PURE = (a − 1)²‖y‖²/n − Σv/n + 2a bᵀdiag(v)b/n with v = y/peak + s² (closed form, one probe)."""
+    op = build_operator(parse_operator_spec("denoise:sigma=5,poisson=25"), (3, SIZE, SIZE))
+    y = simulate(clean.expand(4, -1, -1, -1), op, torch.Generator().manual_seed(1))
+    scale = torch.tensor(0.8, requires_grad=True)
+    loss = sure_loss(op, lambda m: scale * m, y, 5 / 255, torch.Generator().manual_seed(2))
+    loss.backward()
+    n = y.numel()
+    v = y / 25 + (5 / 255) ** 2
+    probe = torch.randn(y.shape, generator=torch.Generator().manual_seed(2))
+    weighted = float((v * probe.square()).sum())
+    expected = 0.04 * float(y.square().sum()) / n - float(v.sum()) / n + 2 * 0.8 * weighted / n
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-4)
+    assert float(scale.grad) == pytest.approx(2 * (0.8 - 1) * float(y.square().sum()) / n + 2 * weighted / n, rel=1e-4)
+
+
+def test_sure_refuses_bad_inputs(clean):
     with pytest.raises(MetadipError, match="noise std"):
         sure_loss(None, lambda m: m, clean, -1.0, torch.Generator())
     with pytest.raises(MetadipError, match="epsilon"):

@@ -190,7 +190,8 @@ def inner_loop(
         for t in range(steps):
             base = network_input(current, z)
             net_input = jitter(base, config.reg_noise_std, generator) if config.reg_noise_std > 0 else base
-            if config.loss == "sure" and getattr(task.op, "sigma", 0):  # dip.fit's SURE step, functionally
+            if config.loss == "sure" and (getattr(task.op, "sigma", 0) or getattr(task.op, "poisson", None)):
+                # dip.fit's SURE (PURE with a Poisson peak) step, functionally
                 noise = net_input - base
                 loss, output = sure_through_input(
                     task.op,
