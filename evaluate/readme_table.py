@@ -5,8 +5,8 @@
 
 The headline rows are what ``metadip reconstruct --init auto`` gets, from suites run with ``init = "auto"``
 (each operator gets the init auto picks for it) and every arm run to convergence (``converge = true``); a setting
-whose auto pick changed since is drawn from a converged suite of the new pick on the same pictures and seeds
-(:func:`auto_pick`): random
+whose auto pick changed since, or that was re-run with a higher cap or more seeds, is drawn from a later converged
+suite of today's pick on the same pictures and at least the same seeds (:func:`auto_pick`, :func:`replacements`): random
 init's peak, auto's peak, the best classical method on the same measurements, Δ peak, the speedup at random's
 peak − 0.5 dB (median [IQR]) and at − 1 / − 2 dB (the frontier), and seconds per reconstruction for both arms.
 A setting where random init hit its iteration cap while still improving is marked ⚠ (its "peak" is the cap's).
@@ -134,13 +134,15 @@ def auto_pick(results: dict) -> bool:
 
 def replacements(loaded: dict[str, tuple[dict, str]], results: dict) -> dict[str, tuple[dict, str]]:
     """Settings of the auto suite ``results`` that a later :func:`auto_pick` suite measured on the same pictures
-    and seeds: setting → (that suite's results, link); its row replaces the auto suite's."""
+    and (at least) the same seeds — a new pick, a higher iteration cap, more seeds: setting → (that suite's
+    results, link); its row replaces the auto suite's. Where several do, the one with the most pairs wins."""
     picks = [(other, link) for other, link in loaded.values() if auto_pick(other)]
     found = {}
     for setting in results["summary"]["by_setting"]:
         for other, link in picks:
-            if setting in other["summary"]["by_setting"] and _pairs(other, setting) == _pairs(results, setting):
-                found[setting] = (other, link)
+            if setting in other["summary"]["by_setting"] and _pairs(other, setting) >= _pairs(results, setting):
+                if setting not in found or len(_pairs(other, setting)) > len(_pairs(found[setting][0], setting)):
+                    found[setting] = (other, link)
     return found
 
 
@@ -239,9 +241,9 @@ def headline(loaded: dict[str, tuple[dict, str]]) -> str:
         lines.append("")
         if replaced:
             lines += [
-                f"Rows of {', '.join(sorted(set(replaced)))} come from the suite of the init `--init auto` picks "
-                "for them today (shipped after this suite ran; same pictures, seeds and measurements, both arms re-run "
-                "there).",
+                f"Rows of {', '.join(sorted(set(replaced)))} come from a later suite of the init `--init auto` "
+                "picks for them today (a newer init, a higher iteration cap or more seeds; the same pictures and "
+                "measurements, both arms re-run there; linked).",
                 "",
             ]
     lines.append(

@@ -30,7 +30,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from metadip.denoisers import BM3D_MIN_SIZE, bm3d_available, bm3d_denoise
+from metadip.denoisers import BM3D_MIN_SIZE, bm3d_available, bm3d_denoise, bm3d_denoise_poisson
 from metadip.errors import MetadipError
 from metadip.generators.inputs import InputRecipe, make_input
 
@@ -246,9 +246,11 @@ def tikhonov_estimate(
 
 def bm3d_estimate(op, y: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """BM3D of a denoising measurement y (B×C×H×W, B = 1) at the noise level σ̂ estimated from y
-    (:func:`measurement_noise_level`). Entries hidden by ``weight`` are first filled by the Gaussian normalised
-    convolution (σ 1 px) of the visible ones, so they do not leak into z. One-line errors for another operator,
-    a picture under 16 px or a missing ``bm3d`` package."""
+    (:func:`measurement_noise_level`); for Poisson noise (the operator's ``poisson`` peak, with its σ as read
+    noise) BM3D between the generalised Anscombe transform and its unbiased inverse
+    (:func:`metadip.denoisers.bm3d_denoise_poisson`). Entries hidden by ``weight`` are first filled by the
+    Gaussian normalised convolution (σ 1 px) of the visible ones, so they do not leak into z. One-line errors for
+    another operator, a picture under 16 px or a missing ``bm3d`` package."""
     if getattr(op, "name", None) != "denoise":
         raise MetadipError(
             f"input estimate 'bm3d' is for denoising (y = x + noise), not {getattr(op, 'name', op)!r}; "
@@ -266,7 +268,11 @@ def bm3d_estimate(op, y: torch.Tensor, weight: torch.Tensor | None = None) -> to
             visible = weight.to(device=y.device, dtype=torch.float32).expand_as(y)[:1]
             image = visible * image + (1 - visible) * smooth[:1]
         noisy = image[0].permute(1, 2, 0).cpu().double().numpy()
-        denoised = bm3d_denoise(noisy, max(sigma, 1e-3))
+        peak = getattr(op, "poisson", None)
+        if peak:  # Poisson(–Gaussian) noise: BM3D between the Anscombe transform and its unbiased inverse
+            denoised = bm3d_denoise_poisson(noisy, float(peak), float(getattr(op, "sigma", 0.0)) / 255.0)
+        else:
+            denoised = bm3d_denoise(noisy, max(sigma, 1e-3))
         assert denoised is not None  # size and package checked above
         out = torch.from_numpy(denoised).permute(2, 0, 1).unsqueeze(0)
     return out.to(device=y.device, dtype=y.dtype)
@@ -288,9 +294,9 @@ def make_conditioned_input(
     _, height, width = op.image_shape
     parts = [image[:1], normaliser[:1]]
     if recipe.estimate == "tikhonov":  # lowpass is 0 then: the solve starts from the raw back-projection
-        parts[0] = tikhonov_estimate(
-            op, y, recipe.tikhonov_noise, recipe.tikhonov_floor, weight=weight, start=image
-        )[:1]
+        parts[0] = tikhonov_estimate(op, y, recipe.tikhonov_noise, recipe.tikhonov_floor, weight=weight, start=image)[
+            :1
+        ]
     elif recipe.estimate == "bm3d":
         parts[0] = bm3d_estimate(op, y, weight=weight)
     noise_recipe = InputRecipe(kind="uniform", channels=noise_channels, scale=recipe.scale, seed=recipe.seed)
