@@ -460,9 +460,10 @@ def _find_shipped(channels: int | None, arch: str | None, operator: Any = None) 
     init whose sidecar's ``recommended_for`` matches the operator (:func:`recommends`) first, then
     inits trained on its family (``training.families``) before the others, so a specialist is no fallback for a
     family it never saw; then :data:`DEFAULT_INITS` in their order (the RGB default before the grey one), then
-    by name. Inits whose ``avoid_for`` matches the operator are skipped, and so are inits run online with SURE
-    (``inner.loss``) or whose z holds BM3D's estimate for Poisson measurements, and BM3D ones when the optional
-    ``bm3d`` package is missing; None when none fits (the caller falls back to random init).
+    by name. Inits whose ``avoid_for`` matches the operator are skipped, and so are inits whose z holds BM3D's
+    estimate when the optional ``bm3d`` package is missing; None when none fits (the caller falls back to random
+    init). Poisson measurements need no exclusion: SURE takes its Poisson–Gaussian form (PURE) and the BM3D
+    estimate goes through the Anscombe transform there.
     Checkpoints that fail to load are skipped here; naming one explicitly still reports why it failed."""
     try:
         names = [name for name, _ in list_checkpoints()]
@@ -489,9 +490,6 @@ def _find_shipped(channels: int | None, arch: str | None, operator: Any = None) 
             if specs_match(meta.get("avoid_for", [])):
                 return None
             estimate = (meta.get("input") or {}).get("estimate")
-            gaussian_only = (meta.get("inner") or {}).get("loss") == "sure" or estimate == "bm3d"
-            if getattr(operator, "poisson", None) and gaussian_only:
-                return None  # SURE (its online loss) and BM3D at one σ̂ (its z) assume Gaussian noise
             if estimate == "bm3d" and not bm3d_available():
                 return None  # its z needs the optional bm3d package
             recommended = specs_match(meta.get("recommended_for", []))

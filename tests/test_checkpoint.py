@@ -339,8 +339,8 @@ def test_auto_init_skips_an_init_that_avoids_the_operator(tmp_path, monkeypatch)
     )
 
 
-def test_auto_init_skips_a_sure_init_for_poisson_noise(tmp_path, monkeypatch):
-    """An init run online with SURE (Gaussian noise) is never auto's pick for Poisson measurements."""
+def test_auto_init_keeps_a_sure_init_for_poisson_noise(tmp_path, monkeypatch):
+    """An init run online with SURE is auto's pick for Poisson measurements too (SURE becomes PURE there)."""
     from metadip import checkpoint, operators
 
     def op(spec):
@@ -352,13 +352,14 @@ def test_auto_init_skips_a_sure_init_for_poisson_noise(tmp_path, monkeypatch):
     inner = {"optimizer": "adam", "lr": 0.01, "ema": 0.99, "iterations": 500, "stop": "wmv", "loss": "sure"}
     save_tiny(tmp_path / "shipped" / "zz-sure", recommended_for=["denoise"], inner=inner)
     assert checkpoint.shipped_init_for(3, operator=op("denoise:sigma=25")) == "zz-sure"
-    assert checkpoint.shipped_init_for(3, operator=op("denoise:poisson=30")) == checkpoint.DEFAULT_INIT
-    assert checkpoint.shipped_init_for(3, operator=op("denoise:sigma=5,poisson=30")) == checkpoint.DEFAULT_INIT
+    assert checkpoint.shipped_init_for(3, operator=op("denoise:poisson=30")) == "zz-sure"
+    assert checkpoint.shipped_init_for(3, operator=op("denoise:sigma=5,poisson=30")) == "zz-sure"
+    assert checkpoint.shipped_init_for(3, operator=op("inpaint:ratio=0.5")) == checkpoint.DEFAULT_INIT
 
 
 def test_auto_init_skips_a_bm3d_init_when_the_package_is_missing(tmp_path, monkeypatch):
-    """An init whose z holds BM3D's estimate is auto's pick for Gaussian denoising only, and only where ``bm3d``
-    imports."""
+    """An init whose z holds BM3D's estimate is auto's pick for denoising (Gaussian or Poisson noise) only where
+    ``bm3d`` imports."""
     from metadip import checkpoint, operators
 
     op = operators.build_operator("denoise:sigma=25", (3, 16, 16), generator=torch.Generator().manual_seed(0))
@@ -370,7 +371,7 @@ def test_auto_init_skips_a_bm3d_init_when_the_package_is_missing(tmp_path, monke
     monkeypatch.setattr(checkpoint, "bm3d_available", lambda: True)
     assert checkpoint.shipped_init_for(3, operator=op) == "zz-bm3d"
     poisson = operators.build_operator("denoise:poisson=30", (3, 16, 16), generator=torch.Generator().manual_seed(0))
-    assert checkpoint.shipped_init_for(3, operator=poisson) == checkpoint.DEFAULT_INIT  # BM3D at one σ̂: Gaussian
+    assert checkpoint.shipped_init_for(3, operator=poisson) == "zz-bm3d"  # through the Anscombe transform
     monkeypatch.setattr(checkpoint, "bm3d_available", lambda: False)
     assert checkpoint.shipped_init_for(3, operator=op) == checkpoint.DEFAULT_INIT
 

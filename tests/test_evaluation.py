@@ -281,6 +281,7 @@ def test_coverage():
     assert evaluation.coverage("denoise:sigma=75", training) == "unseen sigma"
     assert evaluation.coverage("inpaint:holes=blocks", training) == "unseen holes"
     assert evaluation.coverage("fourier:ratio=0.3", training) == "unseen family"
+    assert evaluation.coverage("denoise:sigma=0,poisson=40", training) == "unseen poisson"
     assert evaluation.coverage("denoise", {}) is None
 
 

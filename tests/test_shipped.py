@@ -106,7 +106,7 @@ def test_auto_uses_the_universal_init_for_rgb_and_the_grey_init_for_grey(monkeyp
     [
         ("denoise:sigma=25", DENOISE_INIT),
         ("denoise:sigma=10", DENOISE_INIT),
-        ("denoise:poisson=30", checkpoint.DEFAULT_INIT),  # SURE and BM3D at one σ̂ are for Gaussian noise
+        ("denoise:poisson=30", DENOISE_INIT),  # BM3D through the Anscombe transform / SURE as PURE
         ("inpaint:ratio=0.5", checkpoint.DEFAULT_INIT),
         ("inpaint:ratio=0.5,sigma=5", checkpoint.DEFAULT_INIT),
         ("inpaint:holes=blocks,ratio=0.4", None),  # every shipped init avoids block holes: random init
@@ -129,7 +129,7 @@ def test_auto_rule_of_the_shipped_inits(monkeypatch, spec, expected):
     ("spec", "expected"),
     [
         ("denoise:sigma=25", GREY_DENOISE_INIT),
-        ("denoise:poisson=30", checkpoint.DEFAULT_GREY_INIT),
+        ("denoise:poisson=30", GREY_DENOISE_INIT),
         ("inpaint:ratio=0.5", checkpoint.DEFAULT_GREY_INIT),
         ("inpaint:holes=blocks,ratio=0.4", None),
         ("superres:factor=4", "universal-slim-superres-grey"),

@@ -140,7 +140,8 @@ def make_problem(x: torch.Tensor, operator: str, seed: int, image: str):
 
 def coverage(operator: str, training: dict) -> str | None:
     """Whether ``operator`` was inside the init's meta-training distribution: ``"seen"``, ``"unseen family"``
-    or ``"unseen <key>"`` (a parameter outside the trained range); None when the checkpoint does not say."""
+    or ``"unseen <key>"`` (a parameter outside the trained range, or ``poisson`` noise, which meta-training never
+    draws); None when the checkpoint does not say."""
     tasks = training.get("tasks") if isinstance(training, dict) else None
     if not isinstance(tasks, dict) or not isinstance(tasks.get("weights"), dict):
         return None
@@ -156,6 +157,8 @@ def coverage(operator: str, training: dict) -> str | None:
     def default(key: str) -> Any:
         return params.get(key, OPERATORS[family].keys()[key].default)
 
+    if params.get("poisson") is not None:  # meta-training draws Gaussian noise only (metadip.tasks)
+        return "unseen poisson"
     try:
         if family == "denoise" and not within("denoise_sigma", default("sigma")):
             return "unseen sigma"
