@@ -15,7 +15,9 @@ compare with random DIP's converged peaks (dev_compare's cache).
         --operator inpaint:ratio=0.5 --keep 0.5 --iterations 1500
 
 ``--tv W`` (log entry 61) adds ``W · TV(f)`` (anisotropic, the mean absolute finite difference) to the loss with the
-full z: the zero-shot check before meta-learning a TV weight with the lrs (issue 16, lever 2).
+full z: the zero-shot check before meta-learning a TV weight with the lrs (issue 16, lever 2). ``--lr-halflife N``
+(log entry 62) halves every learning rate each N iterations: the check before learning a per-step lr schedule
+(lever 5) — the shipped recipes keep their (learned, per-tensor) lrs constant.
 """
 
 from __future__ import annotations
@@ -45,7 +47,15 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
 
 
 def run(
-    init: str, image: str, operator: str, keep: float, loss_on: str, iterations: int, size: int, tv: float = 0.0
+    init: str,
+    image: str,
+    operator: str,
+    keep: float,
+    loss_on: str,
+    iterations: int,
+    size: int,
+    tv: float = 0.0,
+    halflife: float = 0.0,
 ) -> dict:
     item = image_item(image)
     x = load_clean(item, size, 3)
@@ -70,7 +80,11 @@ def run(
     generator = torch.Generator().manual_seed(1)
     average, curve = None, []
     size_hw = tuple(x.shape[-2:])
-    for _ in range(iterations):
+    base_lrs = [group["lr"] for group in optimiser.param_groups]
+    for step in range(iterations):
+        if halflife > 0:
+            for group, lr in zip(optimiser.param_groups, base_lrs, strict=True):
+                group["lr"] = lr * 0.5 ** (step / halflife)
         if keep < 1:
             shown = (torch.rand(measured.shape, generator=generator) < keep).to(y.dtype) * measured
             source = make_conditioned_input(state.input_recipe, op, y, noise_channels, weight=shown)
@@ -112,11 +126,23 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=1500)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--tv", type=float, default=0.0, help="weight of a TV term in the loss")
+    parser.add_argument("--lr-halflife", type=float, default=0.0, help="halve the lrs every N iterations (0: never)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     for image in outside_images(folder):
-        row = run(args.init, image, args.operator, args.keep, args.loss_on, args.iterations, args.size, args.tv)
-        print(json.dumps({"keep": args.keep, "loss_on": args.loss_on, "tv": args.tv, **row}), flush=True)
+        row = run(
+            args.init,
+            image,
+            args.operator,
+            args.keep,
+            args.loss_on,
+            args.iterations,
+            args.size,
+            args.tv,
+            args.lr_halflife,
+        )
+        extra = {"tv": args.tv, "lr_halflife": args.lr_halflife}
+        print(json.dumps({"keep": args.keep, "loss_on": args.loss_on, **extra, **row}), flush=True)
 
 
 if __name__ == "__main__":
