@@ -294,9 +294,9 @@ def make_conditioned_input(
     _, height, width = op.image_shape
     parts = [image[:1], normaliser[:1]]
     if recipe.estimate == "tikhonov":  # lowpass is 0 then: the solve starts from the raw back-projection
-        parts[0] = tikhonov_estimate(op, y, recipe.tikhonov_noise, recipe.tikhonov_floor, weight=weight, start=image)[
-            :1
-        ]
+        parts[0] = tikhonov_estimate(
+            op, y, recipe.tikhonov_noise, recipe.tikhonov_floor, weight=weight, start=image
+        )[:1]
     elif recipe.estimate == "bm3d":
         parts[0] = bm3d_estimate(op, y, weight=weight)
     noise_recipe = InputRecipe(kind="uniform", channels=noise_channels, scale=recipe.scale, seed=recipe.seed)
