@@ -2,7 +2,8 @@
 
 A reader must see at a glance whether meta-DIP beats the cheap method, not only random DIP. Per family:
 
-* ``denoise``: TV (Chambolle, fixed weight rule :func:`tv_weight`) and BM3D (the ``baselines`` extra);
+* ``denoise``: TV (Chambolle, fixed weight rule :func:`tv_weight`) and BM3D (the ``baselines`` extra); for
+  Poisson noise BM3D between the generalised Anscombe transform and its unbiased inverse (no TV);
 * ``inpaint``: biharmonic hole filling (scikit-image), the classical fill of unobserved pixels;
 * ``superres``: bicubic upsampling, and Tikhonov with its best λ;
 * ``deblur``: Tikhonov / Wiener-type regularised inverse x̂ = argmin ‖A x − y‖² + λ‖∇x‖² with its best λ;
@@ -21,7 +22,7 @@ import torch
 
 from metadip import metrics
 from metadip.conditioning import tikhonov_estimate
-from metadip.denoisers import BM3D_MIN_SIZE, bm3d_denoise  # noqa: F401 - BM3D_MIN_SIZE re-exported
+from metadip.denoisers import BM3D_MIN_SIZE, bm3d_denoise, bm3d_denoise_poisson  # noqa: F401 - re-export
 
 #: Regularisation weights tried for the best-λ Tikhonov baseline (λ on ‖∇x‖², images in [0, 1]).
 TIKHONOV_LAMBDAS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
@@ -147,7 +148,11 @@ def compute_baselines(x: torch.Tensor, y: torch.Tensor, op) -> dict[str, float]:
         out["tv_ls"] = max(metrics.psnr(tv_least_squares(y, op, w), x) for w in TV_LS_WEIGHTS)
     else:
         out["measurement"] = metrics.psnr(view, x)
-    if family == "denoise" and op.sigma > 0:
+    if family == "denoise" and getattr(op, "poisson", None):
+        denoised = bm3d_denoise_poisson(_hwc(y), float(op.poisson), op.sigma / 255.0)
+        if denoised is not None:
+            out["bm3d"] = metrics.psnr(_chw(denoised), x)
+    elif family == "denoise" and op.sigma > 0:
         from skimage.restoration import denoise_tv_chambolle
 
         noisy = _hwc(y)

@@ -63,3 +63,11 @@ def test_bm3d_beats_the_noisy_image_when_installed(tiny_rgb):
     op, y = evaluation.make_problem(tiny_rgb, SPECS["denoise"], 0, "astronaut")
     got = baselines.compute_baselines(tiny_rgb, y, op)
     assert got["bm3d"] > got["measurement"] + 3
+
+
+def test_poisson_denoising_gets_the_anscombe_bm3d_baseline(tiny_rgb):
+    pytest.importorskip("bm3d")
+    op, y = evaluation.make_problem(tiny_rgb, "denoise:sigma=0,poisson=20", 0, "astronaut")
+    got = baselines.compute_baselines(tiny_rgb, y, op)
+    assert set(got) == {"measurement", "bm3d"}  # no TV weight rule for Poisson noise
+    assert got["bm3d"] > got["measurement"] + 3
