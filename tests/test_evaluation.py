@@ -734,3 +734,26 @@ def test_readme_headline_draws_a_setting_from_the_suite_of_todays_auto_pick(monk
     newer["cases"][1]["seed"] = auto["cases"][1]["seed"]
     monkeypatch.setattr(checkpoint, "shipped_init_for_spec", lambda spec, size=64, channels=3: "old")
     assert "(old)" in readme_table.headline(loaded) and "n.md" in readme_table.domain(loaded)
+
+
+def test_readme_headline_takes_more_seeds_and_says_when_auto_now_picks_random(monkeypatch):
+    """A later suite of today's pick with the same pictures and more seeds replaces the row (most pairs win); a
+    setting that auto now leaves to random init is shown as random init, with what the retired init measured."""
+    from metadip import checkpoint
+
+    readme_table = _readme_table()
+    auto = _suite_results()
+    more = _suite_results()
+    more["config"]["options"]["init"] = "tiny"
+    more["cases"] += [
+        {**case("random", rising(30.0, 100, 150), pair="2", seed=1), "init_name": "random", "converged": True},
+        {**case("meta", rising(31.0, 10, 150), pair="2", seed=1), "init_name": "tiny"},
+    ]
+    more["summary"] = evaluation.build_summary(more["cases"])
+    loaded = {"default": (auto, "d.md"), "more-seeds": (more, "m.md")}
+    monkeypatch.setattr(checkpoint, "shipped_init_for_spec", lambda spec, size=64, channels=3: "tiny")
+    text = readme_table.headline(loaded)
+    assert "| [denoise:sigma=25 @ 32px](m.md) | 2 |" in text and "a higher iteration cap or more seeds" in text
+    monkeypatch.setattr(checkpoint, "shipped_init_for_spec", lambda spec, size=64, channels=3: None)
+    text = readme_table.headline({"default": (auto, "d.md")})
+    assert "= random (auto picks random init now; tiny measured" in text
