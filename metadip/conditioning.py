@@ -261,7 +261,6 @@ def bm3d_estimate(op, y: torch.Tensor, weight: torch.Tensor | None = None) -> to
     if min(y.shape[-2:]) < BM3D_MIN_SIZE:
         raise MetadipError(f"input estimate 'bm3d' needs pictures of at least {BM3D_MIN_SIZE} px")
     with torch.no_grad():
-        sigma = float(measurement_noise_level(op, y, weight).flatten()[0])
         image = y[:1].float()
         if weight is not None:
             smooth, _ = backprojection(op, y, weight=weight, lowpass=1.0)
@@ -272,6 +271,7 @@ def bm3d_estimate(op, y: torch.Tensor, weight: torch.Tensor | None = None) -> to
         if peak:  # Poisson(–Gaussian) noise: BM3D between the Anscombe transform and its unbiased inverse
             denoised = bm3d_denoise_poisson(noisy, float(peak), float(getattr(op, "sigma", 0.0)) / 255.0)
         else:
+            sigma = float(measurement_noise_level(op, y, weight).flatten()[0])
             denoised = bm3d_denoise(noisy, max(sigma, 1e-3))
         assert denoised is not None  # size and package checked above
         out = torch.from_numpy(denoised).permute(2, 0, 1).unsqueeze(0)

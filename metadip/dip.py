@@ -19,7 +19,7 @@ from torch import nn
 from metadip import metrics, optim
 from metadip.adaptation import Z_KEY, adapted_names, adapts_input
 from metadip.errors import MetadipError
-from metadip.losses import sure_through_input
+from metadip.losses import has_noise, sure_through_input
 from metadip.online import DEFAULT_ADAPT, DEFAULT_LOSS, PAPER, DipRecipe
 from metadip.stopping import StoppingRule, make_stopping_rule  # noqa: F401  (re-exported)
 
@@ -246,7 +246,7 @@ def fit(
                 noise = torch.randn(z.shape, generator=generator, device="cpu").to(device)
                 net_input = z + reg_noise_std * noise
             opt.zero_grad(set_to_none=True)
-            if loss == "sure" and (sigma or getattr(op, "poisson", None)):  # noise-free: SURE is the data fit
+            if loss == "sure" and has_noise(op, sigma):  # noise-free measurements: SURE is the data fit
                 noise = net_input - z
                 objective, output = sure_through_input(
                     op,

@@ -47,6 +47,12 @@ import torch
 from metadip.errors import MetadipError
 
 
+def has_noise(op, sigma: float | None) -> bool:
+    """Whether a measurement of ``op`` with Gaussian std ``sigma`` (or ``op``'s Poisson peak) is noisy, i.e. whether
+    SURE / PURE differ from the plain data fit. The one rule of both DIP loops (online and meta inner loop)."""
+    return bool(sigma) or getattr(op, "poisson", None) is not None
+
+
 def default_epsilon(y: torch.Tensor) -> float:
     """Finite-difference step of the divergence probe: ``1e-3 · max|y|`` (at least 1e-5), the heuristic of
     Metzler et al. (2018) for SURE-trained networks."""

@@ -37,7 +37,7 @@ from metadip.conditioning import make_conditioned_input
 from metadip.dip import measurement_loss
 from metadip.errors import MetadipError
 from metadip.generators import InputRecipe, jitter, make_input
-from metadip.losses import sure_through_input
+from metadip.losses import has_noise, sure_through_input
 from metadip.online import PAPER
 from metadip.optim import BETAS, EPS
 from metadip.tasks import Task, config_from_dict, config_to_dict, make_generator
@@ -190,7 +190,7 @@ def inner_loop(
         for t in range(steps):
             base = network_input(current, z)
             net_input = jitter(base, config.reg_noise_std, generator) if config.reg_noise_std > 0 else base
-            if config.loss == "sure" and (getattr(task.op, "sigma", 0) or getattr(task.op, "poisson", None)):
+            if config.loss == "sure" and has_noise(task.op, getattr(task.op, "sigma", 0)):
                 # dip.fit's SURE (PURE with a Poisson peak) step, functionally
                 noise = net_input - base
                 loss, output = sure_through_input(
