@@ -239,11 +239,13 @@ def fit(
         bar = tqdm(total=iterations, desc="DIP", unit="it", dynamic_ncols=True, leave=False)
     started = time.perf_counter()
     iteration = 0
+    hidden = int(getattr(net, "hidden_channels", 0))
     try:
         while iteration < iterations:
             net_input = z
             if reg_noise_std > 0:
                 noise = torch.randn(z.shape, generator=generator, device="cpu").to(device)
+                noise[:, :hidden] = 0  # an offset net's estimate and normaliser channels are not its input
                 net_input = z + reg_noise_std * noise
             opt.zero_grad(set_to_none=True)
             if loss == "sure" and has_noise(op, sigma):  # noise-free measurements: SURE is the data fit

@@ -42,7 +42,7 @@ def _short_hash(obj: Any, length: int = 16) -> str:
 
 
 #: Architecture options that only make sense with a measurement-conditioned z; the random arm drops them.
-CONDITIONED_OPTIONS = ("residual",)
+CONDITIONED_OPTIONS = ("residual", "offset")
 
 
 def random_arch(meta_arch: dict) -> str | dict:

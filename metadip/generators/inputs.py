@@ -149,8 +149,10 @@ def make_input(
     return (z * recipe.scale).to(device)
 
 
-def jitter(z: Tensor, std: float, generator: torch.Generator | None = None) -> Tensor:
-    """DIP input-noise regularisation (``reg_noise_std``): ``z + std·N(0, 1)``, drawn from ``generator``.
+def jitter(z: Tensor, std: float, generator: torch.Generator | None = None, hidden: int = 0) -> Tensor:
+    """DIP input-noise regularisation (``reg_noise_std``): ``z + std·N(0, 1)``, drawn from ``generator``; the
+    first ``hidden`` channels (an offset net's estimate and normaliser, which it does not take as input) are
+    left as they are — the draw covers all of z either way, so the generator's stream does not depend on it.
 
     Returns ``z`` itself when ``std == 0`` (no draw, the generator is not advanced).
     """
@@ -158,6 +160,7 @@ def jitter(z: Tensor, std: float, generator: torch.Generator | None = None) -> T
         return z
     device = generator.device if generator is not None else z.device
     noise = torch.randn(z.shape, generator=generator, device=device, dtype=z.dtype).to(z.device)
+    noise[:, :hidden] = 0
     if z.dim() == 4 and not z.is_contiguous() and z.is_contiguous(memory_format=torch.channels_last):
         noise = noise.contiguous(memory_format=torch.channels_last)
     return z + std * noise

@@ -9,9 +9,13 @@ parameters and registers them in the reference's order. Per scale ``i``::
     d        = up2(scale_{i+1}(d))   (deepest scale: up2(d))
     scale_i  = act(BN(conv_1x1(act(BN(conv_k3(BN(cat(skip_i, d))))))))   # n_up[i] channels
 
-and the head is ``sigmoid(conv_1x1(scale_0(z)))``. BatchNorm always normalises with batch statistics
-(``track_running_stats=False``): DIP runs on a batch of one in training mode, and clones made with
-``torch.func.functional_call`` then share no state. Any image size works: ``forward`` reflect-pads ``z`` to a
+and the head is ``sigmoid(conv_1x1(scale_0(z)))``. ``residual=True``: ``sigmoid(logit(z[:C]) +
+conv_1x1(scale_0(z)))`` for a measurement-conditioned z whose first C channels are an image estimate;
+``offset=True``: the same sum, but the body sees only z's noise channels (from channel 2C on — the estimate and
+the normaliser are not its input), so the network is random DIP's around a fixed estimate. Both start with a zero
+head, i.e. at the estimate. BatchNorm always normalises with batch statistics (``track_running_stats=False``):
+DIP runs on a batch of one in training mode, and clones made with ``torch.func.functional_call`` then share no
+state. Any image size works: ``forward`` reflect-pads ``z`` to a
 multiple of ``2**num_scales`` and crops the output back.
 """
 
@@ -53,6 +57,9 @@ _ACT_ALIASES = {
 
 
 RESIDUAL_EPS = 1e-3
+#: With ``offset=True`` z starts with this many image-sized blocks that the network body does not see: the image
+#: estimate (its logit is the output's offset) and the normaliser (metadip.conditioning's layout).
+OFFSET_HIDDEN = 2
 
 
 def canonical_pad(pad_mode: str) -> str:
@@ -232,6 +239,7 @@ class SkipNet(nn.Module):
         need_bias: bool = True,
         need_1x1_up: bool = True,
         residual: bool = False,
+        offset: bool = False,
         name: str = "custom",
     ) -> None:
         super().__init__()
@@ -289,16 +297,29 @@ class SkipNet(nn.Module):
             "need_bias": bool(need_bias),
             "need_1x1_up": bool(need_1x1_up),
             "residual": bool(residual),
+            "offset": bool(offset),
         }
+        if residual and offset:
+            raise MetadipError("residual and offset are two ways to use z's image estimate: choose one")
+        if offset and self.in_channels <= OFFSET_HIDDEN * self.out_channels:
+            raise MetadipError(
+                f"offset=True needs more than {OFFSET_HIDDEN}×out_channels input channels "
+                "(image estimate and normaliser, then the network's own noise channels)"
+            )
+        if offset and not self.need_sigmoid:
+            raise MetadipError("offset=True needs a sigmoid output (the network's output is added to a logit)")
         if residual and self.in_channels < self.out_channels:
             raise MetadipError("residual=True needs at least out_channels input channels")
         if residual and not self.need_sigmoid:
             raise MetadipError("residual=True needs a sigmoid output (the correction is added to a logit)")
         self.residual = bool(residual)
+        self.offset = bool(offset)
+        #: leading z channels the network body never sees (offset: the image estimate and the normaliser)
+        self.hidden_channels = OFFSET_HIDDEN * self.out_channels if self.offset else 0
 
         inner: _Scale | None = None
         for i in reversed(range(num_scales)):
-            in_ch = self.in_channels if i == 0 else down[i - 1]
+            in_ch = self.in_channels - self.hidden_channels if i == 0 else down[i - 1]
             inner = _Scale(
                 in_ch,
                 down[i],
@@ -318,7 +339,7 @@ class SkipNet(nn.Module):
             )
         self.body = inner
         self.head = make_conv(up[0], self.out_channels, 1, bias=bool(need_bias), pad_mode=pad_mode)
-        if self.residual:
+        if self.residual or self.offset:
             # Start as the identity on the image channels of z: the head learns a correction in logit space.
             for module in self.head.modules():
                 if isinstance(module, nn.Conv2d):
@@ -357,10 +378,11 @@ class SkipNet(nn.Module):
         x = z
         if (ph, pw) != (h, w):
             x = reflect_pad(z, top, ph - h - top, left, pw - w - left)
-        x = self.head(self.body(x))
-        if self.residual:
+        x = self.head(self.body(x[:, self.hidden_channels :]))
+        if self.residual or self.offset:
             # Measurement-conditioned inputs carry an image estimate in their first out_channels channels;
-            # the network predicts a correction of its logit (see metadip.conditioning).
+            # the network predicts a correction of its logit (see metadip.conditioning). With ``offset`` the
+            # network sees only z's noise channels, so it is random DIP's network around the estimate.
             base = z[:, : self.out_channels]
             if (ph, pw) != (h, w):
                 base = reflect_pad(base, top, ph - h - top, left, pw - w - left)

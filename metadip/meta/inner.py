@@ -186,10 +186,15 @@ def inner_loop(
     state_m: dict[str, Tensor] = {}
     state_v: dict[str, Tensor] = {}
     losses: list[float] = []
+    hidden = int(getattr(net, "hidden_channels", 0))
     with torch.enable_grad():
         for t in range(steps):
             base = network_input(current, z)
-            net_input = jitter(base, config.reg_noise_std, generator) if config.reg_noise_std > 0 else base
+            net_input = (
+                jitter(base, config.reg_noise_std, generator, hidden)
+                if config.reg_noise_std > 0
+                else base
+            )
             if config.loss == "sure" and has_noise(task.op, getattr(task.op, "sigma", 0)):
                 # dip.fit's SURE (PURE with a Poisson peak) step, functionally
                 noise = net_input - base

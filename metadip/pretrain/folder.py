@@ -117,7 +117,7 @@ def images_recipe(
         if arch not in SCRATCH_ARCHS:
             raise MetadipError(f"--arch {arch!r} is not one of {', '.join(SCRATCH_ARCHS)}")
         preset, options = SCRATCH_ARCHS[arch]
-        kept = {k: v for k, v in base.model.options.items() if k in ("residual", "in_channels")}
+        kept = {k: v for k, v in base.model.options.items() if k in ("residual", "offset", "in_channels")}
         model = ModelConfig(arch=preset, options={**options, **kept}, init_from=None)
     if in_channels is not None:
         model = dataclasses.replace(model, options={**model.options, "in_channels": in_channels})
