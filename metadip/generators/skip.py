@@ -297,7 +297,7 @@ class SkipNet(nn.Module):
             "need_bias": bool(need_bias),
             "need_1x1_up": bool(need_1x1_up),
             "residual": bool(residual),
-            "offset": bool(offset),
+            **({"offset": True} if offset else {}),  # only when set: older configs (and their hashes) stay as they were
         }
         if residual and offset:
             raise MetadipError("residual and offset are two ways to use z's image estimate: choose one")
