@@ -757,3 +757,28 @@ def test_readme_headline_takes_more_seeds_and_says_when_auto_now_picks_random(mo
     monkeypatch.setattr(checkpoint, "shipped_init_for_spec", lambda spec, size=64, channels=3: None)
     text = readme_table.headline({"default": (auto, "d.md")})
     assert "= random (auto picks random init now; tiny measured" in text
+
+
+def test_a_cached_arm_is_reused_only_for_the_same_online_recipe():
+    """The case key holds the arm's whole online recipe (but not its own budget, which the suite overrides): a
+    sidecar edited to another EMA gets new cases instead of the old recipe's numbers."""
+    from types import SimpleNamespace
+
+    from metadip.evaluation import arm_key
+    from metadip.evaluation.arms import Arm
+    from metadip.online import PAPER
+
+    problem = SimpleNamespace(pair_key="pair", iterations=100)
+
+    def arm(recipe):
+        return Arm(
+            label="meta", init="x", arch=None, name="x", sha256="abc", arch_config={"name": "skip-slim"}, inner=recipe
+        )
+
+    paper = PAPER.to_dict()
+    same = arm_key(problem, arm(paper), "holdout", 8)
+    assert arm_key(problem, arm({**paper, "iterations": 5}), "holdout", 8) == same
+    for change in ({"ema": 0.9}, {"lr": 0.02}, {"reg_noise_std": 0.0}, {"loss": "sure"}, {"adapt": "norm"}):
+        assert arm_key(problem, arm({**paper, **change}), "holdout", 8) != same, change
+    legacy = {k: v for k, v in paper.items() if k not in ("adapt", "loss")}  # an older sidecar
+    assert arm_key(problem, arm(legacy), "holdout", 8) == same

@@ -402,6 +402,31 @@ def test_conditioned_init_trains_exports_its_online_recipe_and_reconstructs(tmp_
         run_pretrain(wrong, tmp_path / "w", device="cpu", progress=False)
 
 
+def test_an_offset_recipe_trains_with_reptile_and_an_untrained_one_lists_no_pictures(tmp_path):
+    """``model.options.offset``: Reptile trains it (the network's input is the noise channels only) and its
+    checkpoint reconstructs; a 0-step run exports PyTorch's init, which starts at z's estimate and saw no picture."""
+    from metadip import api, operators
+    from metadip.conditioning import conditioned_channels
+
+    config = conditioned_tiny_config()
+    options = {**config.model.options, "residual": False, "offset": True}
+    config = dataclasses.replace(
+        config, algorithm="reptile", model=dataclasses.replace(config.model, options=options)
+    )
+    trained = load_checkpoint(run_pretrain(config, tmp_path / "one", device="cpu", progress=False).checkpoint)
+    assert trained.arch_config["offset"] is True and trained.arch_config["in_channels"] == conditioned_channels(3, 3)
+    assert trained.training["steps"] == 1 and trained.training["train_images"]
+    untrained = run_pretrain(dataclasses.replace(config, steps=0), tmp_path / "zero", device="cpu", progress=False)
+    init = load_checkpoint(untrained.checkpoint)
+    assert init.training["steps"] == 0 and init.training["train_images"] == []
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    op = operators.build_operator("inpaint:ratio=0.5", x.shape[1:], generator=torch.Generator().manual_seed(1))
+    y = operators.simulate(x, op, torch.Generator().manual_seed(1))
+    for checkpoint_path in (untrained.checkpoint, tmp_path / "one" / f"{config.name}.json"):
+        out = api.reconstruct(y, op, init=checkpoint_path, iterations=3, stop="budget", device="cpu")
+        assert out.image.shape == x.shape and torch.isfinite(out.image).all()
+
+
 def test_a_conditioned_init_starts_a_recipe_with_another_estimate_and_bm3d_runs_online(tmp_path):
     """``model.init_from`` may change only the image estimate of a conditioned z (same layout); the sidecar names
     the source's estimate. With ``estimate = "bm3d"`` (denoising tasks) the init trains and reconstructs; SURE

@@ -245,19 +245,23 @@ def arm_key(problem: Problem, arm: Arm, stop: str, bands: int, mode: dict | None
             "bands": int(bands),
             "format": CASE_FORMAT,
             **(mode or {}),
-            **_recipe_levers(arm),
+            "recipe": _short_hash(_recipe_for_key(arm)),
         }
     )
 
 
-def _recipe_levers(arm: Arm) -> dict:
-    """The online levers of an arm's recipe that change its result with the same weights (adaptation mode,
-    loss), for the cache key — only when set away from their defaults, so cases of recipes without them keep
-    their keys."""
-    levers = {k: arm.inner[k] for k, default in LEVER_DEFAULTS.items() if arm.inner.get(k, default) != default}
-    return {"levers": levers} if levers else {}
+def _recipe_for_key(arm: Arm) -> dict:
+    """The arm's online recipe as it shapes a run with the same weights — optimiser, lr(s), jitter, EMA, the stop
+    rule the evaluation watches, adaptation mode, loss — for the cache key, so an edited sidecar (say, another EMA)
+    never reuses the cases of the old one. The recipe's own iteration budget is not in it: the suite sets the cap.
+    (Until the fourteenth session only ``adapt`` and ``loss`` were in the key.)"""
+    recipe = {k: v for k, v in arm.inner.items() if k != "iterations"}
+    for key, default in LEVER_DEFAULTS.items():  # older sidecars lack them: the same recipe
+        recipe.setdefault(key, default)
+    return recipe
 
 
+#: Online levers added to sidecars over time, with the value a sidecar without them means.
 LEVER_DEFAULTS = {"adapt": "all", "loss": "mse"}
 
 

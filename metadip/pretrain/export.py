@@ -55,7 +55,8 @@ def training_record(
         "families": config.tasks.families,
         "tasks": config.tasks.to_dict(),
         "image_source": source,
-        "train_images": train_names,
+        # a run of 0 steps from PyTorch's init saw no picture (an untrained design such as offset-inpaint)
+        "train_images": train_names if step > 0 or init_from else [],
         "held_out_images": held_names,
         "steps": step,
         "supervised_steps": min(step, config.maml.supervised_steps) if config.algorithm == "maml" else 0,

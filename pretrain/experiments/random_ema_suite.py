@@ -6,8 +6,9 @@ The random arm is ``metadip.checkpoint.random_init``'s recipe (``PAPER``); this 
 ``metadip evaluate`` with the remaining arguments. Copy the meta arm's and the problems' cases into ``--out``
 first to reuse them.
 
-    OMP_NUM_THREADS=1 python pretrain/experiments/random_ema_suite.py 0.9 --config evaluate/suites/phantom-reptile.toml \\
-        --init runs/ema09/phantom-fourier-reptile.json --out runs/phantom-ema-random09 --jobs 1 --threads 1
+    OMP_NUM_THREADS=1 python pretrain/experiments/random_ema_suite.py 0.9 \\
+        --config evaluate/suites/phantom-reptile.toml --init runs/ema09/phantom-fourier-reptile.json \\
+        --out runs/phantom-ema-random09 --jobs 1 --threads 1
 """
 
 from __future__ import annotations
