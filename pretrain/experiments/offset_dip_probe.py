@@ -17,10 +17,8 @@ iterations to random's peak − 0.5 / − 1 dB.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +27,10 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "evaluate"))
+sys.path.insert(0, str(ROOT / "pretrain" / "experiments"))
 
-from dev_compare import cached_curve, image_item, outside_images  # noqa: E402
+from dev_compare import cached_curve, image_item  # noqa: E402
+from random_lr_probe import chosen_crops, first_at, probe_parser  # noqa: E402
 
 from metadip import checkpoint, dip, metrics  # noqa: E402
 from metadip.api import prepare  # noqa: E402
@@ -99,23 +99,11 @@ def offset_curve(image: str, operator: str, kind: str, size: int, cap: int, zero
     return float(metrics.psnr(estimate, x)), list(result.history["psnr"])
 
 
-def first_at(curve, target):
-    hits = np.nonzero(np.asarray(curve) >= target)[0]
-    return int(hits[0]) + 1 if hits.size else None
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("operators")
-    parser.add_argument("estimate")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--cap", type=int, default=6000)
-    parser.add_argument("--images", default="gh_face,gh_uniform,gh_left,gh_whole")
+    parser = probe_parser("estimate")
     parser.add_argument("--random-head", action="store_true", help="keep PyTorch's head init (x(θ0) ≠ estimate)")
-    parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    wanted = args.images.split(",")
-    images = [p for p in outside_images(Path(tempfile.mkdtemp())) if Path(p).stem in wanted]
+    images = chosen_crops(args.images)
     for operator in args.operators.split(";"):
         for image in images:
             base = cached_curve(ROOT / "runs" / "curves", "random", image, operator, 0, args.size, 6000, 3, True)

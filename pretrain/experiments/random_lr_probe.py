@@ -45,17 +45,28 @@ def first_at(curve: list[float], target: float) -> int | None:
     return int(hits[0]) + 1 if hits.size else None
 
 
-def main() -> None:
+def probe_parser(what: str) -> argparse.ArgumentParser:
+    """The arguments of the outside-crop probes: ``operators`` (";"-separated), ``what`` they vary, --size,
+    --cap, --images (crop names), --out (a JSON-lines file, appended to)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("operators")
-    parser.add_argument("lrs")
+    parser.add_argument(what)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--cap", type=int, default=6000)
     parser.add_argument("--images", default="gh_face,gh_uniform,gh_left,gh_whole")
     parser.add_argument("--out", required=True)
-    args = parser.parse_args()
-    wanted = args.images.split(",")
-    images = [p for p in outside_images(Path(tempfile.mkdtemp())) if Path(p).stem in wanted]
+    return parser
+
+
+def chosen_crops(names: str) -> list[str]:
+    """Paths of the ``outside`` crops named in ``names`` (comma-separated), written to a temporary folder."""
+    wanted = names.split(",")
+    return [p for p in outside_images(Path(tempfile.mkdtemp())) if Path(p).stem in wanted]
+
+
+def main() -> None:
+    args = probe_parser("lrs").parse_args()
+    images = chosen_crops(args.images)
     for operator in args.operators.split(";"):
         for image in images:
             base = cached_curve(ROOT / "runs" / "curves", "random", image, operator, 0, args.size, 6000, 3, True)
