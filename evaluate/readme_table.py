@@ -197,7 +197,8 @@ def headline_rows(
             )
         elif s.get("n_pairs"):
             other = now_other(results, setting) if auto else None
-            measured = _init_names(results, setting) + (f"; auto picks {other} now, not measured here" if other else "")
+            note = f"; auto picks {other} now, not measured on these pairs" if other else ""
+            measured = _init_names(results, setting) + note
             rows.append(
                 f"| {name} | {s['n_pairs']} | {_fmt(s.get('random_peak_psnr_median'))} | "
                 f"{_fmt(s.get('meta_peak_psnr_median'))} ({measured}) | "

@@ -82,12 +82,17 @@ def test_simulate_reconstruct_round_trip(tmp_path, spec, name, artifacts):
         assert key in data, key
     assert len(data["loss"]) == 20 and len(data["psnr"]) == 20 and len(data["ssim"]) == 20
     assert data["stop_iteration"] == 20 and data["stop_reason"] == "budget"
-    # --init auto: the shipped init recommended for the operator (denoise; deblur; ×4 superres, not this ×2), else
-    # the default; random init for partial Fourier (every photograph init avoids it)
+    # --init auto: the shipped init recommended for the operator (denoise; deblur; pixel inpainting; ×4 superres,
+    # not this ×2), else the default; random init for partial Fourier (every photograph init avoids it)
     from metadip.denoisers import bm3d_available
 
     denoiser = "universal-slim-bm3d" if bm3d_available() else "universal-slim-sure"
-    recommended = {"denoise": denoiser, "deblur": "universal-slim-tikhonov", "fourier": "random"}
+    recommended = {
+        "denoise": denoiser,
+        "deblur": "universal-slim-tikhonov",
+        "inpaint": "offset-inpaint",
+        "fourier": "random",
+    }
     expected_init = recommended.get(spec.split(":")[0], "universal-slim-long")
     assert data["init"] == expected_init and data["arch"] == "skip-slim"
     assert match.group(4) == expected_init  # the summary line names the init auto chose

@@ -732,7 +732,7 @@ def test_readme_headline_draws_a_setting_from_the_suite_of_todays_auto_pick(monk
     assert "No domain init" in readme_table.domain(loaded)
     # other pictures or seeds: no replacement, and the old row says that auto picks another init now
     newer["cases"][1]["seed"] = 7
-    assert "(old; auto picks tiny now, not measured here)" in readme_table.headline(loaded)
+    assert "(old; auto picks tiny now, not measured on these pairs)" in readme_table.headline(loaded)
     # auto no longer picks it: a domain init again, and the auto suite's own row stays
     newer["cases"][1]["seed"] = auto["cases"][1]["seed"]
     monkeypatch.setattr(checkpoint, "shipped_init_for_spec", lambda spec, size=64, channels=3: "old")
@@ -762,7 +762,7 @@ def test_readme_headline_takes_more_seeds_and_says_when_auto_now_picks_random(mo
     assert "= random (auto picks random init now; tiny measured" in text
     monkeypatch.setattr(checkpoint, "shipped_init_for_spec", lambda spec, size=64, channels=3: "newer")
     text = readme_table.headline({"default": (auto, "d.md")})  # another init is auto's pick, measured nowhere here
-    assert "(tiny; auto picks newer now, not measured here)" in text
+    assert "(tiny; auto picks newer now, not measured on these pairs)" in text
 
 
 def test_a_cached_arm_is_reused_only_for_the_same_online_recipe():
