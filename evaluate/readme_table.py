@@ -152,20 +152,11 @@ HEADER = (
 )
 
 
-def now_random(results: dict, setting: str) -> bool:
-    """Whether ``--init auto`` picks random init today for the operator of an auto suite's ``setting`` that the
-    suite measured with a meta init (the init was retired from that operator since, e.g. by ``avoid_for``)."""
-    sys.path.insert(0, str(ROOT))
-    from metadip.checkpoint import shipped_init_for_spec
-
-    cases = [c for c in results["cases"] if c["init"] == "meta" and _setting(c) == setting]
-    return bool(cases) and shipped_init_for_spec(cases[0]["operator"], int(cases[0]["size"]), 3) is None
-
-
-def now_other(results: dict, setting: str) -> str | None:
-    """The init ``--init auto`` picks today for the operator of an auto suite's ``setting`` when it is another
-    meta init than the one the suite measured (a family's init shipped since, measured elsewhere on other
-    pictures or seeds); else None."""
+def auto_now(results: dict, setting: str) -> str | None:
+    """What ``--init auto`` picks today for the operator of an auto suite's ``setting`` that the suite measured with
+    a meta init, when that has changed since: ``"random"`` (the init was retired from that operator, e.g. by
+    ``avoid_for``) or the name of another init (a family's init shipped since, measured elsewhere on other
+    pictures or seeds); None when it is still the measured init, or the setting has no meta arm."""
     sys.path.insert(0, str(ROOT))
     from metadip.checkpoint import shipped_init_for_spec
 
@@ -173,14 +164,17 @@ def now_other(results: dict, setting: str) -> str | None:
     if not cases:
         return None
     pick = shipped_init_for_spec(cases[0]["operator"], int(cases[0]["size"]), 3)
-    return pick if pick is not None and pick not in {c["init_name"] for c in cases} else None
+    if pick is None:
+        return "random"
+    return None if pick in {c["init_name"] for c in cases} else pick
 
 
 def headline_rows(
     results: dict, link: str, prefix: str = "", replaced: dict[str, tuple[dict, str]] | None = None, auto: bool = False
 ) -> list[str]:
     """One row per setting of ``results``; a setting in ``replaced`` is drawn from that suite instead. ``auto``:
-    rows of an auto suite, where a setting auto now leaves to random init (:func:`now_random`) says so."""
+    rows of an auto suite, where auto now picks random init or another init for a setting (:func:`auto_now`), say
+    so."""
     rows = []
     own_results, own_link = results, link
     for setting in own_results["summary"]["by_setting"]:
@@ -188,7 +182,8 @@ def headline_rows(
         s = results["summary"]["by_setting"][setting]
         tag = f" ({s.get('coverage')})" if s.get("coverage") not in (None, "seen") else ""
         name = f"{prefix}[{setting}]({link}){tag}{_mark(results, setting)}"
-        if auto and now_random(results, setting):
+        now = auto_now(results, setting) if auto else None
+        if now == "random":
             rows.append(
                 f"| {name} | {s['n_pairs']} | {_fmt(s.get('random_peak_psnr_median'))} | = random (auto picks random "
                 f"init now; {_init_names(results, setting)} measured {_signed(s.get('delta_peak_median'))} dB, "
@@ -196,8 +191,7 @@ def headline_rows(
                 f"{_fmt(s.get('random_seconds_median'), 0)} / same |"
             )
         elif s.get("n_pairs"):
-            other = now_other(results, setting) if auto else None
-            note = f"; auto picks {other} now, not measured on these pairs" if other else ""
+            note = f"; auto picks {now} now, not measured on these pairs" if now else ""
             measured = _init_names(results, setting) + note
             rows.append(
                 f"| {name} | {s['n_pairs']} | {_fmt(s.get('random_peak_psnr_median'))} | "

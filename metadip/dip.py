@@ -19,6 +19,7 @@ from torch import nn
 from metadip import metrics, optim
 from metadip.adaptation import Z_KEY, adapted_names, adapts_input
 from metadip.errors import MetadipError
+from metadip.generators import jitter
 from metadip.losses import has_noise, sure_through_input
 from metadip.online import DEFAULT_ADAPT, DEFAULT_LOSS, PAPER, DipRecipe
 from metadip.stopping import StoppingRule, make_stopping_rule  # noqa: F401  (re-exported)
@@ -198,7 +199,6 @@ def fit(
         watcher.reset(sigma=sigma, reference=reference)
     watcher_stop: int | None = None
 
-    device = z.device
     height, width = op.image_shape[-2:]
     size = (height, width)
     if holdout_weights is not None:  # drawn by the caller (e.g. before building a measurement-conditioned z)
@@ -242,11 +242,8 @@ def fit(
     hidden = int(getattr(net, "hidden_channels", 0))
     try:
         while iteration < iterations:
-            net_input = z
-            if reg_noise_std > 0:
-                noise = torch.randn(z.shape, generator=generator, device="cpu").to(device)
-                noise[:, :hidden] = 0  # an offset net's estimate and normaliser channels are not its input
-                net_input = z + reg_noise_std * noise
+            # the meta inner loop's jitter, the same draw (an offset net's estimate channels are left alone)
+            net_input = jitter(z, reg_noise_std, generator, hidden)
             opt.zero_grad(set_to_none=True)
             if loss == "sure" and has_noise(op, sigma):  # noise-free measurements: SURE is the data fit
                 noise = net_input - z
