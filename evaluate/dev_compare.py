@@ -20,7 +20,7 @@ suites hold out phantom-1..4; phantom-101 and up are the phantom development set
 development set that is in neither the training nor the held-out list: four crops (face, uniform, left, whole)
 of the photograph ``grace_hopper.jpg`` that matplotlib bundles — no picture an init was trained or tested on.
 ``--channels 1`` runs grey pictures (luminance), for grey inits and grey random init.
-``--lr-scale`` / ``--ema`` / ``--adapt`` try another online recipe for the same weights (a copy of the
+``--lr-scale`` / ``--ema`` / ``--jitter`` / ``--adapt`` try another online recipe for the same weights (a copy of the
 checkpoint with an edited sidecar, in a temporary folder; ``--adapt`` sets the adaptation mode, see
 ``metadip/adaptation.py``). ``--converge`` runs every curve until its PSNR has passed its peak (the evaluation's
 rule: no 0.01 dB gain for max(500, half the iterations so far)), ``--iterations`` /
@@ -147,10 +147,16 @@ def summarise(curve: list[float], baseline: list[float] | None = None) -> dict:
 
 
 def recipe_variant(
-    init: str, lr_scale: float, ema: float | None, folder: Path, adapt: str | None = None, loss: str | None = None
+    init: str,
+    lr_scale: float,
+    ema: float | None,
+    folder: Path,
+    adapt: str | None = None,
+    loss: str | None = None,
+    jitter: float | None = None,
 ) -> str:
-    """A copy of checkpoint ``init`` whose online recipe has its lr(s) × ``lr_scale``, EMA ``ema`` and
-    adaptation mode ``adapt``."""
+    """A copy of checkpoint ``init`` whose online recipe has its lr(s) × ``lr_scale``, EMA ``ema``, adaptation
+    mode ``adapt``, loss ``loss`` and input jitter ``jitter`` (the std of z's per-iteration noise)."""
     import json
     import shutil
 
@@ -168,6 +174,8 @@ def recipe_variant(
         inner["adapt"] = adapt
     if loss is not None:
         inner["loss"] = loss
+    if jitter is not None:
+        inner["reg_noise_std"] = jitter
     weights = sidecar.with_name(meta.get("weights") or sidecar.stem + ".safetensors")
     shutil.copy(weights, folder / weights.name)
     (folder / sidecar.name).write_text(json.dumps(meta))
@@ -187,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-iterations", type=int, default=1000)
     parser.add_argument("--lr-scale", type=float, default=1.0, help="multiply the candidates' online lr(s)")
     parser.add_argument("--ema", type=float, default=None, help="override the candidates' online EMA")
+    parser.add_argument("--jitter", type=float, default=None, help="override the candidates' z jitter (std)")
     parser.add_argument(
         "--adapt",
         action="append",
@@ -230,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "iterations": args.iterations,
         "lr_scale": args.lr_scale,
         "ema": args.ema,
+        "jitter": args.jitter,
         "adapt": adapts,
         "loss": losses,
         "converge": args.converge,
@@ -263,11 +273,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{args.baseline:28s} {op:40s} peaks {peaks}", flush=True)
         for number, (init, adapt, loss) in enumerate(zip(args.init, adapts, losses, strict=True)):
             run_init = init
-            edited = args.lr_scale != 1.0 or args.ema is not None or adapt is not None or loss is not None
+            edited = args.lr_scale != 1.0 or args.ema is not None or args.jitter is not None
+            edited = edited or adapt is not None or loss is not None
             if init != "random" and edited:
                 folder = Path(scratch.name) / str(number)
                 folder.mkdir()
-                run_init = recipe_variant(init, args.lr_scale, args.ema, folder, adapt, loss)
+                run_init = recipe_variant(init, args.lr_scale, args.ema, folder, adapt, loss, args.jitter)
             per_op = {}
             for operator in operators:
                 cases = [

@@ -116,27 +116,36 @@ def _pairs(results: dict, setting: str) -> set[tuple[str, int]]:
     return {(c["image"], c["seed"]) for c in results["cases"] if c["init"] == "meta" and _setting(c) == setting}
 
 
+def channels_of(results: dict) -> int:
+    """The pictures' channel count of a suite (its networks' output channels: 1 grey, 2 complex, 3 RGB)."""
+    config = results.get("config", {})
+    arch = (config.get("init") or {}).get("arch") or (config.get("random") or {}).get("arch_config") or {}
+    return int(arch.get("out_channels", 3))
+
+
 def auto_pick(results: dict) -> bool:
     """Whether a converged suite of one named init measured, on each of its settings, the init that ``--init
-    auto`` picks for that operator today (e.g. a family's init shipped after the auto suite ran). Results do not
-    record the pictures' channel count; an init is only ever picked for its own, so any count may match."""
+    auto`` picks for that operator today for pictures of the suite's channel count (e.g. a family's init shipped
+    after the auto suite ran)."""
     if not converged_named(results):
         return False
     sys.path.insert(0, str(ROOT))
     from metadip.checkpoint import shipped_init_for_spec
 
+    channels = channels_of(results)
     settings = {(c["operator"], c["size"], c["init_name"]) for c in results["cases"] if c["init"] == "meta"}
     return bool(settings) and all(
-        any(shipped_init_for_spec(operator, size, channels) == name for channels in (1, 2, 3))
-        for operator, size, name in settings
+        shipped_init_for_spec(operator, size, channels) == name for operator, size, name in settings
     )
 
 
 def replacements(loaded: dict[str, tuple[dict, str]], results: dict) -> dict[str, tuple[dict, str]]:
     """Settings of the auto suite ``results`` that a later :func:`auto_pick` suite measured on the same pictures
-    and (at least) the same seeds — a new pick, a higher iteration cap, more seeds: setting → (that suite's
-    results, link); its row replaces the auto suite's. Where several do, the one with the most pairs wins."""
-    picks = [(other, link) for other, link in loaded.values() if auto_pick(other)]
+    (with the same channel count: a grey suite never stands in for an RGB row) and (at least) the same seeds — a
+    new pick, a higher iteration cap, more seeds: setting → (that suite's results, link); its row replaces the
+    auto suite's. Where several do, the one with the most pairs wins."""
+    channels = channels_of(results)
+    picks = [(other, link) for other, link in loaded.values() if channels_of(other) == channels and auto_pick(other)]
     found = {}
     for setting in results["summary"]["by_setting"]:
         for other, link in picks:
@@ -163,7 +172,7 @@ def auto_now(results: dict, setting: str) -> str | None:
     cases = [c for c in results["cases"] if c["init"] == "meta" and _setting(c) == setting]
     if not cases:
         return None
-    pick = shipped_init_for_spec(cases[0]["operator"], int(cases[0]["size"]), 3)
+    pick = shipped_init_for_spec(cases[0]["operator"], int(cases[0]["size"]), channels_of(results))
     if pick is None:
         return "random"
     return None if pick in {c["init_name"] for c in cases} else pick

@@ -437,6 +437,7 @@ def test_end_to_end_cli_and_resume(tmp_path, tiny_checkpoint, image_folder, monk
     assert len(list(out.glob("grid_*.png"))) == 2 and len(list(out.glob("spectral_*.png"))) == 2
     report = (out / "report.md").read_text()
     assert "median of" in report and "spectral" in report.lower()
+    assert config["init"]["meta_steps"] > 0 and "Meta-learned init **tiny**" in report
 
     # resume: the same command does no DIP work and gives the same cases
     calls.clear()
@@ -739,6 +740,28 @@ def test_readme_headline_draws_a_setting_from_the_suite_of_todays_auto_pick(monk
     assert "(old)" in readme_table.headline(loaded) and "n.md" in readme_table.domain(loaded)
 
 
+def test_readme_headline_never_takes_a_row_from_a_suite_of_another_channel_count(monkeypatch):
+    """A grey suite of the grey pick on the same pictures and seeds (offset-inpaint-grey) is no stand-in for the RGB
+    auto suite's row, though the setting's label is the same: auto's pick is asked for the suite's own channels."""
+    from metadip import checkpoint
+
+    readme_table = _readme_table()
+    auto = _suite_results()
+    auto["config"]["init"]["arch"] = {"out_channels": 3}
+    grey = _suite_results()
+    grey["config"]["options"]["init"] = "tiny-grey"
+    grey["config"]["init"] = {"name": "tiny-grey", "sha256": "cd" * 32, "arch": {"out_channels": 1}}
+    for c in grey["cases"]:
+        c["init_name"] = "tiny-grey" if c["init"] == "meta" else c["init_name"]
+    loaded = {"default": (auto, "d.md"), "grey-suite": (grey, "g.md")}
+    picks = {1: "tiny-grey", 3: "tiny"}
+    monkeypatch.setattr(checkpoint, "shipped_init_for_spec", lambda spec, size=64, channels=3: picks[channels])
+    assert readme_table.channels_of(grey) == 1 and readme_table.channels_of(auto) == 3
+    assert readme_table.auto_pick(grey) and readme_table.replacements(loaded, auto) == {}
+    text = readme_table.headline(loaded)
+    assert "| [denoise:sigma=25 @ 32px](d.md) |" in text and "g.md" not in text and "(tiny)" in text
+
+
 def test_readme_headline_takes_more_seeds_and_says_when_auto_now_picks_random(monkeypatch):
     """A later suite of today's pick with the same pictures and more seeds replaces the row (most pairs win); a
     setting that auto now leaves to random init is shown as random init, with what the retired init measured."""
@@ -788,3 +811,17 @@ def test_a_cached_arm_is_reused_only_for_the_same_online_recipe():
         assert arm_key(problem, arm({**paper, **change}), "holdout", 8) != same, change
     legacy = {k: v for k, v in paper.items() if k not in ("adapt", "loss")}  # an older sidecar
     assert arm_key(problem, arm(legacy), "holdout", 8) == same
+
+
+def test_report_calls_a_zero_step_init_not_meta_learned():
+    """offset-inpaint is PyTorch's init around an estimate (0 meta-steps): its report must not call it meta-learned;
+    results written before the field existed (no meta_steps) keep the old wording."""
+    from metadip.evaluation.report.markdown import arms_sentence
+
+    config = {"init": {"name": "offset-inpaint", "sha256": "ab" * 32, "card": "c", "meta_steps": 0}}
+    assert arms_sentence(config, ["random", "meta"]).startswith("Init (not meta-learned: 0 meta-steps) **offset")
+    config["init"]["meta_steps"] = 500
+    assert arms_sentence(config, ["random", "meta"]).startswith("Meta-learned init **offset-inpaint**")
+    del config["init"]["meta_steps"]
+    assert arms_sentence(config, ["random", "meta"]).startswith("Meta-learned init")
+    assert arms_sentence(config, ["random"]).startswith("Random init only")

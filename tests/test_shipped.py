@@ -137,7 +137,8 @@ def test_auto_rule_of_the_shipped_inits(monkeypatch, spec, expected):
     [
         ("denoise:sigma=25", GREY_DENOISE_INIT),
         ("denoise:poisson=30", GREY_DENOISE_INIT),
-        ("inpaint:ratio=0.5", checkpoint.DEFAULT_GREY_INIT),
+        ("inpaint:ratio=0.5", "offset-inpaint-grey"),  # offset-inpaint's one-channel twin (not a conversion)
+        ("inpaint:ratio=0.5,sigma=5", "offset-inpaint-grey"),
         ("inpaint:holes=blocks,ratio=0.4", None),
         ("superres:factor=4", "universal-slim-superres-grey"),
         ("superres:factor=2", checkpoint.DEFAULT_GREY_INIT),
@@ -147,7 +148,7 @@ def test_auto_rule_of_the_shipped_inits(monkeypatch, spec, expected):
     ],
 )
 def test_auto_rule_of_the_shipped_grey_inits(monkeypatch, spec, expected):
-    """Grey pictures get the grey conversions of the RGB inits, by the same rules; never an RGB init."""
+    """Grey pictures get the grey twins of the RGB inits, by the same rules; never an RGB init."""
     monkeypatch.delenv("METADIP_CHECKPOINTS", raising=False)
     op = operators.build_operator(spec, (1, 64, 64), generator=torch.Generator().manual_seed(0))
     assert checkpoint.shipped_init_for(1, operator=op) == expected
@@ -171,6 +172,21 @@ def test_grey_inits_were_converted_from_their_rgb_originals():
         }
         assert init.input_recipe.estimate == source.input_recipe.estimate
         assert init.avoid_for == source.avoid_for and init.recommended_for == source.recommended_for
+
+
+def test_offset_inpaint_grey_is_the_rgb_design_with_one_channel():
+    """The grey offset init is not a conversion (there are no trained weights to convert): the same design, recipe
+    and auto rule as offset-inpaint, drawn for one channel."""
+    colour, grey = checkpoint.load_checkpoint("offset-inpaint"), checkpoint.load_checkpoint("offset-inpaint-grey")
+    assert grey.arch_config["out_channels"] == 1 and colour.arch_config["out_channels"] == 3
+    assert grey.arch_config["offset"] and grey.noise_channels == colour.noise_channels
+    same = ("in_channels", "out_channels")
+    assert {k: v for k, v in grey.arch_config.items() if k not in same} == {
+        k: v for k, v in colour.arch_config.items() if k not in same
+    }
+    assert grey.inner == colour.inner and grey.input_recipe.lowpass == colour.input_recipe.lowpass
+    assert grey.avoid_for == colour.avoid_for and grey.recommended_for == colour.recommended_for
+    assert grey.training["steps"] == 0 and grey.training["train_images"] == []
 
 
 def test_shipped_inits_are_package_data():

@@ -233,6 +233,7 @@ def assemble(
             "name": meta.name if meta else "random",
             "sha256": meta.sha256 if meta else None,
             "card": meta.card if meta else None,
+            "meta_steps": (meta.training or {}).get("steps") if meta else None,
             "arch": (meta or arms[0]).arch_config,
             "recipe": meta.inner if meta else None,
             "held_out_images": _training_images(meta)[1] if meta else None,

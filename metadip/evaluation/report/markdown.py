@@ -318,25 +318,31 @@ def _budget_text(config: dict) -> str:
     return f"budget {caps} iterations (fixed; PSNR/SSIM recorded every iteration)"
 
 
+def arms_sentence(config: dict, arms: list[str]) -> str:
+    """The report's first line on what was compared: the init (called meta-learned only when it had meta-steps;
+    a 0-step export such as offset-inpaint is PyTorch's init around an estimate) against random init."""
+    init = config.get("init", {})
+    if "meta" not in arms:
+        return (
+            f"Random init only (`{config.get('random', {}).get('arch')}`, the DIP paper's recipe): "
+            "no meta-learned init was given."
+        )
+    kind = "Init (not meta-learned: 0 meta-steps)" if init.get("meta_steps") == 0 else "Meta-learned init"
+    return (
+        f"{kind} **{init.get('name')}** (sha256 `{str(init.get('sha256'))[:16]}…`; "
+        f"{init.get('card') or ''}; network `{(init.get('arch') or {}).get('name', 'custom')}`) against random "
+        f"init (`{config.get('random', {}).get('arch') or 'same network'}`, the DIP paper's recipe), each with "
+        "its own recipe, on the same measurements."
+    )
+
+
 def write_markdown(results: dict, out: Path, figures: dict) -> Path:
     config = results["config"]
-    init = config.get("init", {})
     arms = config.get("arms", _arms(results))
     lines = [f"# Evaluation: {config.get('name', 'evaluate')}", ""]
     if config.get("description"):
         lines += [config["description"], ""]
-    if "meta" in arms:
-        lines.append(
-            f"Meta-learned init **{init.get('name')}** (sha256 `{str(init.get('sha256'))[:16]}…`; "
-            f"{init.get('card') or ''}; network `{(init.get('arch') or {}).get('name', 'custom')}`) against random "
-            f"init (`{config.get('random', {}).get('arch') or 'same network'}`, the DIP paper's recipe), each with "
-            "its own recipe, on the same measurements."
-        )
-    else:
-        lines.append(
-            f"Random init only (`{config.get('random', {}).get('arch')}`, the DIP paper's recipe): "
-            "no meta-learned init was given."
-        )
+    lines.append(arms_sentence(config, arms))
     lines += [
         "",
         f"Images: {', '.join(config.get('images', []))}; sizes "
