@@ -234,20 +234,22 @@ def run_mode(config: EvalConfig) -> dict:
 
 def arm_key(problem: Problem, arm: Arm, stop: str, bands: int, mode: dict | None = None) -> str:
     """The cache key of one arm on one problem: everything that determines its result."""
-    return _short_hash(
-        {
-            "pair": problem.pair_key,
-            "init": arm.label,
-            "init_sha256": arm.sha256,
-            "arch": _short_hash(arm.arch_config),
-            "iterations": int(problem.iterations),
-            "stop": stop,
-            "bands": int(bands),
-            "format": CASE_FORMAT,
-            **(mode or {}),
-            "recipe": _short_hash(_recipe_for_key(arm)),
-        }
-    )
+    return _short_hash({**arm_key_fields(problem, arm, stop, bands, mode), "recipe": _short_hash(_recipe_for_key(arm))})
+
+
+def arm_key_fields(problem: Problem, arm: Arm, stop: str, bands: int, mode: dict | None = None) -> dict:
+    """What the cache key holds besides the arm's online recipe: the problem, the weights, the budget, the rules."""
+    return {
+        "pair": problem.pair_key,
+        "init": arm.label,
+        "init_sha256": arm.sha256,
+        "arch": _short_hash(arm.arch_config),
+        "iterations": int(problem.iterations),
+        "stop": stop,
+        "bands": int(bands),
+        "format": CASE_FORMAT,
+        **(mode or {}),
+    }
 
 
 def _recipe_for_key(arm: Arm) -> dict:

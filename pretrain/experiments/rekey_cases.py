@@ -19,10 +19,10 @@ from pathlib import Path
 
 from metadip.evaluation.arms import resolve_arms
 from metadip.evaluation.problems import (
-    CASE_FORMAT,
     LEVER_DEFAULTS,
     _short_hash,
     arm_key,
+    arm_key_fields,
     plan,
     problem_arms,
     run_mode,
@@ -35,20 +35,7 @@ from metadip.fileio import atomic_write_json
 def old_key(problem, arm, stop: str, bands: int, mode: dict) -> str:
     """The key before d254980: the recipe's adapt / loss only, and only when away from their defaults."""
     levers = {k: arm.inner[k] for k, default in LEVER_DEFAULTS.items() if arm.inner.get(k, default) != default}
-    return _short_hash(
-        {
-            "pair": problem.pair_key,
-            "init": arm.label,
-            "init_sha256": arm.sha256,
-            "arch": _short_hash(arm.arch_config),
-            "iterations": int(problem.iterations),
-            "stop": stop,
-            "bands": int(bands),
-            "format": CASE_FORMAT,
-            **mode,
-            **({"levers": levers} if levers else {}),
-        }
-    )
+    return _short_hash({**arm_key_fields(problem, arm, stop, bands, mode), **({"levers": levers} if levers else {})})
 
 
 def main(suite: str, folder: str) -> int:
