@@ -42,10 +42,10 @@ def main(suite: str, folder: str) -> int:
     config = load_suite(suite)
     out = Path(folder)
     arms, _ = resolve_arms(config)
+    mode = run_mode(config)
     moved = 0
     for problem in plan(config, arms):
         for arm in problem_arms(problem, arms):
-            mode = run_mode(config)
             new, old = (
                 arm_key(problem, arm, config.stop, config.bands, mode),
                 old_key(problem, arm, config.stop, config.bands, mode),
