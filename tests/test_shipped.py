@@ -58,6 +58,7 @@ def test_domain_inits_are_documented_choices_never_auto(monkeypatch):
         "phantom-fourier",
         "phantom-fourier-complex",
         "phantom-fourier-reptile",
+        "phantom-fourier-reptile-resample",
         "phantom-fourier-complex-reptile",
     } <= set(SHIPPED)
     for channels, expected in ((1, None), (2, None)):  # no shipped init for photographs under partial Fourier
@@ -89,6 +90,23 @@ def test_the_reptile_phantom_init_is_the_random_arms_network_at_its_training_siz
         else:
             with pytest.raises(MetadipError, match="fixed input of shape"):
                 api.reconstruct(y, op, init="phantom-fourier-reptile", iterations=2, stop="budget")
+
+
+def test_the_resample_phantom_init_stores_no_z_and_serves_any_size():
+    """phantom-fourier-reptile-resample: the same recipe as phantom-fourier-reptile but a fresh z per meta-training
+    task (research log 76), so nothing but θ0 is stored and online DIP draws z from the recipe at the picture's
+    size: sizes other than its 64 px training size work (the fixed-z init refuses them)."""
+    init = checkpoint.load_checkpoint("phantom-fourier-reptile-resample")
+    assert init.training["algorithm"] == "reptile" and init.z is None and init.sidecar["z_mode"] == "resample"
+    assert init.recipe.lr == pytest.approx(0.01) and init.recipe.ema == pytest.approx(0.9)
+    assert not init.recommended_for  # a documented choice, never auto
+    generator = torch.Generator().manual_seed(0)
+    for size in (32, 48):
+        x = torch.rand(1, 1, size, size, generator=generator)
+        op = operators.build_operator("fourier:ratio=0.25,sigma=5", (1, size, size), generator=generator)
+        y = operators.simulate(x, op, generator)
+        result = api.reconstruct(y, op, init="phantom-fourier-reptile-resample", iterations=2, stop="budget")
+        assert result.image.shape == x.shape and torch.isfinite(result.image).all()
 
 
 def test_auto_uses_the_universal_init_for_rgb_and_the_grey_init_for_grey(monkeypatch):
