@@ -57,8 +57,8 @@ def test_domain_inits_are_documented_choices_never_auto(monkeypatch):
     assert {
         "phantom-fourier",
         "phantom-fourier-complex",
-        "phantom-fourier-reptile",
         "phantom-fourier-reptile-resample",
+        "phantom-fourier-reptile-resample-horizon",
         "phantom-fourier-complex-reptile",
     } <= set(SHIPPED)
     for channels, expected in ((1, None), (2, None)):  # no shipped init for photographs under partial Fourier
@@ -68,44 +68,57 @@ def test_domain_inits_are_documented_choices_never_auto(monkeypatch):
     assert init.arch_config["out_channels"] == 2 and init.training["init_from"]["converted"] == "grey-to-complex"
 
 
-def test_the_reptile_phantom_init_is_the_random_arms_network_at_its_training_size():
-    """phantom-fourier-reptile: the random arm's network, noise z and recipe but a shorter output EMA (0.9: the
-    paper's 0.99 trails this init's fast climb, research log 68); its fixed z is stored at 64 px, so another size
-    is a one-line error."""
+def test_the_fixed_z_phantom_init_is_the_random_arms_network_at_its_training_size():
+    """phantom-fourier-complex-reptile: the random arm's two-channel network, noise z and recipe but a shorter
+    output EMA (0.9: the paper's 0.99 trails the init's fast climb, research log 68); its fixed z is stored at 64 px,
+    so another size is a one-line error."""
     from metadip.errors import MetadipError
 
-    init = checkpoint.load_checkpoint("phantom-fourier-reptile")
+    name = "phantom-fourier-complex-reptile"
+    init = checkpoint.load_checkpoint(name)
     assert init.training["algorithm"] == "reptile" and init.z is not None and tuple(init.z.shape[-2:]) == (64, 64)
     assert init.recipe.lr == pytest.approx(0.01) and init.recipe.ema == pytest.approx(0.9)
     generator = torch.Generator().manual_seed(0)
     for size in (64, 32):
-        x = torch.rand(1, 1, size, size, generator=generator)
-        op = operators.build_operator("fourier:ratio=0.25,sigma=5", (1, size, size), generator=generator)
+        x = torch.rand(1, 2, size, size, generator=generator)
+        op = operators.build_operator("fourier:ratio=0.25,sigma=5", (2, size, size), generator=generator)
         y = operators.simulate(x, op, generator)
         if size == 64:
-            assert (
-                api.reconstruct(y, op, init="phantom-fourier-reptile", iterations=2, stop="budget").image.shape
-                == x.shape
-            )
+            assert api.reconstruct(y, op, init=name, iterations=2, stop="budget").image.shape == x.shape
         else:
             with pytest.raises(MetadipError, match="fixed input of shape"):
-                api.reconstruct(y, op, init="phantom-fourier-reptile", iterations=2, stop="budget")
+                api.reconstruct(y, op, init=name, iterations=2, stop="budget")
 
 
-def test_the_resample_phantom_init_stores_no_z_and_serves_any_size():
-    """phantom-fourier-reptile-resample: the same recipe as phantom-fourier-reptile but a fresh z per meta-training
-    task (research log 76), so nothing but θ0 is stored and online DIP draws z from the recipe at the picture's
-    size: sizes other than its 64 px training size work (the fixed-z init refuses them)."""
-    init = checkpoint.load_checkpoint("phantom-fourier-reptile-resample")
+@pytest.mark.parametrize(
+    ("name", "inner_steps", "parent"),
+    [
+        ("phantom-fourier-reptile-resample", 100, None),
+        ("phantom-fourier-reptile-resample-horizon", 200, "phantom-fourier-reptile-resample"),
+    ],
+)
+def test_the_resample_phantom_inits_store_no_z_and_serve_any_size(name, inner_steps, parent):
+    """phantom-fourier-reptile-resample: Reptile with a fresh z per meta-training task (research log 76), so nothing
+    but θ0 is stored and online DIP draws z from the recipe at the picture's size: sizes other than its 64 px
+    training size work (a fixed-z init refuses them). Its continuation over K 100-200 (log 80) keeps all of that
+    and names the shipped init it started from."""
+    init = checkpoint.load_checkpoint(name)
     assert init.training["algorithm"] == "reptile" and init.z is None and init.sidecar["z_mode"] == "resample"
     assert init.recipe.lr == pytest.approx(0.01) and init.recipe.ema == pytest.approx(0.9)
+    assert init.sidecar["inner"]["meta_inner_steps"] == inner_steps
     assert not init.recommended_for  # a documented choice, never auto
+    started = init.training.get("init_from")
+    if parent is None:
+        assert started is None
+    else:
+        assert started["name"] == parent
+        assert started["sha256"] == checkpoint.load_checkpoint(parent).sidecar["sha256"]
     generator = torch.Generator().manual_seed(0)
     for size in (32, 48):
         x = torch.rand(1, 1, size, size, generator=generator)
         op = operators.build_operator("fourier:ratio=0.25,sigma=5", (1, size, size), generator=generator)
         y = operators.simulate(x, op, generator)
-        result = api.reconstruct(y, op, init="phantom-fourier-reptile-resample", iterations=2, stop="budget")
+        result = api.reconstruct(y, op, init=name, iterations=2, stop="budget")
         assert result.image.shape == x.shape and torch.isfinite(result.image).all()
 
 

@@ -9,6 +9,10 @@ against random init, both to convergence. If θ0 keeps DIP's peak with a fresh z
 
     OMP_NUM_THREADS=1 PYTHONPATH=evaluate python pretrain/experiments/fresh_z_probe.py \\
         --init phantom-fourier-reptile --size 128 --cache runs/curves --out runs/fresh-z-128.json
+
+``phantom-fourier-reptile`` is retired (seventeenth session): re-export it first with
+``pretrain/experiments/phantom-fourier-reptile.toml`` into ``METADIP_CHECKPOINTS``, or pass another fixed-z init
+(e.g. ``phantom-fourier-complex-reptile``).
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ first to reuse them.
     OMP_NUM_THREADS=1 python pretrain/experiments/random_ema_suite.py 0.9 \\
         --config evaluate/suites/phantom-reptile.toml --init runs/ema09/phantom-fourier-reptile.json \\
         --out runs/phantom-ema-random09 --jobs 1 --threads 1
+
+(The suite ``phantom-reptile`` and its init were retired in the seventeenth session:
+``git show 3ead7bf:evaluate/suites/phantom-reptile.toml``.)
 """
 
 from __future__ import annotations
