@@ -177,6 +177,18 @@ def _check_json_serialisable(value: Any) -> Any:
     return value
 
 
+def canonical_safetensors(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its JSON header written with sorted keys, so equal tensors and metadata
+    give equal bytes (and SHA-256). safetensors keeps the metadata in a hash map whose order changes from one
+    writer to the next; the tensors' offsets are relative to the end of the header, so only the header changes.
+    The header is padded with spaces to a multiple of 8 bytes, as safetensors writes it."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-(8 + len(text)) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + length :]
+
+
 def save_checkpoint(
     path_stem: str | os.PathLike,
     net_or_state: nn.Module | dict[str, Tensor],
@@ -207,7 +219,7 @@ def save_checkpoint(
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     if z is not None:
         tensors[Z_KEY] = z.detach().to("cpu", torch.float32).contiguous().clone()
-    data = safetensors_save(tensors, metadata={"format": "metadip", "name": name})
+    data = canonical_safetensors(safetensors_save(tensors, metadata={"format": "metadip", "name": name}))
     recipe = input_recipe.to_dict() if isinstance(input_recipe, InputRecipe) else dict(input_recipe)
     online = inner if isinstance(inner, DipRecipe) else DipRecipe.from_dict(inner)
     sidecar = {

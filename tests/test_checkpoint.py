@@ -80,6 +80,26 @@ def test_round_trip(tmp_path):
         assert load_checkpoint(str(tmp_path / "init") + suffix).name == "init"
 
 
+def test_equal_weights_export_to_equal_bytes(tmp_path):
+    """The weights file's SHA-256 identifies the weights: safetensors writes its metadata from a hash map whose order
+    changes between writers (a re-export of the same θ0 once gave another hash), so the header is written
+    canonically (sorted keys, padded to 8 bytes) and the file still loads."""
+    hashes = set()
+    for i in range(8):
+        save_tiny(tmp_path / f"copy{i}" / "init", z=torch.rand(1, 4, 8, 8, generator=torch.Generator().manual_seed(1)))
+        data = (tmp_path / f"copy{i}" / "init.safetensors").read_bytes()
+        length = int.from_bytes(data[:8], "little")
+        assert (8 + length) % 8 == 0
+        header = json.loads(data[8 : 8 + length])
+        assert list(header["__metadata__"]) == sorted(header["__metadata__"]) and list(header) == sorted(header)
+        hashes.add(json.loads((tmp_path / f"copy{i}" / "init.json").read_text())["sha256"])
+        init = load_checkpoint(tmp_path / f"copy{i}" / "init")
+        assert init.z is not None
+        for key, value in tiny_net().state_dict().items():
+            assert torch.equal(init.state_dict[key], value)
+    assert len(hashes) == 1
+
+
 def test_fixed_z_round_trip(tmp_path):
     z = torch.rand(1, 4, 16, 16)
     save_tiny(tmp_path / "fixed", z=z)
