@@ -85,8 +85,9 @@ def test_equal_weights_export_to_equal_bytes(tmp_path):
     changes between writers (a re-export of the same θ0 once gave another hash), so the header is written
     canonically (sorted keys, padded to 8 bytes) and the file still loads."""
     hashes = set()
+    z = torch.rand(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     for i in range(8):
-        save_tiny(tmp_path / f"copy{i}" / "init", z=torch.rand(1, 4, 8, 8, generator=torch.Generator().manual_seed(1)))
+        net = save_tiny(tmp_path / f"copy{i}" / "init", z=z)
         data = (tmp_path / f"copy{i}" / "init.safetensors").read_bytes()
         length = int.from_bytes(data[:8], "little")
         assert (8 + length) % 8 == 0
@@ -95,7 +96,7 @@ def test_equal_weights_export_to_equal_bytes(tmp_path):
         hashes.add(json.loads((tmp_path / f"copy{i}" / "init.json").read_text())["sha256"])
         init = load_checkpoint(tmp_path / f"copy{i}" / "init")
         assert init.z is not None
-        for key, value in tiny_net().state_dict().items():
+        for key, value in net.state_dict().items():
             assert torch.equal(init.state_dict[key], value)
     assert len(hashes) == 1
 
