@@ -10,8 +10,9 @@ norm (:func:`reset_filter_norms`; the output moves by at most ~0.01 on [0, 1] th
 tie or worse — θ0 is tuned to its own norms.
 
     OMP_NUM_THREADS=1 PYTHONPATH=evaluate python pretrain/experiments/filter_norm_probe.py \\
-        --init phantom-fourier-reptile-resample --size 128 --images phantom-101 \\
-        --cache runs/curves --out runs/norm-128.json
+        --init phantom-fourier-reptile-resample-horizon --scale 1 --images phantom-101 --size 128 --channels 1 \\
+        --operators "fourier:ratio=0.25,sigma=5;fourier:ratio=0.25,pattern=points,sigma=5" --seeds 1 \\
+        --iterations 6000 --baseline-iterations 6000 --cache runs/curves --out runs/norm-128.json
 """
 
 from __future__ import annotations
@@ -98,36 +99,18 @@ def renormed_variant(init: str, folder: Path, scale: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="Every other option goes to evaluate/dev_compare.py."
+    )
     parser.add_argument("--init", default="phantom-fourier-reptile-resample")
     parser.add_argument("--scale", type=float, default=1.0, help="target filter norm ÷ the default init's")
-    parser.add_argument("--images", default="phantom-101,phantom-102,phantom-103,phantom-104,phantom-105,phantom-106")
-    parser.add_argument("--operators", default="fourier:ratio=0.25,sigma=5;fourier:ratio=0.25,pattern=points,sigma=5")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--channels", type=int, default=1)
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--iterations", type=int, default=6000)
-    parser.add_argument("--baseline-iterations", type=int, default=6000)
-    parser.add_argument("--lr-scale", type=float, default=1.0)
-    parser.add_argument("--cache", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args, forwarded = parser.parse_known_args(argv)
 
     import dev_compare
 
     with tempfile.TemporaryDirectory() as tmp:
         variant = renormed_variant(args.init, Path(tmp), args.scale)
-        forwarded = [
-            "--init", variant, "--images", args.images, "--operators", args.operators,
-            "--size", str(args.size), "--channels", str(args.channels), "--seeds", str(args.seeds),
-            "--iterations", str(args.iterations), "--baseline", "random",
-            "--baseline-iterations", str(args.baseline_iterations), "--converge", "--lr-scale", str(args.lr_scale),
-        ]  # fmt: skip
-        if args.cache is not None:
-            forwarded += ["--cache", str(args.cache)]
-        if args.out is not None:
-            forwarded += ["--out", str(args.out)]
-        return dev_compare.main(forwarded)
+        return dev_compare.main(["--init", variant, "--baseline", "random", "--converge", *forwarded])
 
 
 if __name__ == "__main__":
