@@ -75,12 +75,10 @@ def reset_filter_norms(net: nn.Module, norm: float = DEFAULT_INIT_FILTER_NORM) -
 
 def renormed_variant(init: str, folder: Path, scale: float) -> str:
     """A copy of ``init`` in ``folder`` with every batch-normalised filter at ``scale`` × the default init's norm."""
-    from metadip.checkpoint import load_checkpoint, load_weights, save_checkpoint
-    from metadip.generators import build_generator
+    from metadip.checkpoint import load_checkpoint, save_checkpoint
 
     loaded = load_checkpoint(init)
-    net = build_generator(loaded.arch_config)
-    load_weights(net, loaded.state_dict, loaded.name)
+    net = loaded.build()
     reset_filter_norms(net, scale * DEFAULT_INIT_FILTER_NORM)
     name = f"{loaded.name}-norm{scale:g}"
     training = dict(loaded.training, filter_norm=scale * DEFAULT_INIT_FILTER_NORM)
