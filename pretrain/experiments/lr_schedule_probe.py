@@ -5,8 +5,9 @@ At 128 px random DIP needs ~1,500 iterations to reach its peak − 2 dB and ~2,6
 start ~700 iterations ahead and then climb as slowly (research log 85–87). If the tail were Adam wandering at a
 fixed lr (the EMA of the outputs only averages that), multiplying every lr by ``--factor`` each ``--every``
 iterations from ``--start`` on would reach the peak sooner. This probe runs ``evaluate/dev_compare.py`` with that
-schedule patched into the online optimiser (every init it runs, ``random`` included); the baseline (random init,
-the paper's constant lr) must already be in ``--cache``, which this probe never writes.
+schedule patched into the online optimiser of every init it runs (``random`` included); the baseline (random init,
+read from or written to ``--cache``) keeps the paper's constant lr. Result (docs/RESEARCH_LOG.md 88): slower for
+both arms — random init's peak −0.77 / −0.78 dB at 128 px: the tail is a slow ascent, not step noise.
 
     OMP_NUM_THREADS=1 PYTHONPATH=evaluate python pretrain/experiments/lr_schedule_probe.py \\
         --start 1000 --every 500 --factor 0.5 --init random --images phantom-101 --size 128 --channels 1 \\
