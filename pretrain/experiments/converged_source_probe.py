@@ -10,7 +10,8 @@ random arm's online recipe, and ``evaluate/dev_compare.py`` runs that checkpoint
 development pictures, both to convergence. ``--z same`` keeps the z of the fits (the input seed of the development
 runs, at the same size); ``--z fresh`` fits with another z, so online DIP meets a z the weights never saw. Result
 (docs/RESEARCH_LOG.md 87): one source, 3,000 iterations, dev phantom-101 at 128 px — fresh z ×1.04 / ×0.99 (lines /
-points), same z ×0 / ×1.9: no speed carries from one picture's tail to the next.
+points), same z ×0 / ×1.9; three sources of 1,500 iterations ×0 / ×1.0 and ×0 / ×3.0 (points −0.25 dB): no speed
+carries from one picture's tail to the next.
 
     OMP_NUM_THREADS=1 PYTHONPATH=evaluate python pretrain/experiments/converged_source_probe.py \\
         --sources 1 --source-iterations 3000 --z same --save runs/converged-source \\
