@@ -33,17 +33,16 @@ import torch
 SOURCE_SEED_BASE = 7_000  # training-distribution phantoms: metadip.phantoms.phantom from seed 7000 + k
 
 
-def fit_sources(
-    size: int, sources: int, iterations: int, operator: str, z_seed: int, weights_seed: int = 0
-) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    """Random DIP's weights after fitting ``sources`` training-distribution phantoms in turn (``iterations`` each,
-    Adam restarted per picture, one z drawn from input seed ``z_seed``), and one log row per fit."""
+def fit_sources(size: int, sources: int, iterations: int, operator: str, z_seed: int):
+    """Random init (seed 0: the development runs' weights and online z) holding random DIP's weights after fitting
+    ``sources`` training-distribution phantoms in turn (``iterations`` each, Adam restarted per picture, one z drawn
+    from input seed ``z_seed``), and one log row per fit."""
     from metadip import api, dip
     from metadip.checkpoint import random_init
     from metadip.evaluation.problems import make_problem
     from metadip.phantoms import phantom
 
-    start = random_init("skip-slim", out_channels=1, seed=weights_seed)
+    start = random_init("skip-slim", out_channels=1, seed=0)
     z_recipe = random_init("skip-slim", out_channels=1, seed=z_seed).input_recipe
     state = start.state_dict
     rows = []
@@ -83,7 +82,7 @@ def fit_sources(
             flush=True,
         )
         state = {name: value.detach().clone() for name, value in net.state_dict().items()}
-    return state, rows
+    return dataclasses.replace(start, state_dict=state), rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,21 +97,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", type=Path, required=True, help="folder for the checkpoint (reused if there)")
     args, forwarded = parser.parse_known_args(argv)
 
-    from metadip.checkpoint import random_init, save_checkpoint
+    from metadip.checkpoint import save_checkpoint
 
     name = f"converged-source-{args.sources}x{args.source_iterations}-{args.z}-z-{args.source_size}"
     sidecar = args.save / f"{name}.json"
     if not sidecar.exists():
         z_seed = 0 if args.z == "same" else 1
-        state, rows = fit_sources(args.source_size, args.sources, args.source_iterations, args.source_operator, z_seed)
-        random_arm = random_init("skip-slim", out_channels=1, seed=0)  # online z: the development runs' input seed
+        fitted, rows = fit_sources(args.source_size, args.sources, args.source_iterations, args.source_operator, z_seed)
         args.save.mkdir(parents=True, exist_ok=True)
         save_checkpoint(
             args.save / name,
-            state,
-            arch_config=random_arm.arch_config,
-            input_recipe=random_arm.input_recipe,
-            inner=random_arm.recipe,
+            fitted.state_dict,
+            arch_config=fitted.arch_config,
+            input_recipe=fitted.input_recipe,
+            inner=fitted.recipe,
             training={
                 "algorithm": "converged-source",
                 "sources": rows,
